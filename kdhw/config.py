@@ -1,0 +1,186 @@
+"""One config object for the whole pipeline, loaded from YAML and validated on load.
+
+Why a hand-written schema rather than a validation library: the error a hardware engineer sees must be
+one line that names the file, the dotted key and what is allowed, and unknown keys must be refused (a
+typo such as ``temprature`` silently falling back to a default would invalidate a regression).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+# Schema: section -> key -> (type(s), default). ``None`` default with a type means optional.
+_Num = (int, float)
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "data": {
+        "dataset": (str, "digits"),
+        "path": (str, None),
+        "seed": (int, 0),
+        "val_fraction": (_Num, 0.15),
+        "test_fraction": (_Num, 0.25),
+        "mnist1d_samples": (int, 4000),
+    },
+    "teacher": {
+        "arch": (str, "cnn2d"),
+        "channels": (list, [16, 32]),
+        "hidden": (int, 64),
+        "kernel": (int, 3),
+        "epochs": (int, 40),
+        "lr": (_Num, 0.002),
+        "batch_size": (int, 64),
+        "patience": (int, 8),
+        "path": (str, None),
+        "seed": (int, 0),
+    },
+    "student": {
+        "input": (dict, {"bits": 8, "int_bits": 1, "signed": False}),
+        "output": (dict, {"bits": 8}),
+        "weight_bits": (int, 4),
+        "bias_bits": (int, 16),
+        "act_bits": (int, 4),
+        "scaling": (str, "po2"),
+        "layers": (list, None),
+    },
+    "distill": {
+        "method": (str, "hinton"),
+        "temperature": (_Num, 1.0),
+        "alpha": (_Num, 0.5),
+        "epochs": (int, 60),
+        "lr": (_Num, 0.01),
+        "batch_size": (int, 64),
+        "seed": (int, 0),
+        "select": (str, "best_val"),
+    },
+    "hls": {
+        "board": (str, "pynq-z2"),
+        "backend": (str, "Vitis"),
+        "io_type": (str, "io_parallel"),
+        "reuse_factor": (int, 1),
+        "strategy": (str, "Latency"),
+        "clock_period_ns": (_Num, None),
+    },
+    "verify": {
+        "random_inputs": (int, 1000),
+        "random_seed": (int, 1234),
+    },
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv"),
+    "teacher.arch": ("mlp", "cnn1d", "cnn2d"),
+    "student.scaling": ("po2",),
+    "distill.method": ("hinton", "none"),
+    "distill.select": ("best_val", "kd", "scratch"),
+    "hls.backend": ("Vitis", "Vivado"),
+    "hls.io_type": ("io_parallel", "io_stream"),
+    "hls.strategy": ("Latency", "Resource"),
+}
+
+
+@dataclass
+class Config:
+    """Validated pipeline config: one plain dict per section, every key present (defaults filled in)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
+    hls: dict[str, Any] = field(default_factory=dict)
+    verify: dict[str, Any] = field(default_factory=dict)
+    source: str = "<default>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s: copy.deepcopy(getattr(self, s)) for s in SCHEMA}
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return "number"
+    return {str: "string", int: "integer", list: "list", dict: "mapping", bool: "boolean"}.get(t, t.__name__)
+
+
+def _check_type(src: str, key: str, value: Any, typ: Any) -> Any:
+    if value is None:
+        return None
+    ok = isinstance(value, typ) and not (isinstance(value, bool) and typ in (int, _Num))
+    if not ok:
+        raise InputError(f"{src}: {key} must be a {_type_name(typ)}, got {value!r}")
+    return value
+
+
+def validate(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Check keys, types and choices; fill defaults.  Raises InputError naming file and key."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}: top level must be a mapping with sections {', '.join(SCHEMA)}")
+    cfg = Config(source=source)
+    for section in raw:
+        if section not in SCHEMA:
+            raise InputError(f"{source}: unknown section '{section}'; allowed: {', '.join(SCHEMA)}")
+    for section, keys in SCHEMA.items():
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            raise InputError(f"{source}: section '{section}' must be a mapping")
+        for k in given:
+            if k not in keys:
+                raise InputError(
+                    f"{source}: unknown key '{section}.{k}'; allowed: {', '.join(sorted(keys))}"
+                )
+        out: dict[str, Any] = {}
+        for k, (typ, default) in keys.items():
+            v = given.get(k, copy.deepcopy(default))
+            out[k] = _check_type(source, f"{section}.{k}", v, typ)
+            choices = CHOICES.get(f"{section}.{k}")
+            if choices and out[k] is not None and out[k] not in choices:
+                raise InputError(
+                    f"{source}: {section}.{k} = {out[k]!r} is not allowed; choose one of: {', '.join(choices)}"
+                )
+        setattr(cfg, section, out)
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: Config) -> None:
+    src = cfg.source
+    for key in ("val_fraction", "test_fraction"):
+        v = cfg.data[key]
+        if not 0 < v < 0.5:
+            raise InputError(f"{src}: data.{key} = {v} must be in (0, 0.5)")
+    if cfg.distill["temperature"] <= 0:
+        raise InputError(f"{src}: distill.temperature must be > 0")
+    if not 0 <= cfg.distill["alpha"] <= 1:
+        raise InputError(f"{src}: distill.alpha = {cfg.distill['alpha']} must be in [0, 1]")
+    for sec, key in (("teacher", "epochs"), ("distill", "epochs"), ("hls", "reuse_factor")):
+        if cfg.__dict__[sec][key] < 1:
+            raise InputError(f"{src}: {sec}.{key} must be >= 1")
+    if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
+        raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load ``path`` (YAML), or the embedded default when ``path`` is None."""
+    if path is None:
+        text = resources.files("kdhw").joinpath("defaults/digits.yaml").read_text()
+        return validate(yaml.safe_load(text), "<embedded default digits.yaml>")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise InputError(f"{p}: not valid YAML{where}") from None
+    return validate(raw or {}, str(p))
+
+
+def default_yaml() -> str:
+    """The embedded default config, for users to copy and edit."""
+    return resources.files("kdhw").joinpath("defaults/digits.yaml").read_text()

@@ -1,0 +1,271 @@
+"""Fixed-point student: a brevitas network built from a layer spec.
+
+Only specs that can be bit-exact through QONNX -> hls4ml are accepted (see TOOLCHAIN notes): power-of-two
+scales everywhere (brevitas ``*FixedPoint`` quantizers), integer bias (or none), no unfolded BatchNorm,
+a constant-scale input quantizer whose fixed-point type becomes the HLS input precision.  Anything else is
+refused at build time with the change to make, rather than discovered as a mismatch after a long run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import brevitas.nn as qnn
+from brevitas.quant import (
+    Int8ActPerTensorFixedPoint,
+    Int8WeightPerTensorFixedPoint,
+    IntBias,
+    Uint8ActPerTensorFixedPoint,
+)
+
+from .errors import InputError
+
+LAYER_TYPES = ("dense", "conv1d", "conv2d", "maxpool", "relu", "flatten")
+_LAYER_KEYS = {
+    "dense": {"type", "units", "weight_bits", "bias_bits", "bias"},
+    "conv1d": {"type", "filters", "kernel", "padding", "weight_bits", "bias_bits", "bias"},
+    "conv2d": {"type", "filters", "kernel", "padding", "weight_bits", "bias_bits", "bias"},
+    "maxpool": {"type", "size"},
+    "relu": {"type", "bits"},
+    "flatten": {"type"},
+}
+_REFUSED = {
+    "batchnorm": "an unfolded BatchNorm is not bit-exact in hls4ml; fold it into the previous layer or drop it",
+    "dropout": "dropout has no hardware meaning; remove it from the student spec",
+}
+
+
+@dataclass(frozen=True)
+class IOFormat:
+    """Fixed-point format of the student's input: total bits, integer bits (sign excluded), signedness."""
+
+    bits: int
+    int_bits: int
+    signed: bool
+
+    @property
+    def scale(self) -> float:
+        return 2.0 ** (self.int_bits - self.bits + (1 if self.signed else 0))
+
+    @property
+    def hls_type(self) -> str:
+        """The hls4ml precision string: RND_CONV/SAT match brevitas' round-half-even + clamp."""
+        if self.signed:
+            return f"fixed<{self.bits},{self.int_bits + 1},RND_CONV,SAT>"
+        return f"ufixed<{self.bits},{self.int_bits},RND_CONV,SAT>"
+
+
+class _IntBiasN(IntBias):
+    """Integer bias with the scale inferred from input scale x weight scale (power of two when both are)."""
+
+    bit_width = 16
+
+
+class StudentNet(nn.Module):
+    """A brevitas student; ``features`` exposes per-layer outputs for hint-based distillation."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], input_format: IOFormat, n_classes: int,
+                 bits: dict[str, dict[str, int]] | None = None) -> None:
+        super().__init__()
+        self.bits = bits or {}
+        self.input_format = input_format
+        self.n_classes = n_classes
+        self.names = [n for n, _ in layers]
+        self.layers = nn.ModuleList(m for _, m in layers)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> Any:
+        feats: dict[str, torch.Tensor] = {}
+        for name, layer in zip(self.names, self.layers):
+            x = layer(x)
+            if return_features:
+                feats[name] = _value(x)
+        out = _value(x)
+        return (out, feats) if return_features else out
+
+
+def _value(x: Any) -> torch.Tensor:
+    return x.value if hasattr(x, "value") and not isinstance(x, torch.Tensor) else x
+
+
+def _int(layer: dict[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
+    v = layer.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise InputError(f"{where}: {key} = {v!r} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _io_format(spec: dict[str, Any], src: str) -> IOFormat:
+    inp = spec.get("input") or {}
+    extra = set(inp) - {"bits", "int_bits", "signed"}
+    if extra:
+        raise InputError(f"{src}: unknown key student.input.{sorted(extra)[0]}; allowed: bits, int_bits, signed")
+    bits = _int(inp, "bits", 8, 2, 16, f"{src}: student.input")
+    int_bits = inp.get("int_bits", 1)
+    if isinstance(int_bits, bool) or not isinstance(int_bits, int) or not -8 <= int_bits <= bits:
+        raise InputError(f"{src}: student.input.int_bits = {int_bits!r} must be an integer in [-8, {bits}]")
+    signed = inp.get("signed", False)
+    if not isinstance(signed, bool):
+        raise InputError(f"{src}: student.input.signed must be true or false")
+    return IOFormat(bits, int_bits, signed)
+
+
+def build_student(
+    spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, src: str = "student"
+) -> StudentNet:
+    """Build the brevitas student; ``input_shape`` excludes the batch dim ((F,), (C, L) or (C, H, W))."""
+    if spec.get("scaling", "po2") != "po2":
+        raise InputError(
+            f"{src}: student.scaling = {spec.get('scaling')!r} is not bit-exact (hls4ml turns non-power-of-two "
+            "scales into normalize layers); use scaling: po2"
+        )
+    layers_spec = spec.get("layers")
+    if not layers_spec:
+        raise InputError(f"{src}: student.layers is empty; give a list of layers ({', '.join(LAYER_TYPES)})")
+    fmt = _io_format(spec, src)
+    wb_default = spec.get("weight_bits", 4)
+    bb_default = spec.get("bias_bits", 16)
+    ab_default = spec.get("act_bits", 4)
+    out_bits = _int(spec.get("output") or {}, "bits", 8, 2, 32, f"{src}: student.output")
+
+    quant_in = qnn.QuantIdentity(
+        act_quant=Int8ActPerTensorFixedPoint if fmt.signed else Uint8ActPerTensorFixedPoint,
+        bit_width=fmt.bits,
+        scaling_impl_type="const",
+        scaling_init=2.0 ** fmt.int_bits,
+        return_quant_tensor=True,
+    )
+    mods: list[tuple[str, nn.Module]] = [("input_quant", quant_in)]
+    bits: dict[str, dict[str, int]] = {"input_quant": {"act_bits": fmt.bits}}
+    shape = tuple(input_shape)
+    counts: dict[str, int] = {}
+    last_linear = -1
+    for i, layer in enumerate(layers_spec):
+        where = f"{src}: student.layers[{i}]"
+        if not isinstance(layer, dict) or "type" not in layer:
+            raise InputError(f"{where}: each layer must be a mapping with a 'type' ({', '.join(LAYER_TYPES)})")
+        t = layer["type"]
+        if t in _REFUSED:
+            raise InputError(f"{where}: type '{t}' refused: {_REFUSED[t]}")
+        if t not in LAYER_TYPES:
+            raise InputError(f"{where}: unknown layer type '{t}'; allowed: {', '.join(LAYER_TYPES)}")
+        extra = set(layer) - _LAYER_KEYS[t]
+        if extra:
+            raise InputError(
+                f"{where}: unknown key '{sorted(extra)[0]}' for {t}; allowed: {', '.join(sorted(_LAYER_KEYS[t]))}"
+            )
+        counts[t] = counts.get(t, 0) + 1
+        name = f"{t}{counts[t]}"
+        if t in ("dense", "conv1d", "conv2d"):
+            wb = _int(layer, "weight_bits", wb_default, 2, 16, where)
+            use_bias = layer.get("bias", True)
+            if use_bias == "float":
+                raise InputError(f"{where}: a float bias is not bit-exact in hls4ml; use bias: true (quantized) or false")
+            if not isinstance(use_bias, bool):
+                raise InputError(f"{where}: bias must be true or false")
+            bb = layer.get("bias_bits", bb_default)
+            if use_bias and (bb is None or isinstance(bb, bool) or not isinstance(bb, int) or not 4 <= bb <= 32):
+                raise InputError(
+                    f"{where}: bias_bits = {bb!r} must be an integer in [4, 32] (a float bias is not bit-exact; "
+                    "set bias: false to drop it)"
+                )
+            bits[name] = {"weight_bits": wb, **({"bias_bits": bb} if use_bias else {})}
+            bias_kw = dict(bias=use_bias)
+            if use_bias:
+                bias_kw.update(bias_quant=_IntBiasN, bias_bit_width=bb)
+        if t == "dense":
+            if len(shape) > 1:
+                mods.append((f"flatten{counts.get('flatten', 0) + 1}", nn.Flatten()))
+                counts["flatten"] = counts.get("flatten", 0) + 1
+                shape = (math.prod(shape),)
+            units = _int(layer, "units", 0, 1, 4096, where)
+            m = qnn.QuantLinear(shape[0], units, weight_quant=Int8WeightPerTensorFixedPoint,
+                                weight_bit_width=wb, return_quant_tensor=True, **bias_kw)
+            shape = (units,)
+            last_linear = len(mods)
+        elif t in ("conv1d", "conv2d"):
+            nd = 1 if t == "conv1d" else 2
+            if len(shape) != nd + 1:
+                raise InputError(f"{where}: {t} needs an input of rank {nd + 1} (channels + {nd} spatial), got shape {shape}")
+            filters = _int(layer, "filters", 0, 1, 512, where)
+            k = _int(layer, "kernel", 3, 1, 15, where)
+            pad = _int(layer, "padding", 0, 0, k // 2, where)
+            cls = qnn.QuantConv1d if nd == 1 else qnn.QuantConv2d
+            m = cls(shape[0], filters, k, padding=pad, weight_quant=Int8WeightPerTensorFixedPoint,
+                    weight_bit_width=wb, return_quant_tensor=True, **bias_kw)
+            spatial = tuple(s + 2 * pad - k + 1 for s in shape[1:])
+            if min(spatial) < 1:
+                raise InputError(f"{where}: kernel {k} is larger than the input {shape[1:]}")
+            shape = (filters, *spatial)
+            last_linear = len(mods)
+        elif t == "maxpool":
+            size = _int(layer, "size", 2, 2, 8, where)
+            if len(shape) == 2:
+                m = nn.MaxPool1d(size)
+            elif len(shape) == 3:
+                m = nn.MaxPool2d(size)
+            else:
+                raise InputError(f"{where}: maxpool needs a conv feature map, got shape {shape}")
+            shape = (shape[0], *(s // size for s in shape[1:]))
+            if min(shape[1:]) < 1:
+                raise InputError(f"{where}: pool size {size} is larger than the feature map")
+        elif t == "relu":
+            abits = _int(layer, "bits", ab_default, 1, 16, where)
+            bits[name] = {"act_bits": abits}
+            m = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=abits, return_quant_tensor=True)
+        else:  # flatten
+            m = nn.Flatten()
+            shape = (math.prod(shape),)
+        mods.append((name, m))
+    if last_linear < 0 or not isinstance(mods[last_linear][1], qnn.QuantLinear) or last_linear != len(mods) - 1:
+        raise InputError(f"{src}: student.layers must end with a dense layer of {n_classes} units (the logits)")
+    if shape != (n_classes,):
+        raise InputError(f"{src}: the last dense layer has {shape[0]} units but the data has {n_classes} classes")
+    mods.append((
+        "output_quant",
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=out_bits, return_quant_tensor=True),
+    ))
+    bits["output_quant"] = {"act_bits": out_bits}
+    return StudentNet(mods, fmt, n_classes, bits)
+
+
+def describe(model: StudentNet) -> list[dict[str, Any]]:
+    """Per-layer summary (parameters, bit widths) for the report."""
+    return [
+        {"layer": name, "params": sum(p.numel() for n, p in m.named_parameters() if n in ("weight", "bias")),
+         **model.bits.get(name, {})}
+        for name, m in zip(model.names, model.layers)
+    ]
+
+
+def param_count(model: nn.Module) -> int:
+    """Trainable weights and biases (quantizer scales excluded: they become fixed-point types in hardware)."""
+    return sum(p.numel() for n, p in model.named_parameters() if n.endswith(("weight", "bias")) and "quant" not in n)
+
+
+def save_student(model: StudentNet, spec: dict[str, Any], input_shape: tuple[int, ...], path: Any) -> None:
+    """Save weights + the spec that rebuilds the network (loadable with ``weights_only=True``)."""
+    import io
+
+    from .atomic import write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"spec": spec, "input_shape": list(input_shape), "n_classes": model.n_classes,
+                "state_dict": model.state_dict()}, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_student(path: Any) -> StudentNet:
+    """Rebuild a saved student in eval mode; no unpickling of arbitrary objects."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_student(blob["spec"], tuple(blob["input_shape"]), int(blob["n_classes"]), str(path))
+        model.load_state_dict(blob["state_dict"])
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: not a kdhw student checkpoint ({type(e).__name__})") from None
+    return model.eval()

@@ -1,0 +1,159 @@
+"""Bit-exact verification of every level present against the QONNX integer reference.
+
+Levels: ``brevitas`` (the trained student, when ``student.pt`` is present), ``csim`` (hls4ml C-sim built
+from the project's headers: what synthesis builds), ``weights`` (the ``.h`` and ``.txt`` weight copies
+agree), ``rtl`` (generated Verilog, when an RTL dir is present).  Equality is exact (``==`` on the
+dequantized values, every row).  On a mismatch the first diverging hls4ml layer is found by comparing the
+traced C-sim layer outputs with the QONNX graph's intermediate tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .atomic import write_json
+from .csim import CSim, weight_file_mismatches
+from .errors import InputError
+from .export import load_qonnx, reference
+from .hls import HLS_MODEL_FILE, read_meta
+
+RtlLevel = Callable[[Path, np.ndarray, np.ndarray], dict[str, Any]]
+
+
+def load_inputs(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Load ``X.npy`` and check it is (N, *shape) or (N, prod(shape)); one-line error otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: inputs file not found")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except Exception:
+        raise InputError(f"{p}: not a .npy array file") from None
+    return check_inputs(x, shape, str(p))
+
+
+def check_inputs(x: np.ndarray, shape: tuple[int, ...], src: str = "inputs") -> np.ndarray:
+    if not np.issubdtype(x.dtype, np.number) or x.ndim < 2 or len(x) == 0:
+        raise InputError(f"{src}: expected a numeric array of shape (N, {', '.join(map(str, shape))}), got {x.shape}")
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x.astype(np.float32)
+    if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
+        return x.reshape(len(x), *shape).astype(np.float32)
+    raise InputError(
+        f"{src}: inputs have shape {tuple(x.shape[1:])} per row; the model expects {tuple(shape)} "
+        f"(channels-first) or {int(np.prod(shape))} flat values"
+    )
+
+
+def _chain(mw: Any, tensor: str) -> list[str]:
+    """``tensor`` and the tensors it becomes through constant bias adds and quantizers.
+
+    hls4ml folds a bias Add and the following Quant into one layer's precision, so a layer output may
+    equal any of these QONNX tensors.
+    """
+    out = [tensor]
+    seen = 0
+    while seen < 4:
+        cons = mw.find_consumers(out[-1]) or []
+        if len(cons) != 1 or cons[0].op_type not in ("Add", "Quant", "Mul"):
+            break
+        node = cons[0]
+        if node.op_type in ("Add", "Mul") and all(mw.get_initializer(i) is None for i in node.input):
+            break
+        out.append(node.output[0])
+        seen += 1
+    return out
+
+
+def first_divergence(project_dir: Path, meta: dict[str, Any], csim: CSim, x: np.ndarray,
+                     rows: np.ndarray, max_rows: int = 4) -> dict[str, Any] | None:
+    """Name the first hls4ml layer whose traced output matches no QONNX tensor it stands for."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    mw = ModelWrapper(str(project_dir / HLS_MODEL_FILE))
+    in_name = mw.graph.input[0].name
+    best: dict[str, Any] | None = None
+    order = {l["name"]: i for i, l in enumerate(meta["layers"])}
+    for r in rows[:max_rows]:
+        ctx = execute_onnx(mw, {in_name: x[r:r + 1].astype(np.float32)}, return_full_exec_context=True)
+        tr = csim.trace(x[r])
+        for layer in meta["layers"]:
+            got = tr.get(layer["name"])
+            if got is None or layer["tensor"] is None:
+                continue
+            cands = [np.asarray(ctx[t]).ravel() for t in _chain(mw, layer["tensor"]) if t in ctx]
+            cands = [c for c in cands if c.size == got.size]
+            if not cands or any(np.array_equal(c.astype(np.float64), got) for c in cands):
+                continue
+            diff = np.abs(cands[-1].astype(np.float64) - got)
+            found = {"layer": layer["name"], "class": layer["class"], "row": int(r),
+                     "values_differing": int((diff > 0).sum()), "max_abs_diff": float(diff.max())}
+            if best is None or order[found["layer"]] < order[best["layer"]]:
+                best = found
+            break
+    return best
+
+
+def verify_project(
+    project_dir: str | Path,
+    x: np.ndarray,
+    *,
+    student_pt: Path | None = None,
+    rtl_dir: Path | None = None,
+    rtl_level: RtlLevel | None = None,
+    teacher_logits: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    out_json: Path | None = None,
+) -> dict[str, Any]:
+    """Check every level present; returns (and writes) the verify.json dict."""
+    project_dir = Path(project_dir)
+    meta = read_meta(project_dir)
+    mw = load_qonnx(project_dir / "student.qonnx.onnx")
+    x = check_inputs(np.asarray(x), tuple(meta["input_shape"]))
+    ref = reference(mw, x)
+    levels: dict[str, Any] = {}
+    result: dict[str, Any] = {"rows": len(x), "first_divergence": None}
+
+    def level(name: str, got: np.ndarray) -> np.ndarray:
+        ok = np.all(got.reshape(len(x), -1) == ref, axis=1)
+        levels[name] = {"rows": int(len(x)), "exact_rows": int(ok.sum()),
+                        "first_bad_row": int(np.flatnonzero(~ok)[0]) if not ok.all() else None}
+        return ok
+
+    if student_pt is not None and Path(student_pt).is_file():
+        import torch
+
+        from .student import load_student
+
+        model = load_student(student_pt)
+        with torch.no_grad():
+            level("brevitas", model(torch.from_numpy(x)).numpy().astype(np.float64))
+    bad_w = weight_file_mismatches(project_dir)
+    levels["weights"] = {"h_vs_txt_mismatches": bad_w, "consistent": not bad_w}
+    with CSim(project_dir, meta) as cs:
+        y = cs.predict(x)
+        ok = level("csim", y)
+        if not ok.all():
+            result["first_divergence"] = first_divergence(project_dir, meta, cs, x, np.flatnonzero(~ok))
+    if rtl_dir is not None and rtl_level is not None and Path(rtl_dir).is_dir():
+        levels["rtl"] = rtl_level(Path(rtl_dir), x, ref)
+    result["levels"] = levels
+    result["bit_exact"] = all(
+        lv.get("exact_rows") == lv.get("rows") for lv in levels.values() if "rows" in lv
+    ) and levels["weights"]["consistent"] and all(lv.get("latency_ok", True) for lv in levels.values())
+    pred = ref.argmax(1)
+    if teacher_logits is not None:
+        result["teacher_agreement"] = float((pred == teacher_logits.argmax(1)).mean())
+    else:
+        result["teacher_agreement"] = None
+    if labels is not None:
+        result["student_accuracy"] = float((y.argmax(1) == labels).mean())
+        if teacher_logits is not None:
+            result["teacher_accuracy"] = float((teacher_logits.argmax(1) == labels).mean())
+    if out_json is not None:
+        write_json(out_json, result)
+    return result
