@@ -7,8 +7,9 @@ bit-exact (unsupported ops, non-power-of-two scales) with one line naming the no
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -37,7 +38,7 @@ def export_qonnx(model: Any, input_shape: tuple[int, ...], out_path: str | Path)
     model = model.eval()
     with tempfile.TemporaryDirectory() as td:
         raw = Path(td) / "raw.onnx"
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             _bexport(model, torch.zeros(1, *input_shape), str(raw))
         mw = cleanup_model(ModelWrapper(str(raw)))

@@ -48,6 +48,14 @@ def check_inputs(x: np.ndarray, shape: tuple[int, ...], src: str = "inputs") -> 
     )
 
 
+def _is_const(mw: Any, tensor: str) -> bool:
+    """An initializer, or a Quant of one (how QONNX stores quantized weights and biases)."""
+    if mw.get_initializer(tensor) is not None:
+        return True
+    prod = mw.find_producer(tensor)
+    return prod is not None and prod.op_type == "Quant" and mw.get_initializer(prod.input[0]) is not None
+
+
 def _chain(mw: Any, tensor: str) -> list[str]:
     """``tensor`` and the tensors it becomes through constant bias adds and quantizers.
 
@@ -61,41 +69,50 @@ def _chain(mw: Any, tensor: str) -> list[str]:
         if len(cons) != 1 or cons[0].op_type not in ("Add", "Quant", "Mul"):
             break
         node = cons[0]
-        if node.op_type in ("Add", "Mul") and all(mw.get_initializer(i) is None for i in node.input):
+        if node.op_type in ("Add", "Mul") and not any(_is_const(mw, i) for i in node.input):
             break
         out.append(node.output[0])
         seen += 1
     return out
 
 
-def first_divergence(project_dir: Path, meta: dict[str, Any], csim: CSim, x: np.ndarray,
-                     rows: np.ndarray, max_rows: int = 4) -> dict[str, Any] | None:
-    """Name the first hls4ml layer whose traced output matches no QONNX tensor it stands for."""
+def trace_layers(project_dir: Path, meta: dict[str, Any], csim: CSim, x: np.ndarray,
+                 rows: np.ndarray) -> tuple[int, dict[str, Any] | None]:
+    """Compare every traced hls4ml layer with the QONNX tensors it stands for, on ``rows``.
+
+    Returns (rows whose every layer matched, the earliest diverging layer or None).  A layer whose output
+    matches none of its candidate tensors diverges; later layers of that row are not blamed.
+    """
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
     mw = ModelWrapper(str(project_dir / HLS_MODEL_FILE))
     in_name = mw.graph.input[0].name
-    best: dict[str, Any] | None = None
     order = {l["name"]: i for i, l in enumerate(meta["layers"])}
-    for r in rows[:max_rows]:
+    chains = {l["name"]: _chain(mw, l["tensor"]) for l in meta["layers"] if l["tensor"]}
+    best: dict[str, Any] | None = None
+    good = 0
+    for r in rows:
         ctx = execute_onnx(mw, {in_name: x[r:r + 1].astype(np.float32)}, return_full_exec_context=True)
         tr = csim.trace(x[r])
+        found = None
         for layer in meta["layers"]:
             got = tr.get(layer["name"])
-            if got is None or layer["tensor"] is None:
+            if got is None or layer["name"] not in chains:
                 continue
-            cands = [np.asarray(ctx[t]).ravel() for t in _chain(mw, layer["tensor"]) if t in ctx]
+            cands = [np.asarray(ctx[t]).ravel().astype(np.float64) for t in chains[layer["name"]] if t in ctx]
             cands = [c for c in cands if c.size == got.size]
-            if not cands or any(np.array_equal(c.astype(np.float64), got) for c in cands):
+            if not cands or any(np.array_equal(c, got) for c in cands):
                 continue
-            diff = np.abs(cands[-1].astype(np.float64) - got)
+            diff = np.abs(cands[-1] - got)
             found = {"layer": layer["name"], "class": layer["class"], "row": int(r),
                      "values_differing": int((diff > 0).sum()), "max_abs_diff": float(diff.max())}
-            if best is None or order[found["layer"]] < order[best["layer"]]:
-                best = found
             break
-    return best
+        if found is None:
+            good += 1
+        elif best is None or order[found["layer"]] < order[best["layer"]]:
+            best = found
+    return good, best
 
 
 def verify_project(
@@ -108,6 +125,7 @@ def verify_project(
     teacher_logits: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     out_json: Path | None = None,
+    trace_rows: int = 32,
 ) -> dict[str, Any]:
     """Check every level present; returns (and writes) the verify.json dict."""
     project_dir = Path(project_dir)
@@ -119,6 +137,7 @@ def verify_project(
     result: dict[str, Any] = {"rows": len(x), "first_divergence": None}
 
     def level(name: str, got: np.ndarray) -> np.ndarray:
+        """Exact equality of every output value, every row."""
         ok = np.all(got.reshape(len(x), -1) == ref, axis=1)
         levels[name] = {"rows": int(len(x)), "exact_rows": int(ok.sum()),
                         "first_bad_row": int(np.flatnonzero(~ok)[0]) if not ok.all() else None}
@@ -137,8 +156,12 @@ def verify_project(
     with CSim(project_dir, meta) as cs:
         y = cs.predict(x)
         ok = level("csim", y)
-        if not ok.all():
-            result["first_divergence"] = first_divergence(project_dir, meta, cs, x, np.flatnonzero(~ok))
+        # every layer, not only the outputs: a wrong weight can hide behind output rounding on these
+        # rows and still be wrong in hardware; mismatching rows are traced first to name the layer
+        rows = np.unique(np.concatenate([np.flatnonzero(~ok)[:4], np.arange(min(trace_rows, len(x)))]))
+        good, result["first_divergence"] = trace_layers(project_dir, meta, cs, x, rows)
+        levels["csim_layers"] = {"rows": int(len(rows)), "exact_rows": int(good),
+                                 "layers": [l["name"] for l in meta["layers"]]}
     if rtl_dir is not None and rtl_level is not None and Path(rtl_dir).is_dir():
         levels["rtl"] = rtl_level(Path(rtl_dir), x, ref)
     result["levels"] = levels

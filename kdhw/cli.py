@@ -1,0 +1,308 @@
+"""Thin command line: parse arguments, call one public function per stage, map errors to exit codes.
+
+Exit codes: 0 ok, 1 verification or fit failure, 2 bad input/config/missing tool (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import CheckFailed, InputError, KdhwError
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import check_out_dir, run
+
+    cfg = load_config(a.config)
+    rep = run(cfg, check_out_dir(a.out), progress=not a.no_progress)
+    print(f"wrote {a.out}/ (report.md, verify.json, hls/)")
+    return 0 if rep["verify"]["bit_exact"] else 1
+
+
+def cmd_teacher(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .atomic import atomic_dir, write_json
+    from .config import load_config
+    from .data import load_dataset
+    from .teacher import save_teacher, teacher_accuracy, teacher_logits, train_teacher
+
+    cfg = load_config(a.config)
+    data = load_dataset(cfg.data, cfg.source)
+    with atomic_dir(a.out) as d:
+        model, res = train_teacher(cfg.teacher, data, not a.no_progress)
+        save_teacher(model, cfg.teacher, data.shape, data.n_classes, d / "teacher.pt")
+        tl = teacher_logits(model, cfg.teacher["arch"], data)
+        np.savez(d / "teacher_logits.npz", **tl)
+        acc = teacher_accuracy(tl, data)
+        write_json(d / "teacher.json", {"accuracy": acc, "epochs": res.epochs_run, "data": data.manifest})
+    print(f"teacher test accuracy {100 * acc['test']:.2f} % -> {a.out}/teacher.pt")
+    return 0
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from .atomic import atomic_dir, write_json
+    from .config import load_config
+    from .data import load_dataset
+    from .distill import choose, distill, student_input, summary
+    from .student import save_student
+    from .teacher import load_teacher, teacher_logits, train_teacher
+
+    cfg = load_config(a.config)
+    data = load_dataset(cfg.data, cfg.source)
+    tpath = a.teacher or cfg.teacher["path"]
+    if tpath:
+        tmodel, tcfg = load_teacher(tpath)
+    else:
+        tmodel, _ = train_teacher(cfg.teacher, data, not a.no_progress)
+        tcfg = cfg.teacher
+    tl = teacher_logits(tmodel, tcfg["arch"], data)
+    arms = distill(cfg.student, cfg.distill, data, tl["train"], not a.no_progress, cfg.source)
+    chosen, reason = choose(arms, cfg.distill["select"])
+    shape = student_input(data.x_test, cfg.student).shape[1:]
+    with atomic_dir(a.out) as d:
+        for k, arm in arms.items():
+            save_student(arm.model, cfg.student, shape, d / f"student_{k}.pt")
+        save_student(arms[chosen].model, cfg.student, shape, d / "student.pt")
+        write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason})
+    print(", ".join(f"{k}: test {100 * v.test_acc:.2f} %" for k, v in arms.items()) + f"; exported {chosen}")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_qonnx
+    from .student import load_student
+
+    model = load_student(a.student)
+    shape = tuple(int(s) for s in _student_shape(a.student))
+    export_qonnx(model, shape, a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _student_shape(path: str) -> list[int]:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["input_shape"]
+
+
+def cmd_hls(a: argparse.Namespace) -> int:
+    from .boards import load_board
+    from .hls import build_hls_project
+
+    board = load_board(a.board)
+    meta = build_hls_project(
+        a.model, a.out, part=board.part, clock_period_ns=a.clock_period or board.clock_period_ns,
+        backend=a.backend, io_type=a.io_type, reuse_factor=a.reuse_factor, strategy=a.strategy, board=board.name,
+    )
+    print(f"wrote hls4ml {meta['backend']} project {a.out}/ for {board.name} ({board.part}); "
+          f"input {meta['input_type']}; C-sim compiled")
+    return 0
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .hls import META_FILE, read_meta
+    from .verify import load_inputs, verify_project
+
+    d = Path(a.dir)
+    if not d.is_dir():
+        raise InputError(f"{d}: not a directory")
+    project = d / "hls" if (d / "hls" / META_FILE).is_file() else d
+    meta = read_meta(project)
+    x = load_inputs(a.inputs, tuple(meta["input_shape"]))
+    labels = None
+    if a.labels:
+        labels = np.load(a.labels, allow_pickle=False)
+        if labels.shape != (len(x),):
+            raise InputError(f"{a.labels}: labels must have shape ({len(x)},), got {labels.shape}")
+    teacher_logits = _teacher_logits_for(d, x) if project != d else None
+    rtl_dir, rtl_level = _rtl_level(d, a.simulator)
+    res = verify_project(project, x, student_pt=d / "student.pt", rtl_dir=rtl_dir, rtl_level=rtl_level,
+                         teacher_logits=teacher_logits, labels=labels, out_json=d / "verify.json")
+    for name, lv in res["levels"].items():
+        if "rows" in lv:
+            print(f"{name:9s} {lv['exact_rows']}/{lv['rows']} rows exact")
+        elif name == "weights":
+            print(f"weights   .h and .txt copies {'agree' if lv['consistent'] else 'DIFFER: ' + str(lv['h_vs_txt_mismatches'])}")
+    if res["first_divergence"]:
+        fd = res["first_divergence"]
+        print(f"first diverging layer: {fd['layer']} ({fd['class']}), row {fd['row']}")
+    print(f"bit_exact={res['bit_exact']} -> {d / 'verify.json'}")
+    if not res["bit_exact"]:
+        raise CheckFailed(f"{d}: not bit-exact" + (f"; first diverging layer {res['first_divergence']['layer']}"
+                                                  if res["first_divergence"] else ""))
+    return 0
+
+
+def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
+    """Teacher logits for the verify inputs when DIR is a run directory holding ``teacher.pt``."""
+    tp = run_dir / "teacher.pt"
+    if not tp.is_file():
+        return None
+    import torch
+
+    from .teacher import load_teacher, teacher_input
+    from .training import predict_logits
+
+    model, tcfg = load_teacher(tp)
+    shape = torch.load(tp, map_location="cpu", weights_only=True)["input_shape"]
+    if x[0].size != int(np.prod(shape)):
+        return None
+    return predict_logits(model, teacher_input(x.reshape(len(x), *shape), tcfg["arch"]))
+
+
+def _rtl_level(run_dir: Path, simulator: str) -> tuple[Path | None, Any]:
+    rtl = run_dir / "rtl"
+    if not (rtl / "rtl.json").is_file():
+        return None, None
+    from .rtl_verify import rtl_level
+
+    return rtl, lambda p, x, ref: rtl_level(p, x, ref, simulator)
+
+
+def cmd_rtl(a: argparse.Namespace) -> int:
+    from .rtl import qonnx_to_rtl
+
+    meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff)
+    print(f"wrote Verilog {a.out}/ (top {meta['top']}, latency {meta['latency_cycles']} cycles)")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .boards import load_board
+    from .hwreport import hardware_report, require_fit
+
+    d = Path(a.dir)
+    boards = [load_board(b) for b in a.board]
+    onnx_path = d / "student.qonnx.onnx"
+    if not onnx_path.is_file():
+        raise InputError(f"{d}: no student.qonnx.onnx; run `kdhw run` or copy the QONNX model there")
+    rtl = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else None
+    rep = hardware_report(d, boards, onnx_path, rtl, Path(a.vendor_report) if a.vendor_report else None,
+                          synth=not a.no_synth)
+    print(f"wrote {d}/hw_report.md, hw_report.html, hw_report.json")
+    if a.require_fit:
+        require_fit(rep)
+    return 0
+
+
+def cmd_boards(a: argparse.Namespace) -> int:
+    from .boards import boards_table, list_boards
+
+    if a.json:
+        print(json.dumps([b.__dict__ for b in list_boards()], indent=2, default=list))
+    else:
+        print(boards_table())
+    return 0
+
+
+def cmd_config(a: argparse.Namespace) -> int:
+    from .config import default_yaml
+
+    sys.stdout.write(default_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdhw", description="Distil a float teacher into a bit-exact fixed-point FPGA student.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("run", help="whole pipeline; no CONFIG = the embedded default (digits)")
+    s.add_argument("config", nargs="?")
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("teacher", help="train the float teacher")
+    s.add_argument("config")
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_teacher)
+
+    s = sub.add_parser("distill", help="QAT student from scratch and with distillation")
+    s.add_argument("config")
+    s.add_argument("--out", required=True)
+    s.add_argument("--teacher", help="teacher.pt to distil from (else the config's teacher is trained)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_distill)
+
+    s = sub.add_parser("export", help="brevitas student -> QONNX")
+    s.add_argument("student")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("hls", help="QONNX -> hls4ml project + compiled C-sim")
+    s.add_argument("model")
+    s.add_argument("--board", default="pynq-z2")
+    s.add_argument("--out", required=True)
+    s.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado"])
+    s.add_argument("--io-type", default="io_parallel", choices=["io_parallel", "io_stream"])
+    s.add_argument("--reuse-factor", type=int, default=1)
+    s.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"])
+    s.add_argument("--clock-period", type=float, help="ns; default: the board's clock")
+    s.set_defaults(fn=cmd_hls)
+
+    s = sub.add_parser("rtl", help="QONNX -> pipelined Verilog (da4ml)")
+    s.add_argument("model")
+    s.add_argument("--out", required=True)
+    s.add_argument("--latency-cutoff", type=float, default=None)
+    s.set_defaults(fn=cmd_rtl)
+
+    s = sub.add_parser("verify", help="bit-exact check of every level present; exit 1 on mismatch")
+    s.add_argument("dir")
+    s.add_argument("--inputs", required=True)
+    s.add_argument("--labels")
+    s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"])
+    s.set_defaults(fn=cmd_verify)
+
+    s = sub.add_parser("report", help="resources / latency / fit per board")
+    s.add_argument("dir")
+    s.add_argument("--board", action="append", required=True)
+    s.add_argument("--vendor-report")
+    s.add_argument("--require-fit", action="store_true")
+    s.add_argument("--no-synth", action="store_true")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("boards", help="list the board catalog")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_boards)
+
+    s = sub.add_parser("config", help="print the embedded default config")
+    s.set_defaults(fn=cmd_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return int(args.fn(args))
+    except KdhwError as e:
+        print(f"kdhw {args.cmd}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("kdhw: interrupted; previous outputs left as they were", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The run report: teacher / scratch / KD accuracy, the chosen student, bit widths, verification, timings.
+
+``report.json`` is for regression scripts to diff; ``report.md`` (with a training-curve PNG) is for a
+person.  Hardware figures per board come from ``hwreport`` and are linked from here when present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json, write_text
+
+
+def training_plot(histories: dict[str, list[dict[str, float]]], teacher_val: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    for name, h in histories.items():
+        ax.plot([r["epoch"] for r in h], [100 * r["val_acc"] for r in h], label=name)
+    if teacher_val is not None:
+        ax.axhline(100 * teacher_val, color="k", ls="--", lw=1, label="teacher (float)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Student QAT: scratch vs distilled")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f} %"
+
+
+def render_markdown(rep: dict[str, Any]) -> str:
+    t, arms, v = rep["teacher"], rep["students"], rep.get("verify") or {}
+    lines = [
+        f"# kdhw run report — {rep['data']['dataset']}",
+        "",
+        f"Config: `{rep['config_source']}` · data split seed {rep['data']['seed']} · "
+        f"{rep['data']['train']}/{rep['data']['val']}/{rep['data']['test']} train/val/test rows",
+        "",
+        "## Accuracy (test split)",
+        "",
+        "| model | test acc | val acc | params | notes |",
+        "|---|---|---|---|---|",
+        f"| teacher ({t['arch']}, float) | {_pct(t['test_acc'])} | {_pct(t['val_acc'])} | {t['params']} | "
+        f"{'loaded from ' + t['loaded_from'] if t.get('loaded_from') else 'trained ' + str(t.get('epochs')) + ' epochs'} |",
+    ]
+    for k, a in arms.items():
+        note = "**exported**" if k == rep["chosen"]["arm"] else ""
+        lines.append(f"| student {k} | {_pct(a['test_acc'])} | {_pct(a['val_acc'])} | {a['params']} | {note} |")
+    ch = rep["chosen"]
+    lines += [
+        "",
+        f"Exported: **{ch['arm']}** ({ch['reason']}). Validation difference KD − scratch: "
+        f"{ch['val_diff_points']:+.2f} points; test difference {ch['test_diff_points']:+.2f} points. "
+        f"{ch['noise_note']}",
+        "",
+        "![validation accuracy per epoch](training.png)",
+        "",
+        "## Student (fixed point)",
+        "",
+        "| layer | params | weight bits | bias bits | act bits |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rep["student"]["layers"]:
+        lines.append(f"| {row['layer']} | {row['params']} | {row.get('weight_bits', '')} | "
+                     f"{row.get('bias_bits', '')} | {row.get('act_bits', '')} |")
+    lines += ["", f"Input type (HLS): `{rep['student']['input_type']}`", "", "## Verification", ""]
+    if v:
+        lines.append(f"Bit-exact: **{v['bit_exact']}** on {v['rows']} rows "
+                     f"(test split + {rep['verify_random_inputs']} random off-grid inputs).")
+        lines.append("")
+        lines.append("| level | exact rows / rows |")
+        lines.append("|---|---|")
+        for name, lv in v["levels"].items():
+            if "rows" in lv:
+                lines.append(f"| {name} | {lv['exact_rows']} / {lv['rows']} |")
+            elif name == "weights":
+                lines.append(f"| weights .h vs .txt | {'consistent' if lv['consistent'] else 'DIFFER'} |")
+        if v.get("first_divergence"):
+            lines.append(f"\nFirst diverging layer: `{v['first_divergence']['layer']}`")
+        lines.append(f"\nTop-1 agreement with the float teacher: {_pct(v.get('teacher_agreement'))}")
+    lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
+    for k, s in rep["timings_s"].items():
+        lines.append(f"| {k} | {s:.1f} |")
+    if rep.get("hardware_report"):
+        lines += ["", f"Hardware per board: see [{rep['hardware_report']}]({rep['hardware_report']})."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, rep: dict[str, Any]) -> None:
+    write_json(out_dir / "report.json", rep)
+    write_text(out_dir / "report.md", render_markdown(rep))

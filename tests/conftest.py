@@ -1,0 +1,82 @@
+"""Shared fixtures: small but really trained students (brevitas QAT for a few epochs) exported to QONNX."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("KDHW_NO_PROGRESS", "1")
+
+SPECS: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "data": "digits",
+        "student": {"input": {"bits": 8, "int_bits": 1, "signed": False}, "output": {"bits": 8},
+                    "weight_bits": 4, "bias_bits": 16, "act_bits": 4,
+                    "layers": [{"type": "dense", "units": 12}, {"type": "relu"}, {"type": "dense", "units": 10}]},
+    },
+    "conv1d": {
+        "data": "mnist1d",
+        "student": {"input": {"bits": 8, "int_bits": 1, "signed": True}, "output": {"bits": 8},
+                    "weight_bits": 4, "bias_bits": 16, "act_bits": 4,
+                    "layers": [{"type": "conv1d", "filters": 4, "kernel": 3}, {"type": "relu"},
+                               {"type": "maxpool", "size": 2}, {"type": "conv1d", "filters": 8, "kernel": 3},
+                               {"type": "relu"}, {"type": "maxpool", "size": 2}, {"type": "dense", "units": 10}]},
+    },
+    "conv2d": {
+        "data": "digits",
+        "student": {"input": {"bits": 8, "int_bits": 1, "signed": False}, "output": {"bits": 8},
+                    "weight_bits": 4, "bias_bits": 16, "act_bits": 4,
+                    "layers": [{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "relu"},
+                               {"type": "maxpool", "size": 2}, {"type": "dense", "units": 10}]},
+    },
+}
+
+
+def dataset(name: str) -> Any:
+    from kdhw.config import validate
+    from kdhw.data import load_dataset
+
+    cfg = validate({"data": {"dataset": name, "mnist1d_samples": 1200}})
+    return load_dataset(cfg.data)
+
+
+def trained_student(kind: str, epochs: int = 3) -> tuple[Any, Any, dict[str, Any]]:
+    """A student of ``kind`` after a few epochs of real QAT; returns (model, dataset, spec)."""
+    from kdhw.config import validate
+    from kdhw.distill import train_arm
+
+    spec = SPECS[kind]
+    data = dataset(spec["data"])
+    dcfg = validate({"distill": {"epochs": epochs, "method": "none"}}).distill
+    arm = train_arm("scratch", spec["student"], dcfg, data, None, "none", progress=False)
+    return arm.model, data, spec["student"]
+
+
+def off_grid_inputs(shape: tuple[int, ...], n: int, signed: bool, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lo = -2.3 if signed else -0.2
+    return rng.uniform(lo, 2.3, size=(n, *shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def qonnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, np.ndarray]]:
+    """kind -> (QONNX path, verification inputs = test split + 300 off-grid floats)."""
+    from kdhw.distill import student_input
+    from kdhw.export import export_qonnx
+
+    out = {}
+    d = tmp_path_factory.mktemp("qonnx")
+    for kind in SPECS:
+        model, data, spec = trained_student(kind)
+        x_test = student_input(data.x_test, spec)
+        shape = x_test.shape[1:]
+        path = export_qonnx(model, shape, d / f"{kind}.onnx")
+        x = np.concatenate([x_test, off_grid_inputs(shape, 300, spec["input"]["signed"])])
+        out[kind] = (path, x)
+    return out
