@@ -64,6 +64,7 @@ def load_qonnx(path: str | Path) -> Any:
         [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     ) != 1:
         raise InputError(f"{p}: the model must have exactly one input")
+    check_qonnx(ModelWrapper(proto), str(p))  # before clean-up, so messages use the file's node names
     mw = cleanup_model(ModelWrapper(proto))
     check_qonnx(mw, str(p))
     return mw
