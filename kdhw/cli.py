@@ -62,11 +62,12 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_dataset
     from .distill import choose, distill, student_input, summary
-    from .student import save_student
+    from .student import build_student, save_student
     from .teacher import load_teacher, teacher_logits, train_teacher
 
     cfg = load_config(a.config)
     data = load_dataset(cfg.data, cfg.source)
+    build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
     tpath = a.teacher or cfg.teacher["path"]
     if tpath:
         tmodel, tcfg = load_teacher(tpath)

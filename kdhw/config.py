@@ -47,7 +47,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "bias_bits": (int, 16),
         "act_bits": (int, 4),
         "scaling": (str, "po2"),
-        "layers": (list, None),
+        "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]),
     },
     "distill": {
         "method": (str, "hinton"),

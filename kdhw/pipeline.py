@@ -21,7 +21,7 @@ from .errors import InputError
 from .export import export_qonnx, hls_input_type, load_qonnx
 from .hls import build_hls_project
 from .report import training_plot, write_report
-from .student import describe, param_count, save_student
+from .student import build_student, describe, param_count, save_student
 from .teacher import load_teacher, save_teacher, teacher_accuracy, teacher_logits, train_teacher
 from .verify import verify_project
 
@@ -55,6 +55,8 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
         data = load_dataset(cfg.data, cfg.source)
         write_json(d / "data_manifest.json", data.manifest)
         write_text(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        # fail fast: a bad student spec must not cost a teacher training first
+        build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
         timings["data"] = time.perf_counter() - t
         log(f"[data] {data.name}: {data.manifest['train']}/{data.manifest['val']}/{data.manifest['test']} rows, "
             f"shape {data.shape}, {data.n_classes} classes")

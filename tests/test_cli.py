@@ -119,7 +119,7 @@ def test_failed_run_leaves_previous_output_intact(tmp_path: Path, capsys) -> Non
            "distill": {"epochs": 1}}
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(p), "--out", str(out), "--no-progress"]) == 2  # fails after data + teacher
+    assert main(["run", str(p), "--out", str(out), "--no-progress"]) == 2  # fails inside the run
     assert "7 units but the data has 10 classes" in capsys.readouterr().err
     assert (out / "report.json").read_text() == '{"good": true}'
     assert sorted(x.name for x in tmp_path.iterdir()) == ["c.yaml", "out"]  # no temp dirs left behind
