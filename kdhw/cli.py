@@ -24,6 +24,9 @@ def _quiet_libraries() -> None:
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    from .pipeline import set_torch_threads
+
+    set_torch_threads()
 
 
 def cmd_run(a: argparse.Namespace) -> int:

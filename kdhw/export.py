@@ -34,6 +34,9 @@ def export_qonnx(model: Any, input_shape: tuple[int, ...], out_path: str | Path)
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     out_path = Path(out_path)
     model = model.eval()
     with tempfile.TemporaryDirectory() as td:

@@ -43,10 +43,21 @@ def _noise_note(val_diff: float, n_val: int) -> str:
     return f"Larger than 2 × {se:.1f} points of single-seed noise."
 
 
+def set_torch_threads() -> None:
+    """One intra-op thread by default: these students are so small that thread hand-offs dominate, and on
+    a shared 2-core machine two threads ran an epoch 4-9x slower than one.  ``KDHW_TORCH_THREADS`` overrides."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("KDHW_TORCH_THREADS", "1"))))
+
+
 def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns report.json's dict."""
     from .boards import load_board
 
+    set_torch_threads()
     board = load_board(cfg.hls["board"])
     timings: dict[str, float] = {}
     out = Path(out)

@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore")
+os.environ.setdefault("KDHW_TORCH_THREADS", "1")
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
 os.environ.setdefault("KDHW_NO_PROGRESS", "1")
 
 SPECS: dict[str, dict[str, Any]] = {
