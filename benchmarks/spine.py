@@ -48,7 +48,9 @@ def main() -> None:
         v = [100 * r[key] for r in rows]
         return f"{statistics.mean(v):.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:.2f}"
 
-    print("\n| model | test accuracy (%), mean ± std over %d seeds |" % len(rows))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=2))
+    print(f"\n| model | test accuracy (%), mean ± std over {len(rows)} seeds |")
     print("|---|---|")
     for k in ("teacher", "scratch", "kd"):
         print(f"| {k} | {ms(k)} |")
@@ -59,8 +61,6 @@ def main() -> None:
     for st in rows[0]["timings_s"]:
         print(f"| {st} | {statistics.mean(r['timings_s'][st] for r in rows):.1f} |")
     print(f"| total `kdhw run` | {statistics.mean(r['total_s'] for r in rows):.1f} |")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
