@@ -35,8 +35,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     rep = run(cfg, check_out_dir(a.out), progress=not a.no_progress)
-    print(f"wrote {a.out}/ (report.md, verify.json, hls/)")
-    return 0 if rep["verify"]["bit_exact"] else 1
+    print(f"wrote {a.out}/ (report.md, verify.json, hls/" + (", rtl/, hw_report.md)" if rep.get("hardware") else ")"))
+    if not rep["verify"]["bit_exact"]:
+        return 1
+    if cfg.report["require_fit"] and not all(h["fits"] for h in rep.get("hardware") or []):
+        print("kdhw run: error: design does not fit: " + ", ".join(h["board"] for h in rep["hardware"]
+                                                                  if not h["fits"]), file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_teacher(a: argparse.Namespace) -> int:
@@ -139,12 +145,15 @@ def cmd_verify(a: argparse.Namespace) -> int:
         if labels.shape != (len(x),):
             raise InputError(f"{a.labels}: labels must have shape ({len(x)},), got {labels.shape}")
     teacher_logits = _teacher_logits_for(d, x) if project != d else None
-    rtl_dir, rtl_level = _rtl_level(d, a.simulator)
-    res = verify_project(project, x, student_pt=d / "student.pt", rtl_dir=rtl_dir, rtl_level=rtl_level,
-                         teacher_logits=teacher_logits, labels=labels, out_json=d / "verify.json")
+    rtl_dir = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else None
+    res = verify_project(project, x, student_pt=d / "student.pt", rtl_dir=rtl_dir, simulator=a.simulator,
+                         sim_rows=a.sim_rows, teacher_logits=teacher_logits, labels=labels,
+                         out_json=d / "verify.json")
     for name, lv in res["levels"].items():
         if "rows" in lv:
-            print(f"{name:9s} {lv['exact_rows']}/{lv['rows']} rows exact")
+            lat = (f"; latency {lv['latency_measured']} cycles (reported {lv['latency_reported']})"
+                   if "latency_ok" in lv else "")
+            print(f"{name:11s} {lv['exact_rows']}/{lv['rows']} rows exact{lat}")
         elif name == "weights":
             print(f"weights   .h and .txt copies {'agree' if lv['consistent'] else 'DIFFER: ' + str(lv['h_vs_txt_mismatches'])}")
     if res["first_divergence"]:
@@ -174,19 +183,13 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
     return predict_logits(model, teacher_input(x.reshape(len(x), *shape), tcfg["arch"]))
 
 
-def _rtl_level(run_dir: Path, simulator: str) -> tuple[Path | None, Any]:
-    rtl = run_dir / "rtl"
-    if not (rtl / "rtl.json").is_file():
-        return None, None
-    from .rtl_verify import rtl_level
-
-    return rtl, lambda p, x, ref: rtl_level(p, x, ref, simulator)
-
-
 def cmd_rtl(a: argparse.Namespace) -> int:
     from .rtl import qonnx_to_rtl
 
-    meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff)
+    from .export import load_qonnx
+
+    load_qonnx(a.model)  # one-line errors for files that are not (supported) QONNX
+    meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff, pipeline=a.pipeline)
     print(f"wrote Verilog {a.out}/ (top {meta['top']}, latency {meta['latency_cycles']} cycles)")
     return 0
 
@@ -268,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rtl", help="QONNX -> pipelined Verilog (da4ml)")
     s.add_argument("model")
     s.add_argument("--out", required=True)
-    s.add_argument("--latency-cutoff", type=float, default=None)
+    s.add_argument("--latency-cutoff", type=float, default=None,
+                   help="da4ml delay budget per pipeline stage (smaller = deeper pipeline)")
+    s.add_argument("--pipeline", type=int, default=None, help="exact latency in cycles")
     s.set_defaults(fn=cmd_rtl)
 
     s = sub.add_parser("verify", help="bit-exact check of every level present; exit 1 on mismatch")
@@ -276,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", required=True)
     s.add_argument("--labels")
     s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"])
+    s.add_argument("--sim-rows", type=int, default=1000, help="rows driven through the RTL simulator")
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("report", help="resources / latency / fit per board")

@@ -58,6 +58,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "batch_size": (int, 64),
         "seed": (int, 0),
         "select": (str, "best_val"),
+        # method parameters (each read only by the methods named in the comment)
+        "hint_layer": (str, None),  # fitnets: student layer name; default: the input of the last dense layer
+        "teacher_hint_layer": (object, -2),  # fitnets: index or name in the teacher's nn.Sequential
+        "hint_epochs": (int, 10),  # fitnets: stage-1 epochs, counted inside distill.epochs
+        "rkd_distance": (_Num, 25.0),  # rkd: weight of the distance-wise term
+        "rkd_angle": (_Num, 50.0),  # rkd: weight of the angle-wise term
+        "mae_weight": (_Num, 1.0),  # kl_mae
+        "generations": (int, 2),  # born_again: distilled generations after generation 0 (= scratch)
+        "tf_kd_prob": (_Num, 0.9),  # tf_kd: the virtual teacher's probability of the correct class
+        "smoothing": (_Num, 0.1),  # label_smoothing: epsilon
+        "teachers": (list, None),  # ensemble: extra teacher.pt files (the main teacher is always a member)
+        "ensemble_size": (int, 3),  # ensemble: members in all when no teachers list is given
+        # training recipe (applies to every arm, scratch included, so arms stay paired)
+        "mixup_alpha": (_Num, 0.0),  # > 0: mixup with Beta(a, a); teacher evaluated online on mixed inputs
+        "float_warmup_epochs": (int, 0),  # first epochs with quantizers off, counted inside distill.epochs
     },
     "hls": {
         "board": (str, "pynq-z2"),
@@ -71,17 +86,40 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "random_inputs": (int, 1000),
         "random_seed": (int, 1234),
     },
+    "rtl": {
+        "enabled": (bool, True),
+        "latency_cutoff": (_Num, None),
+        "pipeline": (int, None),
+        "simulator": (str, "icarus"),
+        "sim_rows": (int, 1000),
+    },
+    "report": {
+        "boards": (list, ["pynq-z2", "ulx3s-85f", "icebreaker"]),
+        "synth": (bool, True),
+        "vendor_report": (str, None),
+        "require_fit": (bool, False),
+    },
+    "selector": {
+        "students": (list, []),  # student specs, each merged over the student section
+        "hidden": (int, 8),
+        "weight_bits": (int, 4),
+        "act_bits": (int, 4),
+        "epochs": (int, 30),
+        "lr": (_Num, 0.01),
+    },
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv"),
     "teacher.arch": ("mlp", "cnn1d", "cnn2d"),
     "student.scaling": ("po2",),
-    "distill.method": ("hinton", "none"),
+    "distill.method": ("hinton", "none", "logits_mse", "kl_mae", "fitnets", "rkd", "born_again", "tf_kd",
+                       "ensemble", "label_smoothing", "pseudo_label"),
     "distill.select": ("best_val", "kd", "scratch"),
     "hls.backend": ("Vitis", "Vivado"),
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
+    "rtl.simulator": ("icarus", "verilator"),
 }
 
 
@@ -95,6 +133,9 @@ class Config:
     distill: dict[str, Any] = field(default_factory=dict)
     hls: dict[str, Any] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)
+    rtl: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    selector: dict[str, Any] = field(default_factory=dict)
     source: str = "<default>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,8 +201,46 @@ def _check_ranges(cfg: Config) -> None:
     for sec, key in (("teacher", "epochs"), ("distill", "epochs"), ("hls", "reuse_factor")):
         if cfg.__dict__[sec][key] < 1:
             raise InputError(f"{src}: {sec}.{key} must be >= 1")
+    _check_distill_ranges(cfg)
     if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
         raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+
+
+def _check_distill_ranges(cfg: Config) -> None:
+    src, d = cfg.source, cfg.distill
+    ep = d["epochs"]
+    if not 0 <= d["float_warmup_epochs"] < ep:
+        raise InputError(f"{src}: distill.float_warmup_epochs = {d['float_warmup_epochs']} must be in [0, {ep - 1}] "
+                         "(counted inside distill.epochs)")
+    if d["method"] == "fitnets" and not 0 <= d["hint_epochs"] < ep:
+        raise InputError(f"{src}: distill.hint_epochs = {d['hint_epochs']} must be in [0, {ep - 1}] "
+                         "(stage 1 is counted inside distill.epochs)")
+    if d["mixup_alpha"] < 0:
+        raise InputError(f"{src}: distill.mixup_alpha = {d['mixup_alpha']} must be >= 0 (0 = no mixup)")
+    for key in ("rkd_distance", "rkd_angle", "mae_weight"):
+        if d[key] < 0:
+            raise InputError(f"{src}: distill.{key} = {d[key]} must be >= 0")
+    if not 0 < d["tf_kd_prob"] <= 1:
+        raise InputError(f"{src}: distill.tf_kd_prob = {d['tf_kd_prob']} must be in (0, 1]")
+    if not 0 <= d["smoothing"] < 1:
+        raise InputError(f"{src}: distill.smoothing = {d['smoothing']} must be in [0, 1)")
+    for key in ("generations", "ensemble_size"):
+        if d[key] < 1:
+            raise InputError(f"{src}: distill.{key} must be >= 1")
+    th = d["teacher_hint_layer"]
+    if isinstance(th, bool) or not isinstance(th, (int, str)):
+        raise InputError(f"{src}: distill.teacher_hint_layer must be an integer index or a layer name, got {th!r}")
+    if d["teachers"] is not None and not all(isinstance(t, str) and t for t in d["teachers"]):
+        raise InputError(f"{src}: distill.teachers must be a list of teacher.pt paths")
+    sel = cfg.selector
+    if not all(isinstance(s, dict) for s in sel["students"]):
+        raise InputError(f"{src}: selector.students must be a list of student specs (mappings)")
+    for key in ("hidden", "epochs"):
+        if sel[key] < 1:
+            raise InputError(f"{src}: selector.{key} must be >= 1")
+    for key in ("weight_bits", "act_bits"):
+        if not 2 <= sel[key] <= 16:
+            raise InputError(f"{src}: selector.{key} = {sel[key]} must be in [2, 16]")
 
 
 def load_config(path: str | Path | None) -> Config:

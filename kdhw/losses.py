@@ -1,11 +1,19 @@
 """Distillation losses, chosen by name from a registry (config ``distill.method``).
 
-Each loss maps (student logits, teacher logits or None, labels, params) to a scalar.  Keeping them pure
-functions of tensors makes each one testable on hand-computed values, independent of training.
+Each loss maps (student logits, teacher logits or None, labels, params) to a scalar; losses that read
+hidden representations (``rkd``) take them as keyword tensors.  Keeping them pure functions of tensors
+makes each one testable on hand-computed values, independent of training.
+
+Every method mixes its own term with the hard-label cross-entropy as ``alpha * term + (1 - alpha) * CE``,
+so ``alpha`` means the same thing across methods: 1 = the method alone, 0 = plain labels.
+
+Labels are either class indices (B,) or class probabilities (B, C): mixup hands the loss the mixed
+one-hot targets, and ``F.cross_entropy`` on probabilities is exactly the mixed hard-label loss.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -13,13 +21,29 @@ import torch.nn.functional as F
 
 from .errors import InputError
 
-Loss = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor, dict[str, Any]], torch.Tensor]
+Loss = Callable[..., torch.Tensor]  # (student, teacher | None, labels, params, **features) -> scalar
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method needs besides the student, so missing pieces are refused before training starts."""
+
+    name: str
+    loss: Loss
+    needs_teacher: bool  # teacher logits (cached or online)
+    needs_teacher_model: bool  # the teacher's hidden layers, not only its logits
+    summary: str
+
+
+METHODS: dict[str, Method] = {}
 REGISTRY: dict[str, Loss] = {}
 NEEDS_TEACHER: set[str] = set()
 
 
-def register(name: str, needs_teacher: bool = True) -> Callable[[Loss], Loss]:
+def register(name: str, needs_teacher: bool = True, needs_teacher_model: bool = False,
+             summary: str = "") -> Callable[[Loss], Loss]:
     def deco(fn: Loss) -> Loss:
+        METHODS[name] = Method(name, fn, needs_teacher, needs_teacher_model, summary or (fn.__doc__ or "").strip())
         REGISTRY[name] = fn
         if needs_teacher:
             NEEDS_TEACHER.add(name)
@@ -28,10 +52,21 @@ def register(name: str, needs_teacher: bool = True) -> Callable[[Loss], Loss]:
     return deco
 
 
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InputError(f"unknown distillation method '{name}'; allowed: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
 def get_loss(name: str) -> Loss:
-    if name not in REGISTRY:
-        raise InputError(f"unknown distillation method '{name}'; allowed: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    return get_method(name).loss
+
+
+# ---------------------------------------------------------------- building blocks
+
+def hard_ce(student: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on class indices or on class probabilities (mixup), batch mean."""
+    return F.cross_entropy(student, labels, label_smoothing=float(smoothing))
 
 
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -46,17 +81,180 @@ def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * t * t
 
 
-@register("none", needs_teacher=False)
+def soft_kl_probs(student: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(target || p_student^T) * T^2 for a target given as probabilities (zeros allowed)."""
+    t = float(temperature)
+    return F.kl_div(F.log_softmax(student / t, dim=1), target, reduction="batchmean") * t * t
+
+
+def one_hot_like(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class probabilities from indices; probabilities pass through unchanged."""
+    if labels.dim() == 2:
+        return labels.to(torch.float32)
+    return F.one_hot(labels, n_classes).to(torch.float32)
+
+
+def virtual_teacher(labels: torch.Tensor, n_classes: int, correct_prob: float) -> torch.Tensor:
+    """Tf-KD's hand-made teacher: ``correct_prob`` on the label, the rest spread evenly on the others.
+
+    Linear in the one-hot target, so a mixup target gives the same mixture of virtual teachers.
+    """
+    a = float(correct_prob)
+    y = one_hot_like(labels, n_classes)
+    return y * a + (1 - y) * (1 - a) / (n_classes - 1)
+
+
+def ensemble_logits(members: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """Logits whose softmax at T is the members' mean softmax at T.
+
+    Averaging probabilities (not logits) is what "average of the teachers' soft targets" means; writing the
+    mean back as logits (T * log mean p) lets every logit-based loss use the ensemble unchanged.
+    """
+    t = float(temperature)
+    probs = torch.stack([F.softmax(z / t, dim=1) for z in members]).mean(0)
+    return t * torch.log(probs.clamp_min(1e-30))
+
+
+def hint_loss(adapted: torch.Tensor, teacher_hint: torch.Tensor) -> torch.Tensor:
+    """FitNets stage 1: mean squared error of the adapted student hint against the teacher layer."""
+    return F.mse_loss(adapted.flatten(1), teacher_hint.flatten(1))
+
+
+def _pairwise_dist(e: torch.Tensor) -> torch.Tensor:
+    d2 = (e.unsqueeze(0) - e.unsqueeze(1)).pow(2).sum(-1)
+    # sqrt of 0 has an infinite gradient: keep the diagonal out of it
+    eye = torch.eye(len(e), dtype=torch.bool, device=e.device)
+    return torch.where(eye, torch.zeros_like(d2), d2.clamp_min(1e-12).sqrt())
+
+
+def rkd_distance(s_emb: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+    """Distance-wise RKD (Park et al. 2019): Huber loss between pairwise distances, each set divided by its
+    mean off-diagonal distance so that embeddings of different widths and scales compare."""
+    s, t = s_emb.flatten(1), t_emb.flatten(1)
+    n = len(s)
+    if n < 2:
+        return s.sum() * 0.0
+    off = ~torch.eye(n, dtype=torch.bool, device=s.device)
+    ds, dt = _pairwise_dist(s), _pairwise_dist(t.detach())
+    ds = ds / ds[off].mean().clamp_min(1e-12)
+    dt = dt / dt[off].mean().clamp_min(1e-12)
+    return F.smooth_l1_loss(ds[off], dt[off])
+
+
+def _angles(e: torch.Tensor) -> torch.Tensor:
+    """cos of the angle at j between i and k, for every (i, j, k): <unit(e_i - e_j), unit(e_k - e_j)>."""
+    diff = e.unsqueeze(0) - e.unsqueeze(1)  # [j, i] = e_i - e_j
+    unit = F.normalize(diff, p=2, dim=2)
+    return torch.bmm(unit, unit.transpose(1, 2))  # [j, i, k]
+
+
+def rkd_angle(s_emb: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+    """Angle-wise RKD: Huber loss between the cosines of all triplet angles (scale-free by construction)."""
+    s, t = s_emb.flatten(1), t_emb.flatten(1)
+    if len(s) < 3:
+        return s.sum() * 0.0
+    return F.smooth_l1_loss(_angles(s), _angles(t.detach()))
+
+
+def _mix(alpha: float, term: torch.Tensor, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    a = float(alpha)
+    if a == 1.0:
+        return term
+    return a * term + (1 - a) * hard_ce(student, labels)
+
+
+# ---------------------------------------------------------------- registered methods
+
+@register("none", needs_teacher=False, summary="labels only: the scratch student")
 def hard_only(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
-              p: dict[str, Any]) -> torch.Tensor:
+              p: dict[str, Any], **_: Any) -> torch.Tensor:
     """Plain cross-entropy on labels: the scratch student."""
-    return F.cross_entropy(student, labels)
+    return hard_ce(student, labels)
 
 
-@register("hinton")
+@register("hinton", summary="KL at temperature T x T^2 (Hinton et al. 2015)")
 def hinton(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
-           p: dict[str, Any]) -> torch.Tensor:
+           p: dict[str, Any], **_: Any) -> torch.Tensor:
     """alpha * T^2 * KL(soft teacher || soft student) + (1 - alpha) * CE(labels)."""
     assert teacher is not None
-    alpha = float(p["alpha"])
-    return alpha * soft_kl(student, teacher, p["temperature"]) + (1 - alpha) * F.cross_entropy(student, labels)
+    return _mix(p["alpha"], soft_kl(student, teacher, p["temperature"]), student, labels)
+
+
+@register("logits_mse", summary="MSE between student and teacher logits (Ba & Caruana 2014)")
+def logits_mse(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+               p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """alpha * mean((z_s - z_t)^2) + (1 - alpha) * CE; the mean runs over batch and classes."""
+    assert teacher is not None
+    return _mix(p["alpha"], F.mse_loss(student, teacher), student, labels)
+
+
+@register("kl_mae", summary="KL at T plus mean absolute error between soft student and soft teacher")
+def kl_mae(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+           p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """alpha * (T^2 KL + mae_weight * sum_c |p_s^T - p_t^T|, batch mean) + (1 - alpha) * CE.
+
+    The MAE part is bounded (at most 2 per row), which makes it less sensitive to a confidently wrong
+    teacher row than the KL term alone.
+    """
+    assert teacher is not None
+    t = float(p["temperature"])
+    mae = (F.softmax(student / t, 1) - F.softmax(teacher / t, 1)).abs().sum(1).mean()
+    return _mix(p["alpha"], soft_kl(student, teacher, t) + float(p["mae_weight"]) * mae, student, labels)
+
+
+@register("fitnets", needs_teacher_model=True,
+          summary="stage 1: a student layer regressed onto a teacher layer through a linear adapter; stage 2: hinton")
+def fitnets(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+            p: dict[str, Any], **kw: Any) -> torch.Tensor:
+    """Stage 2 of FitNets is plain Hinton KD; stage 1 (``hint_loss``) is run by ``distill``."""
+    return hinton(student, teacher, labels, p)
+
+
+@register("rkd", needs_teacher_model=True,
+          summary="distance- and angle-wise relations of penultimate embeddings (Park et al. 2019)")
+def rkd(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+        p: dict[str, Any], *, s_emb: torch.Tensor | None = None, t_emb: torch.Tensor | None = None,
+        **_: Any) -> torch.Tensor:
+    """alpha * (rkd_distance * L_dist + rkd_angle * L_angle) + (1 - alpha) * CE."""
+    assert s_emb is not None and t_emb is not None
+    term = float(p["rkd_distance"]) * rkd_distance(s_emb, t_emb) + float(p["rkd_angle"]) * rkd_angle(s_emb, t_emb)
+    return _mix(p["alpha"], term, student, labels)
+
+
+@register("born_again", needs_teacher=False,
+          summary="N generations of self-distillation, each student taught by the previous one")
+def born_again(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+               p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """Hinton loss with the previous generation as teacher (``distill`` supplies its logits)."""
+    return hinton(student, teacher, labels, p)
+
+
+@register("tf_kd", needs_teacher=False,
+          summary="teacher-free KD: a virtual teacher (label prob a, rest uniform) at temperature T")
+def tf_kd(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+          p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """alpha * T^2 * KL(virtual || softmax(z_s / T)) + (1 - alpha) * CE; the virtual teacher is not softened."""
+    q = virtual_teacher(labels, student.shape[1], p["tf_kd_prob"])
+    return _mix(p["alpha"], soft_kl_probs(student, q, p["temperature"]), student, labels)
+
+
+@register("ensemble", summary="hinton on the average soft targets of several teachers")
+def ensemble(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+             p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """Hinton loss; ``teacher`` already holds ``ensemble_logits`` of the members."""
+    return hinton(student, teacher, labels, p)
+
+
+@register("label_smoothing", needs_teacher=False, summary="control without teacher: CE on smoothed labels")
+def label_smoothing(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+                    p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """alpha * CE(smoothed labels, eps = smoothing) + (1 - alpha) * CE."""
+    return _mix(p["alpha"], hard_ce(student, labels, p["smoothing"]), student, labels)
+
+
+@register("pseudo_label", summary="control: CE on the teacher's argmax instead of its soft targets")
+def pseudo_label(student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor,
+                 p: dict[str, Any], **_: Any) -> torch.Tensor:
+    """alpha * CE(argmax teacher) + (1 - alpha) * CE(labels)."""
+    assert teacher is not None
+    return _mix(p["alpha"], hard_ce(student, teacher.argmax(1)), student, labels)

@@ -59,6 +59,7 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
 
     set_torch_threads()
     board = load_board(cfg.hls["board"])
+    report_boards = [load_board(b) for b in cfg.report["boards"]]  # unknown names fail before any work
     timings: dict[str, float] = {}
     out = Path(out)
     with atomic_dir(out) as d:
@@ -114,19 +115,46 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
         timings["hls"] = time.perf_counter() - t
         log(f"[hls] {cfg.hls['backend']} project for {board.name} ({board.part}), C-sim compiled")
 
+        rtl_dir = None
+        if cfg.rtl["enabled"]:
+            from .rtl import qonnx_to_rtl
+
+            t = time.perf_counter()
+            rmeta = qonnx_to_rtl(onnx_path, d / "rtl", latency_cutoff=cfg.rtl["latency_cutoff"],
+                                 pipeline=cfg.rtl["pipeline"], clock_period_ns=board.clock_period_ns)
+            rtl_dir = d / "rtl"
+            timings["rtl"] = time.perf_counter() - t
+            log(f"[rtl] Verilog {rmeta['top']}: latency {rmeta['latency_cycles']} cycles, "
+                f"{rmeta['input_bits_total']} input bits, {rmeta['output_bits_total']} output bits")
+
         t = time.perf_counter()
         x_test = student_input(data.x_test, cfg.student)
         xr = random_inputs(cfg.verify["random_inputs"], tuple(shape), arms[chosen].model.input_format,
                            cfg.verify["random_seed"])
         xv = np.concatenate([x_test.astype(np.float32), xr])
         np.save(d / "verify_inputs.npy", xv)
-        ver = verify_project(d / "hls", xv, student_pt=d / "student.pt")
+        ver = verify_project(d / "hls", xv, student_pt=d / "student.pt", rtl_dir=rtl_dir,
+                             simulator=cfg.rtl["simulator"], sim_rows=cfg.rtl["sim_rows"])
         # fidelity is measured on the labelled test rows only
         ver_test = _fidelity(ver, mw, x_test, data.y_test, tl["test"])
         write_json(d / "verify.json", ver_test)
         timings["verify"] = time.perf_counter() - t
         log(f"[verify] bit-exact={ver_test['bit_exact']} on {ver_test['rows']} rows; "
             f"teacher agreement {100 * ver_test['teacher_agreement']:.1f} %")
+
+        hw = None
+        if report_boards:
+            from .hwreport import hardware_report
+
+            t = time.perf_counter()
+            hw = hardware_report(d, report_boards, onnx_path, rtl_dir, cfg.report["vendor_report"],
+                                 synth=cfg.report["synth"], log=log)
+            timings["report"] = time.perf_counter() - t
+            for e in hw["boards"]:
+                s_ = e["synthesis"] or {}
+                log(f"[report] {e['board']}: LUT {s_.get('lut', e['estimate']['lut'])} "
+                    f"({e['utilization_basis']}), fits={e['fits']}"
+                    + (f", fmax {s_['fmax_mhz']:.1f} MHz" if s_.get("fmax_mhz") else ""))
 
         val_diff = 100 * (summ.get("kd", summ["scratch"])["val_acc"] - summ["scratch"]["val_acc"])
         test_diff = 100 * (summ.get("kd", summ["scratch"])["test_acc"] - summ["scratch"]["test_acc"])
@@ -145,6 +173,11 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
             "verify": ver_test,
             "verify_random_inputs": cfg.verify["random_inputs"],
             "board": board.name,
+            "hardware_report": "hw_report.md" if hw else None,
+            "hardware": None if hw is None else [
+                {"board": e["board"], "fits": e["fits"], "lut": (e["synthesis"] or {}).get("lut"),
+                 "lut_estimate": e["estimate"]["lut"], "fmax_mhz": (e["synthesis"] or {}).get("fmax_mhz"),
+                 "latency_cycles": e["latency"]["cycles"]} for e in hw["boards"]],
             "timings_s": timings,
         }
         write_report(d, rep)

@@ -92,8 +92,15 @@ def render_markdown(rep: dict[str, Any]) -> str:
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     for k, s in rep["timings_s"].items():
         lines.append(f"| {k} | {s:.1f} |")
-    if rep.get("hardware_report"):
-        lines += ["", f"Hardware per board: see [{rep['hardware_report']}]({rep['hardware_report']})."]
+    if rep.get("hardware"):
+        lines += ["", "## Hardware (per board)", "", "| board | LUT (open synthesis) | LUT (estimate) | fmax MHz | "
+                  "latency cycles | fits |", "|---|---|---|---|---|---|"]
+        for h in rep["hardware"]:
+            fm = "—" if h["fmax_mhz"] is None else f"{h['fmax_mhz']:.1f}"
+            lines.append(f"| {h['board']} | {h['lut'] if h['lut'] is not None else '—'} | {h['lut_estimate']} | "
+                         f"{fm} | {h['latency_cycles']} | {'yes' if h['fits'] else 'no'} |")
+        lines += ["", f"Details, utilization charts and the I/O budget: [{rep['hardware_report']}]"
+                  f"({rep['hardware_report']}) (also hw_report.html)."]
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     seconds_per_epoch: float = 0.0
+    # process CPU time: unlike wall time it does not grow when other jobs share the cores, so cost ratios
+    # between arms (KD vs scratch epoch) stay comparable on a busy machine
+    cpu_seconds_per_epoch: float = 0.0
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> float:
@@ -56,19 +59,32 @@ def fit(
     patience: int | None = None,
     desc: str = "train",
     progress: bool = True,
+    select_from: int = 0,
+    on_epoch: Callable[[int], None] | None = None,
+    params: Iterable[torch.nn.Parameter] | None = None,
+    metric: Callable[[nn.Module], float] | None = None,
 ) -> FitResult:
-    """Train in place; the model ends holding its best-validation weights."""
+    """Train in place; the model ends holding its best-validation weights.
+
+    ``select_from``: epochs before it are never checkpointed (float warm-up, FitNets hint stage: their
+    validation accuracy does not describe the model that will be exported); when no epoch is eligible the
+    model keeps its last weights.  ``on_epoch(ep)`` runs before each epoch (switching quantizers on).
+    ``params`` adds modules the loss owns (a FitNets adapter); ``metric`` replaces validation accuracy as the
+    selection criterion (the model selector is judged by the accuracy of the routed system).
+    """
     import time
 
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters() if params is None else params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)
     best, best_ep, best_state, hist = -1.0, -1, None, []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     ep = 0
     for ep in bar:
+        if on_epoch is not None:
+            on_epoch(ep)
         model.train()
         perm = torch.randperm(len(xt), generator=g)
         tot, nb = 0.0, 0
@@ -80,16 +96,49 @@ def fit(
             opt.step()
             tot, nb = tot + loss.item(), nb + 1
         sched.step()
-        va = accuracy(model, x_val, y_val)
+        va = accuracy(model, x_val, y_val) if metric is None else metric(model)
         hist.append({"epoch": ep, "loss": tot / max(nb, 1), "val_acc": va})
-        if va > best:
+        if ep >= select_from and va > best:
             best, best_ep, best_state = va, ep, copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{tot / max(nb, 1):.3f}", val=f"{va:.3f}", best=f"{best:.3f}")
-        if patience is not None and ep - best_ep >= patience:
+        if patience is not None and ep >= select_from and ep - max(best_ep, select_from) >= patience:
             break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     n = len(hist)
-    return FitResult(best, best_ep, n, hist, (time.perf_counter() - t0) / max(n, 1))
+    return FitResult(best, best_ep, n, hist, (time.perf_counter() - t0) / max(n, 1),
+                     (time.process_time() - c0) / max(n, 1))
+
+
+class FloatWarmup:
+    """Quantizers off for the first ``epochs`` epochs of a brevitas model, then on for good.
+
+    brevitas 0.13.4's ``quantization_status_manager`` switches weight, bias and activation quantizers off
+    (layers then compute exactly in float) and back on with their previous state; activation scales that
+    brevitas initialises from runtime statistics collect them once quantization is on, i.e. from the
+    warmed-up float network.  Call it with the arm's global epoch number before each epoch.
+    """
+
+    def __init__(self, model: nn.Module, epochs: int) -> None:
+        self.model, self.epochs, self._ctx = model, epochs, None
+
+    def __call__(self, epoch: int) -> None:
+        if epoch < self.epochs and self._ctx is None:
+            from brevitas.graph.calibrate import quantization_status_manager
+
+            self._ctx = quantization_status_manager(self.model, disable_act_quant=True, disable_weight_quant=True,
+                                                    disable_bias_quant=True, is_training=True)
+            self._ctx.__enter__()
+        elif epoch >= self.epochs:
+            self.finish()
+
+    @property
+    def active(self) -> bool:
+        return self._ctx is not None
+
+    def finish(self) -> None:
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(None, None, None)

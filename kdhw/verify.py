@@ -10,7 +10,7 @@ traced C-sim layer outputs with the QONNX graph's intermediate tensors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +20,32 @@ from .errors import InputError
 from .export import load_qonnx, reference
 from .hls import HLS_MODEL_FILE, read_meta
 
-RtlLevel = Callable[[Path, np.ndarray, np.ndarray], dict[str, Any]]
+
+
+def rtl_levels(rtl_dir: Path, x: np.ndarray, ref: np.ndarray, simulator: str = "icarus",
+               sim_rows: int = 1000) -> dict[str, Any]:
+    """The generated Verilog: da4ml's bit-exact interpreter on every row, and a real simulator (cocotb on
+    Icarus or Verilator) on the first ``sim_rows`` rows, which also measures the output latency."""
+    import tempfile
+
+    from sim.runner import simulate_rtl
+
+    from .rtl import emulate
+
+    emu = emulate(rtl_dir, x).reshape(len(x), -1)
+    ok = np.all(emu == ref, axis=1)
+    out: dict[str, Any] = {"rtl": {"rows": int(len(x)), "exact_rows": int(ok.sum()), "engine": "da4ml interpreter",
+                                   "first_bad_row": int(np.flatnonzero(~ok)[0]) if not ok.all() else None}}
+    n = min(sim_rows, len(x))
+    if n:
+        with tempfile.TemporaryDirectory(prefix="kdhw-rtlsim-") as td:
+            r = simulate_rtl(rtl_dir, x[:n], expected=ref[:n], simulator=simulator, work_dir=td)
+        out["rtl_sim"] = {
+            "rows": int(r["rows"]), "exact_rows": int(r["exact_rows"] or 0), "simulator": simulator,
+            "latency_reported": r["latency_reported"], "latency_measured": r["latency_measured"],
+            "latency_ok": bool(r["latency_ok"]), "mismatches": r.get("mismatches", [])[:5],
+        }
+    return out
 
 
 def load_inputs(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -121,7 +146,8 @@ def verify_project(
     *,
     student_pt: Path | None = None,
     rtl_dir: Path | None = None,
-    rtl_level: RtlLevel | None = None,
+    simulator: str = "icarus",
+    sim_rows: int = 1000,
     teacher_logits: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     out_json: Path | None = None,
@@ -162,8 +188,8 @@ def verify_project(
         good, result["first_divergence"] = trace_layers(project_dir, meta, cs, x, rows)
         levels["csim_layers"] = {"rows": int(len(rows)), "exact_rows": int(good),
                                  "layers": [l["name"] for l in meta["layers"]]}
-    if rtl_dir is not None and rtl_level is not None and Path(rtl_dir).is_dir():
-        levels["rtl"] = rtl_level(Path(rtl_dir), x, ref)
+    if rtl_dir is not None and (Path(rtl_dir) / "rtl.json").is_file():
+        levels.update(rtl_levels(Path(rtl_dir), x, ref, simulator, sim_rows))
     result["levels"] = levels
     result["bit_exact"] = all(
         lv.get("exact_rows") == lv.get("rows") for lv in levels.values() if "rows" in lv

@@ -87,7 +87,7 @@ def test_foreign_qonnx_hls_and_verify(tmp_path: Path, capsys) -> None:
     np.save(tmp_path / "x.npy", x)
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "prj"), "--inputs", str(tmp_path / "x.npy")]) == 0
-    assert "csim      500/500 rows exact" in capsys.readouterr().out
+    assert "csim        500/500 rows exact" in capsys.readouterr().out
     # wrong shape of inputs: one clear line, exit 2
     np.save(tmp_path / "bad.npy", np.zeros((3, 15), np.float32))
     assert main(["verify", str(tmp_path / "prj"), "--inputs", str(tmp_path / "bad.npy")]) == 2

