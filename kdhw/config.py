@@ -27,6 +27,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "val_fraction": (_Num, 0.15),
         "test_fraction": (_Num, 0.25),
         "mnist1d_samples": (int, 4000),
+        "labels": (dict, None),  # label budget: {fraction: f} or {per_class: n} (+ seed); dropped labels -> transfer set
+        "unlabeled": (str, None),  # transfer-set file of inputs without labels (.npz x, IDX images, CSV)
     },
     "teacher": {
         "arch": (str, "cnn2d"),
@@ -73,6 +75,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         # training recipe (applies to every arm, scratch included, so arms stay paired)
         "mixup_alpha": (_Num, 0.0),  # > 0: mixup with Beta(a, a); teacher evaluated online on mixed inputs
         "float_warmup_epochs": (int, 0),  # first epochs with quantizers off, counted inside distill.epochs
+        "augment_shift": (int, 0),  # signals: circular shift by up to n samples; images: translation, zero fill
+        "augment_scale": (_Num, 0.0),  # amplitude factor in [1 - s, 1 + s] per sample
+        "augment_noise": (_Num, 0.0),  # additive Gaussian noise, std in input units
+        "init": (str, "fresh"),  # distilled arm starts fresh, or from the trained scratch student (QKD)
     },
     "hls": {
         "board": (str, "pynq-z2"),
@@ -116,6 +122,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill.method": ("hinton", "none", "logits_mse", "kl_mae", "fitnets", "rkd", "born_again", "tf_kd",
                        "ensemble", "label_smoothing", "pseudo_label"),
     "distill.select": ("best_val", "kd", "scratch"),
+    "distill.init": ("fresh", "scratch"),
     "hls.backend": ("Vitis", "Vivado"),
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
@@ -153,7 +160,8 @@ def _check_type(src: str, key: str, value: Any, typ: Any) -> Any:
         return None
     ok = isinstance(value, typ) and not (isinstance(value, bool) and typ in (int, _Num))
     if not ok:
-        raise InputError(f"{src}: {key} must be a {_type_name(typ)}, got {value!r}")
+        name = _type_name(typ)
+        raise InputError(f"{src}: {key} must be {'an' if name[0] in 'aeiou' else 'a'} {name}, got {value!r}")
     return value
 
 
@@ -202,8 +210,31 @@ def _check_ranges(cfg: Config) -> None:
         if cfg.__dict__[sec][key] < 1:
             raise InputError(f"{src}: {sec}.{key} must be >= 1")
     _check_distill_ranges(cfg)
+    _check_label_budget(cfg)
     if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
         raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+
+
+def _check_label_budget(cfg: Config) -> None:
+    src, b = cfg.source, cfg.data["labels"]
+    if b is None:
+        return
+    allowed = ("fraction", "per_class", "seed")
+    for k in b:
+        if k not in allowed:
+            raise InputError(f"{src}: unknown key 'data.labels.{k}'; allowed: {', '.join(allowed)}")
+    given = [k for k in ("fraction", "per_class") if b.get(k) is not None]
+    if len(given) != 1:
+        raise InputError(f"{src}: data.labels needs exactly one of fraction (in (0, 1]) or per_class (>= 1)")
+    v = b[given[0]]
+    if given[0] == "fraction":
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise InputError(f"{src}: data.labels.fraction = {v!r} must be a number in (0, 1]")
+    elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise InputError(f"{src}: data.labels.per_class = {v!r} must be an integer >= 1")
+    seed = b.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InputError(f"{src}: data.labels.seed = {seed!r} must be an integer")
 
 
 def _check_distill_ranges(cfg: Config) -> None:
@@ -217,6 +248,12 @@ def _check_distill_ranges(cfg: Config) -> None:
                          "(stage 1 is counted inside distill.epochs)")
     if d["mixup_alpha"] < 0:
         raise InputError(f"{src}: distill.mixup_alpha = {d['mixup_alpha']} must be >= 0 (0 = no mixup)")
+    if not 0 <= d["augment_shift"] <= 64:
+        raise InputError(f"{src}: distill.augment_shift = {d['augment_shift']} must be in [0, 64] (0 = off)")
+    if not 0 <= d["augment_scale"] < 1:
+        raise InputError(f"{src}: distill.augment_scale = {d['augment_scale']} must be in [0, 1) (0 = off)")
+    if d["augment_noise"] < 0:
+        raise InputError(f"{src}: distill.augment_noise = {d['augment_noise']} must be >= 0 (0 = off)")
     for key in ("rkd_distance", "rkd_angle", "mae_weight"):
         if d[key] < 0:
             raise InputError(f"{src}: distill.{key} = {d[key]} must be >= 0")

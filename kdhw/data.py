@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +33,18 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     manifest: dict[str, Any] = field(default_factory=dict)
+    # Transfer set: training inputs without labels (rows whose labels a budget dropped, plus a
+    # ``data.unlabeled`` file).  Distillation terms read them; the hard-label term never does.
+    x_unlab: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def unlab(self) -> np.ndarray:
+        """The transfer-set inputs, (0, *shape) when there are none."""
+        return self.x_train[:0] if self.x_unlab is None else self.x_unlab
 
 
 # ---------------------------------------------------------------- built-in sets
@@ -215,4 +224,88 @@ def load_dataset(cfg: dict[str, Any], src: str = "config") -> Dataset:
             raise InputError(f"{cfg['path']}: no labels found; a labelled data set needs them")
     if len(x) < 30:
         raise InputError(f"{src}: data set has {len(x)} rows; need at least 30 for a train/val/test split")
-    return split(x, y, cfg["val_fraction"], cfg["test_fraction"], cfg["seed"], kind)
+    d = split(x, y, cfg["val_fraction"], cfg["test_fraction"], cfg["seed"], kind)
+    if cfg.get("labels"):
+        d = apply_label_budget(d, cfg["labels"], cfg["seed"], src)
+    if cfg.get("unlabeled"):
+        extra = load_unlabeled(cfg["unlabeled"], d.shape, src)
+        d.x_unlab = np.concatenate([d.unlab, extra])
+        d.manifest["unlabeled_file"] = {"path": str(cfg["unlabeled"]), "rows": int(len(extra)),
+                                        "sha256_16": hashlib.sha256(extra.tobytes()).hexdigest()[:16]}
+    d.manifest["unlabeled"] = int(len(d.unlab))
+    return d
+
+
+# ---------------------------------------------------------------- label budget and transfer set
+
+def apply_label_budget(d: Dataset, budget: dict[str, Any], data_seed: int, src: str = "config") -> Dataset:
+    """Keep labels on a seeded, stratified subset of the training split; the rest become transfer inputs.
+
+    Validation and test splits keep their labels: they measure the student, and every arm is selected on
+    the same validation rows, so the comparison between arms stays paired.  The subset depends only on
+    ``labels.seed`` (default: the data seed), never on the method, so paired arms see the same labels.
+    """
+    seed = int(budget.get("seed", data_seed) if budget.get("seed") is not None else data_seed)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(d.y_train)
+    keep: list[np.ndarray] = []
+    for c in classes:
+        rows = np.flatnonzero(d.y_train == c)
+        if budget.get("per_class") is not None:
+            k = int(budget["per_class"])
+            if k > len(rows):
+                raise InputError(f"{src}: data.labels.per_class = {k} but class {int(c)} has only {len(rows)} "
+                                 "training rows; choose a smaller number or use data.labels.fraction")
+        else:
+            k = max(1, int(round(float(budget["fraction"]) * len(rows))))
+        keep.append(rng.choice(rows, size=k, replace=False))
+    lab = np.sort(np.concatenate(keep))
+    drop = np.setdiff1d(np.arange(len(d.y_train)), lab)
+    d.x_unlab = np.concatenate([d.unlab, d.x_train[drop]])
+    d.x_train, d.y_train = d.x_train[lab], d.y_train[lab]
+    d.manifest["labels"] = {**{k: v for k, v in budget.items() if v is not None}, "seed": seed,
+                            "labelled": int(len(lab)), "dropped": int(len(drop))}
+    d.manifest["train"] = int(len(lab))
+    return d
+
+
+def load_unlabeled(path: str | Path, shape: tuple[int, ...], src: str = "config") -> np.ndarray:
+    """A transfer-set file (.npz with ``x``, IDX images, or CSV of samples) checked against ``shape``.
+
+    A file with labels is refused rather than silently stripped: handing labelled data to the unlabelled
+    slot usually means the wrong file, and a user who wants a label budget has ``data.labels`` for it.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{src}: data.unlabeled: {p}: file not found")
+    name = p.name.lower()
+    if name.endswith(".npz"):
+        x, y = load_npz(p)
+        if y is not None:
+            raise InputError(f"{p}: data.unlabeled holds labels (a 'y' array); a transfer set is inputs only: "
+                             "drop 'y', or put the file in data.path and use data.labels for a label budget")
+    elif name.endswith(".csv"):
+        x, _ = load_mitbih_csv(p, has_labels=False)
+        want = math.prod(shape)
+        if x.shape[-1] == want + 1:
+            raise InputError(f"{p}: data.unlabeled rows have {x.shape[-1]} columns, one more than the "
+                             f"{want} samples of the labelled rows: a label column? A transfer set is inputs only")
+    else:
+        x = read_idx(p)
+        if x.ndim == 1:
+            raise InputError(f"{p}: data.unlabeled is a 1-D IDX file (labels); give the images file")
+        if x.ndim == 3:
+            x = x[:, None]
+        x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    x = x.astype(np.float32)
+    if len(x) == 0:
+        raise InputError(f"{p}: data.unlabeled holds no rows")
+    if tuple(x.shape[1:]) != tuple(shape):
+        if math.prod(x.shape[1:]) == math.prod(shape):
+            x = x.reshape(len(x), *shape)
+        else:
+            raise InputError(f"{p}: data.unlabeled rows have shape {tuple(x.shape[1:])}, the labelled rows "
+                             f"{tuple(shape)}; a transfer set must match the labelled inputs")
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{p}: data.unlabeled contains NaN or infinite values")
+    return x

@@ -31,6 +31,7 @@ import brevitas.nn as qnn
 
 from .data import Dataset
 from .errors import InputError
+from .augment import Augment, mixup
 from .losses import METHODS, ensemble_logits, get_method, hint_loss, one_hot_like
 from .student import StudentNet, build_student, param_count
 from .training import FitResult, FloatWarmup, accuracy, fit, predict_logits
@@ -50,7 +51,8 @@ class Arm:
 def student_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """MLP students read flat vectors: the QONNX input then has no spatial layout to convert."""
     first = (spec.get("layers") or [{}])[0]
-    return x.reshape(len(x), -1) if isinstance(first, dict) and first.get("type") == "dense" else x
+    flat = isinstance(first, dict) and first.get("type") == "dense"
+    return x.reshape(len(x), int(np.prod(x.shape[1:]))) if flat else x
 
 
 # ---------------------------------------------------------------- layers the methods read
@@ -137,22 +139,34 @@ def _require(method: str, dcfg: dict[str, Any], teacher_train: Any, teacher: Any
     if meth.needs_teacher_model and teacher is None:
         raise InputError(f"{src}: distill.method = {method} needs the teacher network (its hidden layers), "
                          "but only cached teacher logits were given")
-    if dcfg.get("mixup_alpha", 0) > 0 and meth.needs_teacher and not has_model:
-        raise InputError(f"{src}: distill.mixup_alpha > 0 with method {method} needs the teacher network "
-                         "(it is evaluated online on each mixed batch), but only cached teacher logits were given")
+    if _online(dcfg) and meth.needs_teacher and not has_model:
+        raise InputError(f"{src}: distill.mixup_alpha / augment_* > 0 with method {method} needs the teacher "
+                         "network (it is evaluated online on each augmented batch), but only cached teacher "
+                         "logits were given")
+
+
+def _online(dcfg: dict[str, Any]) -> bool:
+    """Is every batch a new input (mixup or augmentation), so the teacher must run online?"""
+    return float(dcfg.get("mixup_alpha", 0) or 0) > 0 or Augment.from_config(dcfg).active
 
 
 def train_arm(
     name: str, spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
     method: str, progress: bool = True, src: str = "config", *, teacher: nn.Module | None = None,
     teacher_fn: TeacherFn | None = None, extra_teachers: list[nn.Module] | None = None,
+    teacher_unlab: np.ndarray | None = None, init_state: dict[str, torch.Tensor] | None = None,
 ) -> Arm:
     """Train one student arm with ``method``.
 
-    ``teacher_train``: cached teacher logits on the training rows; ``teacher``: the float teacher network
-    (needed for hidden-layer methods and for mixup's online teacher); ``teacher_fn`` overrides how the
-    teacher is evaluated (born-again passes the previous generation); ``extra_teachers``: the other
-    members of an ensemble.
+    ``teacher_train`` / ``teacher_unlab``: cached teacher logits on the labelled training rows and on the
+    transfer set (``data.unlab``); ``teacher``: the float teacher network (hidden-layer methods, online
+    teacher under augmentation, or logits not cached); ``teacher_fn`` overrides how the teacher is
+    evaluated (born-again passes the previous generation); ``extra_teachers``: the other members of an
+    ensemble; ``init_state``: start from these weights instead of a fresh initialisation (QKD's
+    self-study-then-distil schedule passes the trained scratch student).
+
+    Methods that read a teacher train on labelled + transfer-set rows (the hard-label term sees only the
+    labelled ones); label-only methods train on the labelled rows with the same number of steps per epoch.
     """
     meth = get_method(method)
     _require(method, dcfg, teacher_train, teacher, teacher_fn, src)
@@ -160,12 +174,22 @@ def train_arm(
         raise InputError(f"{src}: distill.method = born_again is trained generation by generation by distill(); "
                          "train_arm needs the previous generation as teacher_fn")
     xs = {s: student_input(getattr(data, f"x_{s}"), spec) for s in ("train", "val", "test")}
+    x_unlab = student_input(data.unlab, spec)
     seed = int(dcfg["seed"])
     torch.manual_seed(seed)
     model = build_student(spec, xs["train"].shape[1:], data.n_classes, src)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     extras = list(extra_teachers or [])
     params = dict(dcfg)
     uses_teacher = meth.needs_teacher or method == "born_again"
+    transfer = uses_teacher and len(x_unlab) > 0
+    x_fit = np.concatenate([xs["train"], x_unlab]) if transfer else xs["train"]
+    y_fit = (np.concatenate([data.y_train, np.full(len(x_unlab), -1, dtype=np.int64)]) if transfer
+             else data.y_train)
+    bs = int(dcfg["batch_size"])
+    n_all = len(xs["train"]) + len(x_unlab)
+    steps = -(-n_all // bs) if len(x_fit) < n_all else None
 
     taps: dict[str, int] = {}
     s_hint = s_emb_name = None
@@ -187,37 +211,30 @@ def train_arm(
             teacher_fn = base
     online_models = [m for m in [teacher, *extras] if m is not None]
 
-    mix_a = float(dcfg.get("mixup_alpha", 0) or 0)
+    online = _online(dcfg)
     cache: dict[str, torch.Tensor] = {}
-    if uses_teacher and mix_a == 0:
-        if method == "ensemble":
-            main = (torch.from_numpy(teacher_train.astype(np.float32)) if teacher_train is not None
-                    else _run(_sequential_fn(teacher, data.shape, {}), online_models, xs["train"])["logits"])
-            logits = [main] + [_run(_sequential_fn(m, data.shape, {}), extras, xs["train"])["logits"] for m in extras]
-            cache["logits"] = ensemble_logits(logits, dcfg["temperature"])
-        else:
-            if teacher_fn is not None and (taps or teacher_train is None):
-                cache = _run(teacher_fn, online_models, xs["train"])
-            if teacher_train is not None:
-                cache["logits"] = torch.from_numpy(teacher_train.astype(np.float32))
+    if uses_teacher and not online:
+        cache = _teacher_cache(method, dcfg, data, x_fit, transfer, teacher_train, teacher_unlab, teacher,
+                               teacher_fn, taps, extras, online_models, src)
 
-    # mixup draws from its own generators, seeded alike in every arm: paired arms see the same mixed batches
+    # augmentation and mixup draw from their own generators, seeded alike in every arm
+    mix_a = float(dcfg.get("mixup_alpha", 0) or 0)
+    aug = Augment.from_config(dcfg)
     mix_rng = np.random.default_rng(seed + 7919)
     mix_g = torch.Generator().manual_seed(seed + 7919)
 
     def batch_inputs(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(input, labels, teacher outputs) of one batch; mixup mixes inputs and one-hot labels alike."""
+        if not online:
+            return x, y, {k: v[idx] for k, v in cache.items()}
+        x = aug(x, data.shape, mix_g)
         if mix_a > 0:
             lam = float(mix_rng.beta(mix_a, mix_a))
-            perm = torch.randperm(len(x), generator=mix_g)
-            x = lam * x + (1 - lam) * x[perm]
-            yh = one_hot_like(y, data.n_classes)
-            y = lam * yh + (1 - lam) * yh[perm]
-            if uses_teacher:
-                with torch.no_grad():
-                    return x, y, {k: v.detach() for k, v in teacher_fn(x).items()}
-            return x, y, {}
-        return x, y, {k: v[idx] for k, v in cache.items()}
+            x, y = mixup(x, one_hot_like(y, data.n_classes), lam, torch.randperm(len(x), generator=mix_g))
+        if uses_teacher:
+            with torch.no_grad():
+                return x, y, {k: v.detach() for k, v in teacher_fn(x).items()}
+        return x, y, {}
 
     def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         x, y, t = batch_inputs(x, y, idx)
@@ -232,20 +249,27 @@ def train_arm(
     if uses_teacher:
         for tm in online_models:
             tm.eval()
+    info: dict[str, Any] = {}
+    if transfer:
+        info["transfer_rows"] = int(len(x_unlab))
+    if init_state is not None:
+        info["init"] = "scratch"
+    if aug.active and teacher_fn is not None and uses_teacher:
+        info.update(teacher_on_augmented(teacher_fn, online_models, aug, xs["train"], data, seed))
     warm = FloatWarmup(model, int(dcfg.get("float_warmup_epochs", 0) or 0))
-    common = dict(lr=dcfg["lr"], batch_size=dcfg["batch_size"], seed=seed, progress=progress)
+    common = dict(lr=dcfg["lr"], batch_size=bs, seed=seed, progress=progress, steps_per_epoch=steps)
     epochs = int(dcfg["epochs"])
     h = int(dcfg.get("hint_epochs", 0)) if method == "fitnets" else 0
-    info: dict[str, Any] = {}
     try:
         if h > 0:
             assert s_hint is not None
             assert teacher_fn is not None
-            res1, adapter = _hint_stage(model, s_hint, teacher_fn, batch_inputs, xs, data, h, warm, common, name)
-            info = {"hint_layer": s_hint, "teacher_hint_layer": taps["hint"], "hint_epochs": h,
-                    "adapter_params": sum(p.numel() for p in adapter.parameters()),
-                    "hint_loss_last": res1.history[-1]["loss"] if res1.history else None}
-        res = fit(model, loss_fn, xs["train"], data.y_train, xs["val"], data.y_val, epochs=epochs - h,
+            res1, adapter = _hint_stage(model, s_hint, teacher_fn, batch_inputs, x_fit, y_fit, xs, data, h, warm,
+                                        common, name)
+            info.update({"hint_layer": s_hint, "teacher_hint_layer": taps["hint"], "hint_epochs": h,
+                         "adapter_params": sum(p.numel() for p in adapter.parameters()),
+                         "hint_loss_last": res1.history[-1]["loss"] if res1.history else None})
+        res = fit(model, loss_fn, x_fit, y_fit, xs["val"], data.y_val, epochs=epochs - h,
                   desc=name, on_epoch=lambda e: warm(e + h), select_from=max(0, warm.epochs - h), **common)
     finally:
         warm.finish()
@@ -260,15 +284,75 @@ def train_arm(
     return Arm(name, model, res, accuracy(model, xs["test"], data.y_test), info)
 
 
-def _hint_stage(model: StudentNet, layer: str, teacher_fn: TeacherFn, batch_inputs: Any, xs: dict[str, np.ndarray],
-                data: Dataset, epochs: int, warm: FloatWarmup, common: dict[str, Any],
-                name: str) -> tuple[FitResult, nn.Module]:
+def _teacher_cache(method: str, dcfg: dict[str, Any], data: Dataset, x_fit: np.ndarray, transfer: bool,
+                   teacher_train: np.ndarray | None, teacher_unlab: np.ndarray | None, teacher: nn.Module | None,
+                   teacher_fn: TeacherFn | None, taps: dict[str, int], extras: list[nn.Module],
+                   online_models: list[nn.Module], src: str) -> dict[str, torch.Tensor]:
+    """Teacher outputs on every training row (labelled, then transfer set), computed once per arm.
+
+    Cached logits are used where given (``teacher_logits.npz``); what is missing (the transfer set's
+    logits, hidden-layer taps, a previous generation's logits) comes from one no-grad pass.
+    """
+    def cached() -> torch.Tensor | None:
+        if teacher_train is None:
+            return None
+        if not transfer:
+            return torch.from_numpy(teacher_train.astype(np.float32))
+        if teacher_unlab is not None:
+            if len(teacher_unlab) != len(x_fit) - len(teacher_train):
+                raise InputError(f"{src}: cached teacher logits cover {len(teacher_unlab)} transfer-set rows, the "
+                                 f"data has {len(x_fit) - len(teacher_train)}; recompute the teacher logits")
+            return torch.from_numpy(np.concatenate([teacher_train, teacher_unlab]).astype(np.float32))
+        return None
+
+    if method == "ensemble":
+        main = cached()
+        if main is None:
+            if teacher is None:
+                raise InputError(f"{src}: distill.method = ensemble on a transfer set needs the teacher network or "
+                                 "its logits on the transfer set")
+            main = _run(_sequential_fn(teacher, data.shape, {}), online_models, x_fit)["logits"]
+        logits = [main] + [_run(_sequential_fn(m, data.shape, {}), extras, x_fit)["logits"] for m in extras]
+        return {"logits": ensemble_logits(logits, dcfg["temperature"])}
+    logits = cached()
+    cache: dict[str, torch.Tensor] = {}
+    if taps or logits is None:
+        if teacher_fn is None:
+            raise InputError(f"{src}: distill.method = {method} on a transfer set needs the teacher network or its "
+                             "logits on the transfer set (teacher_logits.npz 'unlab')")
+        cache = _run(teacher_fn, online_models, x_fit)
+    if logits is not None:
+        cache["logits"] = logits
+    return cache
+
+
+def teacher_on_augmented(teacher_fn: TeacherFn, models: list[nn.Module], aug: Augment, x: np.ndarray,
+                         data: Dataset, seed: int) -> dict[str, float]:
+    """Teacher accuracy on the labelled training rows, clean and after one pass of the augmentation.
+
+    An augmentation that changes the class (a shifted 8x8 digit) makes the online teacher's targets wrong;
+    this pair of numbers in the report is how a user sees that before trusting function matching.
+    """
+    for m in models:
+        m.eval()
+    g = torch.Generator().manual_seed(seed + 104729)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with torch.no_grad():
+        clean = teacher_fn(xt)["logits"].argmax(1).numpy()
+        augd = teacher_fn(aug(xt, data.shape, g))["logits"].argmax(1).numpy()
+    return {"teacher_train_acc_clean": float((clean == data.y_train).mean()),
+            "teacher_train_acc_augmented": float((augd == data.y_train).mean())}
+
+
+def _hint_stage(model: StudentNet, layer: str, teacher_fn: TeacherFn, batch_inputs: Any, x_fit: np.ndarray,
+                y_fit: np.ndarray, xs: dict[str, np.ndarray], data: Dataset, epochs: int, warm: FloatWarmup,
+                common: dict[str, Any], name: str) -> tuple[FitResult, nn.Module]:
     """FitNets stage 1: the student up to ``layer`` plus a linear adapter regress the teacher's hint layer.
 
     The adapter lives only here (it is not part of the exported student).  Layers after the hint get no
     gradient from this loss, so Adam leaves them untouched until stage 2.
     """
-    x2 = torch.from_numpy(np.ascontiguousarray(xs["train"][:2], dtype=np.float32))
+    x2 = torch.from_numpy(np.ascontiguousarray(x_fit[:2], dtype=np.float32))
     with torch.no_grad():
         # a copy: a forward of the training model would already move brevitas' runtime activation statistics
         _, feats = copy.deepcopy(model)(x2, return_features=True)
@@ -280,7 +364,7 @@ def _hint_stage(model: StudentNet, layer: str, teacher_fn: TeacherFn, batch_inpu
         _, f = m(x, return_features=True)
         return hint_loss(adapter(f[layer].flatten(1)), t["hint"])
 
-    res = fit(model, loss_fn, xs["train"], data.y_train, xs["val"], data.y_val, epochs=epochs,
+    res = fit(model, loss_fn, x_fit, y_fit, xs["val"], data.y_val, epochs=epochs,
               desc=f"{name} hint", on_epoch=warm, select_from=epochs,
               params=list(model.parameters()) + list(adapter.parameters()), **common)
     return res, adapter
@@ -347,18 +431,23 @@ def check_distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, src
 def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
             progress: bool = True, src: str = "config", *, teacher: nn.Module | None = None,
             teacher_cfg: dict[str, Any] | None = None, extra_teachers: list[nn.Module] | None = None,
-            scratch: Arm | None = None) -> dict[str, Arm]:
+            scratch: Arm | None = None, teacher_unlab: np.ndarray | None = None) -> dict[str, Arm]:
     """Train the scratch arm and (if a method is configured) the distilled arm.
 
-    Optional: ``teacher`` (the float network: hidden-layer methods, online teacher under mixup),
+    Optional: ``teacher`` (the float network: hidden-layer methods, online teacher under augmentation),
     ``teacher_cfg`` (to train extra ensemble members), ``extra_teachers`` (ensemble members already built,
-    so a sweep trains them once), ``scratch`` (an already trained scratch arm with the same recipe).
+    so a sweep trains them once), ``scratch`` (an already trained scratch arm with the same recipe),
+    ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``).
+
+    ``distill.init: scratch`` is QKD's schedule: the distilled arm starts from the trained scratch student
+    (quantized self-study first) instead of a fresh initialisation.
     """
     method = dcfg["method"]
     check_distill(spec, dcfg, data, src, teacher_train=teacher_train, teacher=teacher)
     arms = {"scratch": scratch or train_arm("scratch", spec, dcfg, data, None, "none", progress, src)}
     if method == "none":
         return arms
+    init = arms["scratch"].model.state_dict() if dcfg.get("init", "fresh") == "scratch" else None
     if method == "born_again":
         arms["kd"] = _born_again(spec, dcfg, data, arms["scratch"], progress, src)
         return arms
@@ -367,7 +456,7 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
         extras = extra_teachers if extra_teachers is not None else ensemble_members(dcfg, data, teacher_cfg,
                                                                                     progress, src)
     arm = train_arm("kd", spec, dcfg, data, teacher_train, method, progress, src, teacher=teacher,
-                    extra_teachers=extras)
+                    extra_teachers=extras, teacher_unlab=teacher_unlab, init_state=init)
     if method == "ensemble":
         arm.info.update(_ensemble_info(teacher, teacher_train, extras or [], dcfg, data))
     arms["kd"] = arm

@@ -65,8 +65,29 @@ def get_loss(name: str) -> Loss:
 # ---------------------------------------------------------------- building blocks
 
 def hard_ce(student: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy on class indices or on class probabilities (mixup), batch mean."""
-    return F.cross_entropy(student, labels, label_smoothing=float(smoothing))
+    """Cross-entropy on the labelled rows of a batch that may also hold transfer-set rows.
+
+    Class indices: ``-1`` marks a row without a label; the mean runs over labelled rows only (0 when the
+    batch has none), so the hard term keeps its scale whatever the label budget.  Class probabilities
+    (mixup): each row's label mass weighs it (1 for a labelled pair, lambda when only one partner had a
+    label, 0 for two unlabelled rows); with every row labelled this is plain ``F.cross_entropy``.
+    """
+    eps = float(smoothing)
+    if labels.dim() == 1:
+        mask = labels >= 0
+        if bool(mask.all()):
+            return F.cross_entropy(student, labels, label_smoothing=eps)
+        if not bool(mask.any()):
+            return student.sum() * 0.0
+        return F.cross_entropy(student[mask], labels[mask], label_smoothing=eps)
+    w = labels.sum(1)
+    if bool(torch.all((w - 1).abs() < 1e-6)):
+        return F.cross_entropy(student, labels, label_smoothing=eps)
+    m = w > 1e-9
+    if not bool(m.any()):
+        return student.sum() * 0.0
+    per_row = F.cross_entropy(student[m], labels[m] / w[m, None], reduction="none", label_smoothing=eps)
+    return (per_row * w[m]).sum() / w[m].sum()
 
 
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -88,10 +109,11 @@ def soft_kl_probs(student: torch.Tensor, target: torch.Tensor, temperature: floa
 
 
 def one_hot_like(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Class probabilities from indices; probabilities pass through unchanged."""
+    """Class probabilities from indices (an unlabelled row, index -1, becomes all zeros); probabilities
+    pass through unchanged."""
     if labels.dim() == 2:
         return labels.to(torch.float32)
-    return F.one_hot(labels, n_classes).to(torch.float32)
+    return F.one_hot(labels.clamp_min(0), n_classes).to(torch.float32) * (labels >= 0).unsqueeze(1)
 
 
 def virtual_teacher(labels: torch.Tensor, n_classes: int, correct_prob: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .export import export_qonnx, hls_input_type, load_qonnx
 from .hls import build_hls_project
 from .report import training_plot, write_report
 from .student import build_student, describe, param_count, save_student
-from .teacher import load_teacher, save_teacher, teacher_accuracy, teacher_logits, train_teacher
+from .teacher import load_teacher_for, save_teacher, teacher_accuracy, teacher_logits, train_teacher
 from .verify import verify_project
 
 
@@ -76,7 +76,7 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
         t = time.perf_counter()
         tcfg = dict(cfg.teacher)
         if cfg.teacher["path"]:
-            tmodel, saved = load_teacher(cfg.teacher["path"])
+            tmodel, saved = load_teacher_for(cfg.teacher["path"], data, cfg.source)
             tcfg = {**tcfg, **saved, "path": cfg.teacher["path"]}
             tres = None
         else:
@@ -89,7 +89,8 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
         log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} %")
 
         t = time.perf_counter()
-        arms = distill(cfg.student, cfg.distill, data, tl["train"], progress, cfg.source)
+        arms = distill(cfg.student, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
+                       teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
         chosen, reason = choose(arms, cfg.distill["select"])
         shape = student_input(data.x_test, cfg.student).shape[1:]
         for k, a in arms.items():

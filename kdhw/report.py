@@ -39,13 +39,26 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f} %"
 
 
+def _budget_note(manifest: dict[str, Any]) -> str:
+    """The label budget and transfer set in one phrase: a reader must see that the student had fewer labels."""
+    parts = []
+    if manifest.get("labels"):
+        b = manifest["labels"]
+        what = f"{100 * b['fraction']:g} % of the train split" if "fraction" in b else f"{b['per_class']} per class"
+        parts.append(f"labels on {b['labelled']} training rows ({what}, seed {b['seed']})")
+    if manifest.get("unlabeled"):
+        parts.append(f"{manifest['unlabeled']} unlabelled transfer-set rows read by the distillation term")
+    return (" · " + "; ".join(parts)) if parts else ""
+
+
 def render_markdown(rep: dict[str, Any]) -> str:
     t, arms, v = rep["teacher"], rep["students"], rep.get("verify") or {}
     lines = [
         f"# kdhw run report — {rep['data']['dataset']}",
         "",
         f"Config: `{rep['config_source']}` · data split seed {rep['data']['seed']} · "
-        f"{rep['data']['train']}/{rep['data']['val']}/{rep['data']['test']} train/val/test rows",
+        f"{rep['data']['train']}/{rep['data']['val']}/{rep['data']['test']} train/val/test rows"
+        + _budget_note(rep["data"]),
         "",
         "## Accuracy (test split)",
         "",
@@ -56,6 +69,12 @@ def render_markdown(rep: dict[str, Any]) -> str:
     ]
     for k, a in arms.items():
         note = "**exported**" if k == rep["chosen"]["arm"] else ""
+        info = a.get("info") or {}
+        if "teacher_train_acc_augmented" in info:
+            note += (f" teacher on augmented training rows {_pct(info['teacher_train_acc_augmented'])} "
+                     f"(clean {_pct(info['teacher_train_acc_clean'])})")
+        if info.get("init") == "scratch":
+            note += " started from the scratch student (QKD schedule)"
         lines.append(f"| student {k} | {_pct(a['test_acc'])} | {_pct(a['val_acc'])} | {a['params']} | {note} |")
     ch = rep["chosen"]
     lines += [

@@ -87,9 +87,24 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), blob["cfg"]
 
 
+def load_teacher_for(path: str | Path, data: Dataset, src: str = "config") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a handed-over teacher and check it was trained for this data's input shape and classes."""
+    model, cfg = load_teacher(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    shape, n = tuple(blob["input_shape"]), int(blob["n_classes"])
+    if shape != tuple(data.shape) or n != data.n_classes:
+        raise InputError(f"{src}: teacher.path {path} was trained on inputs {shape} with {n} classes; the data has "
+                         f"{tuple(data.shape)} and {data.n_classes} classes")
+    return model, cfg
+
+
 def teacher_logits(model: nn.Module, arch: str, data: Dataset) -> dict[str, np.ndarray]:
-    """Logits on every split, computed once (the cache distillation reads)."""
-    return {s: predict_logits(model, teacher_input(getattr(data, f"x_{s}"), arch)) for s in ("train", "val", "test")}
+    """Logits on every split and on the transfer set ("unlab", when there is one), computed once: the cache
+    distillation reads, so a KD epoch costs what a scratch epoch costs."""
+    out = {s: predict_logits(model, teacher_input(getattr(data, f"x_{s}"), arch)) for s in ("train", "val", "test")}
+    if len(data.unlab):
+        out["unlab"] = predict_logits(model, teacher_input(data.unlab, arch))
+    return out
 
 
 def teacher_accuracy(logits: dict[str, np.ndarray], data: Dataset) -> dict[str, float]:

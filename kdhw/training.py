@@ -63,6 +63,7 @@ def fit(
     on_epoch: Callable[[int], None] | None = None,
     params: Iterable[torch.nn.Parameter] | None = None,
     metric: Callable[[nn.Module], float] | None = None,
+    steps_per_epoch: int | None = None,
 ) -> FitResult:
     """Train in place; the model ends holding its best-validation weights.
 
@@ -71,6 +72,9 @@ def fit(
     model keeps its last weights.  ``on_epoch(ep)`` runs before each epoch (switching quantizers on).
     ``params`` adds modules the loss owns (a FitNets adapter); ``metric`` replaces validation accuracy as the
     selection criterion (the model selector is judged by the accuracy of the routed system).
+    ``steps_per_epoch``: optimizer steps per epoch when it must differ from one pass over the rows: an arm
+    that trains on the labelled rows alone is given as many steps as the paired arm that also reads the
+    transfer set, so the two differ in the data they see, not in how long they train.
     """
     import time
 
@@ -86,7 +90,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(ep)
         model.train()
-        perm = torch.randperm(len(xt), generator=g)
+        perm = _epoch_order(len(xt), batch_size, steps_per_epoch, g)
         tot, nb = 0.0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
@@ -110,6 +114,17 @@ def fit(
     n = len(hist)
     return FitResult(best, best_ep, n, hist, (time.perf_counter() - t0) / max(n, 1),
                      (time.process_time() - c0) / max(n, 1))
+
+
+def _epoch_order(n: int, batch_size: int, steps: int | None, g: torch.Generator) -> torch.Tensor:
+    """Row order of one epoch: one permutation, or as many reshuffled passes as ``steps`` batches need."""
+    perm = torch.randperm(n, generator=g)
+    if steps is None or steps <= -(-n // batch_size):
+        return perm if steps is None else perm[:steps * batch_size]
+    parts = [perm]
+    while sum(len(p) for p in parts) < steps * batch_size:
+        parts.append(torch.randperm(n, generator=g))
+    return torch.cat(parts)[:steps * batch_size]
 
 
 class FloatWarmup:

@@ -78,7 +78,7 @@ def test_hidden_layer_methods_refuse_logits_only(method: str, digits: Any, teach
 def test_mixup_needs_the_teacher_online(digits: Any, teacher: Any) -> None:
     with pytest.raises(InputError) as e:
         distill(MLP, dcfg(method="hinton", mixup_alpha=0.2), digits, teacher[1], False, "c.yaml")
-    assert "mixup_alpha > 0 with method hinton needs the teacher network" in _one_line(e)
+    assert "mixup_alpha / augment_* > 0 with method hinton needs the teacher network" in _one_line(e)
 
 
 def test_missing_hint_layer_names_the_student_layers(digits: Any, teacher: Any) -> None:
