@@ -36,6 +36,10 @@ class Dataset:
     # Transfer set: training inputs without labels (rows whose labels a budget dropped, plus a
     # ``data.unlabeled`` file).  Distillation terms read them; the hard-label term never does.
     x_unlab: np.ndarray | None = None
+    # under a label budget: rows of the original train split that kept / lost their labels (so teacher
+    # outputs computed once on the whole split can be shared by every budget and seed)
+    train_index: np.ndarray | None = None
+    dropped_index: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -263,6 +267,7 @@ def apply_label_budget(d: Dataset, budget: dict[str, Any], data_seed: int, src: 
     drop = np.setdiff1d(np.arange(len(d.y_train)), lab)
     d.x_unlab = np.concatenate([d.unlab, d.x_train[drop]])
     d.x_train, d.y_train = d.x_train[lab], d.y_train[lab]
+    d.train_index, d.dropped_index = lab, drop
     d.manifest["labels"] = {**{k: v for k, v in budget.items() if v is not None}, "seed": seed,
                             "labelled": int(len(lab)), "dropped": int(len(drop))}
     d.manifest["train"] = int(len(lab))

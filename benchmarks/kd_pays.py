@@ -1,0 +1,365 @@
+"""Where distillation pays on tiny fixed-point students, and where it does not: label budgets x arms x seeds.
+
+For digits and mnist1d, two tiny students each (<= 4-bit weights, 4-bit ReLU, 8-bit input), label budgets of
+5, 10, 25 and 100 % of the train split (the rest of the split becomes the unlabelled transfer set), and these
+arms, all paired per seed (same seed -> same label subset, same initial weights, same batch order seeds):
+
+  scratch         labels only (the labelled rows, as many steps per epoch as the arms that read every row)
+  kd              Hinton KD from a handed-over teacher (trained elsewhere on the whole labelled train split)
+                  on labelled + transfer rows; (T, alpha) in KD_GRID chosen per seed on validation accuracy
+  pseudo          the control: cross-entropy on the same teacher's argmax on the same rows; alpha in
+                  PSEUDO_GRID chosen on validation
+  fm              function matching: the same KD with mixup + modality augmentation, teacher evaluated online
+                  on exactly the augmented input, LONG x the epochs (a "patient" cosine schedule)
+  scratch_aug     the control for fm: labels only with the same augmentation and schedule
+  kd_semi         the semi-supervised case: the teacher is trained by the pipeline on the labelled rows only,
+                  then KD as above (budgets < 100 %; at 100 % it is kd)
+  exported        what `kdhw run` ships with select: best_val: per seed, kd if its validation accuracy beats
+                  scratch's, else scratch (the "never worse" check)
+  kd_qkd          QKD's schedule at 10 % and 100 %: the scratch student first, then KD (T = 1, alpha = 0.9)
+                  from its weights; compared with the same KD from a fresh initialisation (kd_fresh)
+
+Reported per (set, student, budget): test accuracy mean ± std over seeds, the paired difference to scratch
+with a 95 % bootstrap confidence interval over seeds (10,000 resamples), and the gap closed =
+(arm − scratch) / (teacher − scratch) with the handed-over teacher's test accuracy.  A gain is called
+significant only when its interval excludes 0; fm is also compared with scratch_aug and kd with pseudo,
+because KD.md found that augmentation and teacher labelling, not soft targets, carried most of the gain.
+
+Every (arm, seed, budget) is one task on kdhw's task engine (``kdhw.grid``): sequential, local Ray with
+``--workers N``, or a cluster with ``--address``.  Results append to ``--jsonl`` as tasks finish, so an
+interrupted run resumes; teacher outputs are computed once per data set and shared through the object store.
+
+    .venv/bin/python benchmarks/kd_pays.py [--workers 2] [--seeds 5] [--sets digits,mnist1d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+
+BUDGETS = (0.05, 0.10, 0.25, 1.0)
+KD_GRID = ((1.0, 0.5), (1.0, 0.9), (4.0, 0.9))
+PSEUDO_GRID = (0.5, 0.9)
+LONG = 3  # function-matching and augmented-scratch schedules are LONG x the plain epochs
+QKD_BUDGETS = (0.10, 1.0)
+ARMS = ("scratch", "kd", "pseudo", "fm", "scratch_aug", "kd_semi", "kd_qkd", "kd_fresh", "exported")
+
+_IN8U = {"bits": 8, "int_bits": 1, "signed": False}
+_IN8S = {"bits": 8, "int_bits": 1, "signed": True}
+
+
+def _conv1d(c1: int, c2: int, wb: int) -> dict[str, Any]:
+    return {"input": _IN8S, "weight_bits": wb, "act_bits": 4,
+            "layers": [{"type": "conv1d", "filters": c1, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
+                       {"type": "conv1d", "filters": c2, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
+                       {"type": "dense", "units": 10}]}
+
+
+def _mlp(h: int, wb: int) -> dict[str, Any]:
+    return {"input": _IN8U, "weight_bits": wb, "act_bits": 4,
+            "layers": [{"type": "dense", "units": h}, {"type": "relu"}, {"type": "dense", "units": 10}]}
+
+
+SETS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "data": {"dataset": "digits"},
+        "teacher": {"arch": "cnn2d", "channels": [16, 32], "hidden": 64, "epochs": 40, "patience": 8},
+        "students": {"mlp8_w4": _mlp(8, 4), "mlp16_w2": _mlp(16, 2)},
+        "epochs": 30,
+        # no shifts: a 1-pixel shift of an 8x8 digit changes the teacher's answer on 20-46 % of its own
+        # training images (KD.md), so the online teacher would teach wrong targets
+        "augment": {"mixup_alpha": 0.4, "augment_noise": 0.05},
+    },
+    "mnist1d": {
+        "data": {"dataset": "mnist1d", "mnist1d_samples": 3000},
+        "teacher": {"arch": "cnn1d", "channels": [32, 64], "kernel": 5, "hidden": 64, "epochs": 60, "patience": 15},
+        "students": {"conv4_8_w4": _conv1d(4, 8, 4), "conv8_16_w4": _conv1d(8, 16, 4)},
+        "epochs": 24,
+        "augment": {"mixup_alpha": 0.4, "augment_noise": 0.05, "augment_shift": 2, "augment_scale": 0.1},
+    },
+}
+
+
+# ---------------------------------------------------------------- tasks
+
+def make_tasks(sets: list[str], seeds: int) -> list[dict[str, Any]]:
+    tasks = []
+    for s in sets:
+        for stu in SETS[s]["students"]:
+            for b in BUDGETS:
+                for seed in range(seeds):
+                    cell = {"set": s, "student": stu, "budget": b, "seed": seed}
+                    arms: list[tuple[str, dict[str, Any]]] = [("scratch", {})]
+                    arms += [("kd", {"temperature": t, "alpha": a}) for t, a in KD_GRID]
+                    arms += [("pseudo", {"alpha": a}) for a in PSEUDO_GRID]
+                    arms += [("fm", {}), ("scratch_aug", {})]
+                    if b < 1.0:
+                        arms.append(("kd_semi", {}))
+                    if b in QKD_BUDGETS:
+                        arms.append(("kd_qkd", {}))
+                    for arm, p in arms:
+                        key = f"{s}/{stu}/{b:g}/{seed}/{arm}" + "".join(f"/{k}={v:g}" for k, v in p.items())
+                        tasks.append({"key": key, **cell, "arm": arm, "params": p})
+    return tasks
+
+
+def shared_teachers(sets: list[str], log: Any = print) -> dict[str, Any]:
+    """One handed-over teacher per data set, trained on the whole labelled train split, and its logits on
+    every row of that split (shared by every task; each task indexes the rows its budget keeps)."""
+    from kdhw.config import validate
+    from kdhw.data import load_dataset
+    from kdhw.teacher import teacher_accuracy, teacher_logits, train_teacher
+
+    out = {}
+    for s in sets:
+        cfg = validate({"data": SETS[s]["data"], "teacher": SETS[s]["teacher"]}, f"kd_pays:{s}")
+        data = load_dataset(cfg.data)
+        t0 = time.perf_counter()
+        model, _ = train_teacher(cfg.teacher, data, progress=False)
+        tl = teacher_logits(model, cfg.teacher["arch"], data)
+        acc = teacher_accuracy(tl, data)
+        log(f"[{s}] handed-over teacher {cfg.teacher['arch']}: test {100 * acc['test']:.2f} % "
+            f"({time.perf_counter() - t0:.0f} s, {len(data.y_train)} labelled training rows)")
+        out[s] = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl, "acc": acc}
+    return out
+
+
+def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm of one (set, student, budget, seed) cell; returns accuracies and epoch cost."""
+    import torch
+
+    from kdhw.config import validate
+    from kdhw.data import load_dataset
+    from kdhw.distill import choose, distill, train_arm
+    from kdhw.teacher import build_teacher, teacher_accuracy, teacher_logits, train_teacher
+
+    torch.set_num_threads(1)
+    spec_set = SETS[task["set"]]
+    b, seed, arm = task["budget"], task["seed"], task["arm"]
+    raw: dict[str, Any] = {"data": dict(spec_set["data"]), "teacher": spec_set["teacher"],
+                           "student": spec_set["students"][task["student"]],
+                           "distill": {"epochs": spec_set["epochs"], "seed": seed, "method": "none"}}
+    if b < 1.0:
+        raw["data"]["labels"] = {"fraction": b, "seed": seed}
+    cfg = validate(raw, f"kd_pays:{task['key']}")
+    data = load_dataset(cfg.data)
+    sh = shared[task["set"]]
+    teacher = build_teacher(cfg.teacher, data.shape, data.n_classes)
+    teacher.load_state_dict(sh["state"])
+    teacher.eval()
+    full = sh["logits"]["train"]
+    t_train = full if data.train_index is None else full[data.train_index]
+    t_unlab = None if data.dropped_index is None else full[data.dropped_index]
+    d0 = dict(cfg.distill)
+    aug = spec_set["augment"]
+    long = {"epochs": LONG * spec_set["epochs"]}
+    out: dict[str, Any] = {k: task[k] for k in ("key", "set", "student", "budget", "seed", "arm", "params")}
+    t0 = time.perf_counter()
+
+    def record(a: Any, **extra: Any) -> dict[str, Any]:
+        out.update(val=a.fit.best_val_acc, test=a.test_acc, epochs=a.fit.epochs_run,
+                   s_per_epoch=a.fit.seconds_per_epoch, cpu_per_epoch=a.fit.cpu_seconds_per_epoch,
+                   seconds=time.perf_counter() - t0, **extra)
+        return out
+
+    if arm == "scratch":
+        return record(train_arm("scratch", cfg.student, d0, data, None, "none", False))
+    if arm == "scratch_aug":
+        return record(train_arm("scratch", cfg.student, {**d0, **aug, **long}, data, None, "none", False))
+    if arm in ("kd", "pseudo"):
+        method = "hinton" if arm == "kd" else "pseudo_label"
+        dc = {**d0, "method": method, **task["params"]}
+        return record(train_arm("kd", cfg.student, dc, data, t_train, method, False, teacher=teacher,
+                                teacher_unlab=t_unlab))
+    if arm == "fm":
+        dc = {**d0, "method": "hinton", "temperature": 1.0, "alpha": 0.9, **aug, **long}
+        a = train_arm("kd", cfg.student, dc, data, t_train, "hinton", False, teacher=teacher)
+        return record(a, teacher_aug_acc=a.info.get("teacher_train_acc_augmented"))
+    if arm == "kd_semi":
+        tmodel, _ = train_teacher({**cfg.teacher, "seed": seed}, data, progress=False)
+        tl = teacher_logits(tmodel, cfg.teacher["arch"], data)
+        t_acc = teacher_accuracy(tl, data)["test"]
+        best = None
+        for t, al in KD_GRID:
+            dc = {**d0, "method": "hinton", "temperature": t, "alpha": al}
+            a = train_arm("kd", cfg.student, dc, data, tl["train"], "hinton", False, teacher=tmodel,
+                          teacher_unlab=tl.get("unlab"))
+            if best is None or a.fit.best_val_acc > best[0].fit.best_val_acc:
+                best = (a, {"temperature": t, "alpha": al})
+        assert best is not None
+        return record(best[0], semi_teacher_test=t_acc, chosen=best[1])
+    if arm == "kd_qkd":
+        dc = {**d0, "method": "hinton", "temperature": 1.0, "alpha": 0.9, "init": "scratch"}
+        arms = distill(cfg.student, dc, data, t_train, False, teacher=teacher, teacher_unlab=t_unlab)
+        chosen, _ = choose(arms, "kd")
+        return record(arms[chosen], scratch_test=arms["scratch"].test_acc)
+    raise ValueError(f"unknown arm {arm}")
+
+
+# ---------------------------------------------------------------- statistics
+
+def bootstrap_ci(diffs: list[float], n: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the mean of paired differences, resampling seeds with replacement."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return float(d.mean()), float(d.mean())
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n, len(d)))
+    means = d[idx].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], dict[str, dict[int, dict[str, Any]]]]:
+    """(set, student, budget) -> arm -> seed -> the row; grid arms keep the point best on validation."""
+    out: dict[tuple[str, str, float], dict[str, dict[int, dict[str, Any]]]] = {}
+    for r in rows:
+        c = out.setdefault((r["set"], r["student"], r["budget"]), {})
+        per_seed = c.setdefault(r["arm"], {})
+        cur = per_seed.get(r["seed"])
+        if cur is None or r["val"] > cur["val"]:
+            per_seed[r["seed"]] = r
+        if r["arm"] == "kd" and r["params"] == {"temperature": 1.0, "alpha": 0.9}:
+            c.setdefault("kd_fresh", {})[r["seed"]] = r
+    for c in out.values():  # what `kdhw run` exports with select: best_val (ties go to scratch)
+        both = set(c.get("scratch", {})) & set(c.get("kd", {}))
+        c["exported"] = {k: (c["kd"][k] if c["kd"][k]["val"] > c["scratch"][k]["val"] else c["scratch"][k])
+                         for k in both}
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], teachers: dict[str, float]) -> list[dict[str, Any]]:
+    table = []
+    for (s, stu, b), arms in sorted(cells(rows).items()):
+        base = arms.get("scratch", {})
+        t_acc = teachers[s]
+        for arm in ARMS:
+            if arm not in arms:
+                continue
+            seeds = sorted(set(arms[arm]) & set(base))
+            if not seeds:
+                continue
+            acc = [arms[arm][k]["test"] for k in seeds]
+            e: dict[str, Any] = {"set": s, "student": stu, "budget": b, "arm": arm, "n": len(seeds),
+                                 "mean": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                                 "teacher": t_acc, "cpu_per_epoch": statistics.mean(arms[arm][k]["cpu_per_epoch"]
+                                                                                    for k in seeds)}
+            sc = [base[k]["test"] for k in seeds]
+            if arm != "scratch":
+                diffs = [100 * (a - c) for a, c in zip(acc, sc)]
+                lo, hi = bootstrap_ci(diffs)
+                gap = t_acc - statistics.mean(sc)
+                e.update(diff=statistics.mean(diffs), ci=(lo, hi), significant=len(diffs) > 1 and (lo > 0 or hi < 0),
+                         gap_closed=(statistics.mean(acc) - statistics.mean(sc)) / gap if gap > 1e-9 else None)
+            ref = {"fm": "scratch_aug", "kd": "pseudo", "kd_qkd": "kd_fresh"}.get(arm)
+            if ref and ref in arms:
+                both = sorted(set(arms[arm]) & set(arms[ref]))
+                dd = [100 * (arms[arm][k]["test"] - arms[ref][k]["test"]) for k in both]
+                if dd:
+                    e["vs"] = {"ref": ref, "diff": statistics.mean(dd), "ci": bootstrap_ci(dd)}
+            if arm == "kd_semi":
+                e["semi_teacher"] = statistics.mean(arms[arm][k]["semi_teacher_test"] for k in seeds)
+            table.append(e)
+    return table
+
+
+def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [f"Seeds: {meta['seeds']}; plain epochs: "
+             + ", ".join(f"{s} {SETS[s]['epochs']}" for s in meta["sets"])
+             + f"; fm and scratch_aug {LONG}x longer.  Test accuracy %, mean ± std; Δ = arm − scratch, paired, "
+             "with 95 % bootstrap CI (points); gap = Δ / (teacher − scratch); * = CI excludes 0.", ""]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in table:
+        groups.setdefault((e["set"], e["student"]), []).append(e)
+    for (s, stu), es in groups.items():
+        lines += [f"### {s} / {stu} (handed-over teacher {100 * es[0]['teacher']:.2f} %)", "",
+                  "| labels | arm | test % | Δ vs scratch [95 % CI] | gap closed | vs control [95 % CI] |",
+                  "|---|---|---|---|---|---|"]
+        for e in es:
+            d = "—" if "diff" not in e else (f"{e['diff']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}]"
+                                             + ("*" if e["significant"] else ""))
+            g = "—" if e.get("gap_closed") is None else f"{100 * e['gap_closed']:+.0f} %"
+            v = "—" if "vs" not in e else (f"vs {e['vs']['ref']}: {e['vs']['diff']:+.2f} "
+                                           f"[{e['vs']['ci'][0]:+.2f}, {e['vs']['ci'][1]:+.2f}]")
+            name = e["arm"] + (f" (teacher {100 * e['semi_teacher']:.1f} %)" if "semi_teacher" in e else "")
+            lines.append(f"| {100 * e['budget']:g} % | {name} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} | "
+                         f"{d} | {g} | {v} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(table: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(e["set"], e["student"]) for e in table})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), dpi=110, squeeze=False)
+    for ax, (s, stu) in zip(axes[0], groups):
+        es = [e for e in table if e["set"] == s and e["student"] == stu]
+        for arm in ("scratch", "kd", "pseudo", "fm", "scratch_aug", "kd_semi"):
+            pts = sorted((e["budget"], e["mean"], e["std"]) for e in es if e["arm"] == arm)
+            if pts:
+                ax.errorbar([100 * p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
+                            marker="o", ms=3, capsize=2, label=arm)
+        ax.axhline(100 * es[0]["teacher"], color="k", ls="--", lw=1, label="teacher")
+        ax.set_xscale("log")
+        ax.set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
+        ax.set_xlabel("labelled share of the train split (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{s} / {stu}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    from kdhw.grid import load_done, run_tasks
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--sets", default="digits,mnist1d")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--address", default=None, help="an existing Ray cluster (default: a local Ray)")
+    ap.add_argument("--jsonl", default="benchmarks/results/kd_pays.jsonl")
+    ap.add_argument("--out", default="benchmarks/results/kd_pays")
+    ap.add_argument("--quick", action="store_true", help="2-epoch smoke run of the whole grid (numbers meaningless)")
+    a = ap.parse_args()
+    sets = [s for s in a.sets.split(",") if s]
+    if a.quick:
+        for s in sets:
+            SETS[s]["epochs"] = 2
+            SETS[s]["teacher"] = {**SETS[s]["teacher"], "epochs": 2}
+    t0 = time.perf_counter()
+    teachers = shared_teachers(sets)
+    tasks = make_tasks(sets, a.seeds)
+    print(f"{len(tasks)} tasks; results append to {a.jsonl}", flush=True)
+    run_tasks(run_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers, address=a.address)
+    keys = {t["key"] for t in tasks}
+    rows = [r for k, r in load_done(Path(a.jsonl)).items() if k in keys]
+    table = summarize(rows, {s: teachers[s]["acc"]["test"] for s in sets})
+    meta = {"seeds": a.seeds, "sets": sets, "kd_grid": KD_GRID, "pseudo_grid": PSEUDO_GRID, "long": LONG,
+            "budgets": BUDGETS, "wall_seconds": time.perf_counter() - t0,
+            "teachers": {s: teachers[s]["acc"] for s in sets}}
+    md = markdown(table, meta)
+    print(md)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "table": table}, indent=2, default=list))
+    plot(table, out.with_suffix(".png"))
+    print(f"total {time.perf_counter() - t0:.0f} s -> {out}.md/.json/.png")
+
+
+if __name__ == "__main__":
+    main()
