@@ -11,19 +11,23 @@ capacity); mnist1d: Conv1D 4 and 8 channels at w4a4 (about 25 points under).  Wi
 
 Shared across seeds and methods: one teacher per data set (seed 0) and two more teachers (seeds 1, 2) for
 the ensemble.  Per seed, one scratch arm is trained and every method is paired with it (same seed, init and
-batch order; only the loss differs).  Method settings are the config defaults (T = 1, alpha = 0.5, FitNets
+batch order; only the loss differs).  Each data set is a ``kdhw sweep`` of distill.method: every arm is a
+task on ``kdhw.grid`` (2 local Ray workers by default), recorded in ``out/kd_table/<set>/runs.jsonl`` so an
+interrupted run resumes.  Method settings are the config defaults (T = 1, alpha = 0.5, FitNets
 10 hint epochs, RKD weights 25/50, ...; see kdhw/config.py), except born-again with ``--generations``
 generations (default 1, to save time) and a 3-teacher ensemble.  digits uses the default 60 epochs;
 mnist1d is shortened to 20 epochs (3000 signals) to fit a 2-core machine (about 15 minutes in all).
-Epoch cost is compared in process CPU time, which other jobs on a shared machine do not inflate.
+Epoch cost is compared in process CPU time, which other jobs on a shared machine inflate much less than
+wall time (not zero: arms trained in parallel or beside other jobs share caches and memory bandwidth, and
+the scratch and distilled arms of a seed run in different tasks, at different times).
 
-    .venv/bin/python benchmarks/kd_table.py [--seeds 3] [--digits-epochs 60] [--mnist1d-epochs 20]
+    .venv/bin/python benchmarks/kd_table.py [--seeds 3] [--digits-epochs 60] [--mnist1d-epochs 20] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
 import time
 import warnings
@@ -60,48 +64,31 @@ def _ms(v: list[float]) -> tuple[float, float]:
 
 
 def run_set(name: str, spec: dict[str, Any], epochs: int, seeds: int, generations: int,
-            methods: tuple[str, ...]) -> dict[str, Any]:
+            methods: tuple[str, ...], work: Path, workers: int, address: str | None) -> dict[str, Any]:
+    """One data set: a ``kdhw sweep`` of distill.method over ``methods`` (the grid: each arm a task)."""
     from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.distill import distill, ensemble_members
-    from kdhw.student import param_count
-    from kdhw.teacher import teacher_accuracy, teacher_logits, train_teacher
+    from kdhw.sweep import run_sweep
 
     cfg = validate({"data": spec["data"], "teacher": spec["teacher"], "student": spec["student"],
                     "distill": {"epochs": epochs, "generations": generations, "ensemble_size": 3}},
                    f"kd_table:{name}")
-    data = load_dataset(cfg.data, cfg.source)
     t0 = time.perf_counter()
-    teacher, _ = train_teacher(cfg.teacher, data, progress=False)
-    tl = teacher_logits(teacher, cfg.teacher["arch"], data)
-    t_acc = teacher_accuracy(tl, data)["test"]
-    members = ensemble_members(cfg.distill, data, cfg.teacher, progress=False, src=cfg.source)
-    t_teach = time.perf_counter() - t0
-    print(f"[{name}] teacher {cfg.teacher['arch']}: test {100 * t_acc:.2f} %; 3 teachers in {t_teach:.0f} s; "
-          f"{data.manifest['train']}/{data.manifest['val']}/{data.manifest['test']} rows", flush=True)
-
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("scratch", *methods)}
-    params = None
-    for s in range(seeds):
-        scratch = None
-        for m in methods:
-            dcfg = {**cfg.distill, "method": m, "seed": s}
-            t = time.perf_counter()
-            arms = distill(cfg.student, dcfg, data, tl["train"], False, cfg.source, teacher=teacher,
-                           teacher_cfg=cfg.teacher, extra_teachers=members, scratch=scratch)
-            if scratch is None:
-                scratch = arms["scratch"]
-                params = param_count(scratch.model)
-                runs["scratch"].append({"seed": s, "test": scratch.test_acc, "spe": scratch.fit.cpu_seconds_per_epoch,
-                                        "wall_spe": scratch.fit.seconds_per_epoch})
-            kd = arms["kd"]
-            runs[m].append({"seed": s, "test": kd.test_acc, "spe": kd.fit.cpu_seconds_per_epoch,
-                            "scratch_spe": scratch.fit.cpu_seconds_per_epoch, "wall_spe": kd.fit.seconds_per_epoch,
-                            "scratch_wall_spe": scratch.fit.seconds_per_epoch})
-            print(f"[{name}] seed {s} {m:15s} {100 * kd.test_acc:6.2f} %  (scratch {100 * scratch.test_acc:6.2f} %, "
-                  f"{time.perf_counter() - t:5.1f} s)", flush=True)
-    return {"name": name, "label": spec["label"], "params": params, "teacher_test": t_acc, "epochs": epochs,
-            "seeds": seeds, "train_rows": data.manifest["train"], "test_rows": data.manifest["test"], "runs": runs}
+    res = run_sweep(cfg, "distill.method", list(methods), work / name, seeds=seeds, progress=True,
+                    log=lambda m: print(f"[{name}] {m}", flush=True), workers=workers, address=address)
+    rows = res["runs"]
+    runs: dict[str, list[dict[str, Any]]] = {"scratch": [], **{m: [] for m in methods}}
+    for r in rows:  # every method of a seed is paired with the same scratch arm (same key)
+        if r["value"] == methods[0]:
+            runs["scratch"].append({"seed": r["seed"], "test": r["scratch_test"], "spe": r["scratch_cpu_s_per_epoch"],
+                                    "wall_spe": r["scratch_s_per_epoch"]})
+        runs[r["value"]].append({"seed": r["seed"], "test": r["kd_test"], "spe": r["kd_cpu_s_per_epoch"],
+                                 "scratch_spe": r["scratch_cpu_s_per_epoch"], "wall_spe": r["kd_s_per_epoch"],
+                                 "scratch_wall_spe": r["scratch_s_per_epoch"]})
+    assert len({r["scratch_key"] for r in rows if r["seed"] == 0}) == 1  # one scratch arm per seed
+    return {"name": name, "label": spec["label"], "params": rows[0]["params"],
+            "teacher_test": res["teacher"]["test_acc"],
+            "epochs": epochs, "seeds": seeds, "train_rows": res["data"]["train"], "test_rows": res["data"]["test"],
+            "runs": runs, "grid": res["grid"], "wall_s": time.perf_counter() - t0}
 
 
 def table(res: dict[str, Any]) -> str:
@@ -138,6 +125,8 @@ def table(res: dict[str, Any]) -> str:
 def main() -> None:
     import torch
 
+    from kdhw.atomic import write_json
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--digits-epochs", type=int, default=60)
@@ -146,6 +135,9 @@ def main() -> None:
     ap.add_argument("--sets", default="digits,mnist1d")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default="benchmarks/results/kd_table.json")
+    ap.add_argument("--work", default="out/kd_table", help="sweep folders (runs.jsonl: rerunning resumes)")
+    ap.add_argument("--workers", type=int, default=2, help="Ray workers; 1 = sequential in this process")
+    ap.add_argument("--address", default=None, help="an existing Ray cluster instead of a local Ray")
     a = ap.parse_args()
     torch.set_num_threads(1)  # tiny nets: one thread is fastest and leaves the other core to others
     methods = tuple(m for m in a.methods.split(",") if m)
@@ -153,13 +145,16 @@ def main() -> None:
     results = []
     for name in a.sets.split(","):
         ep = a.digits_epochs if name == "digits" else a.mnist1d_epochs
-        results.append(run_set(name, SETS[name], ep, a.seeds, a.generations, methods))
+        results.append(run_set(name, SETS[name], ep, a.seeds, a.generations, methods, Path(a.work), a.workers,
+                               a.address))
     print()
     for r in results:
         print(table(r))
-    print(f"total {time.perf_counter() - t0:.0f} s")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=2))
+    g = results[0]["grid"]
+    plural = "s" if g["workers"] > 1 else ""
+    print(f"total {time.perf_counter() - t0:.0f} s ({g['mode']}, {g['workers']} worker{plural}; "
+          f"{os.cpu_count()} cores shared with other jobs)")
+    write_json(a.out, results)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,23 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import check_out_dir
+    from .selector import run_select
+
+    cfg = load_config(a.config)
+    rep = run_select(cfg, check_out_dir(a.out), teacher_path=a.teacher, progress=not a.no_progress)
+    print(f"wrote {a.out}/ (selector.md, selector.json, selector.png, student_<i>.pt, selector.pt, "
+          f"one folder per part); system test accuracy {100 * rep['system']['test_acc']:.2f} %")
+    bad = [name for name, part in rep["parts"].items() if not part["bit_exact"]]
+    if bad:
+        print(f"kdhw select: error: not bit-exact: {', '.join(bad)} (see {a.out}/<part>/verify.json)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_boards(a: argparse.Namespace) -> int:
     from .boards import boards_table, list_boards
 
@@ -286,11 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("report", help="resources / latency / fit per board")
-    s.add_argument("dir")
-    s.add_argument("--board", action="append", required=True)
-    s.add_argument("--vendor-report")
-    s.add_argument("--require-fit", action="store_true")
-    s.add_argument("--no-synth", action="store_true")
+    s.add_argument("dir", help="run folder holding student.qonnx.onnx (and rtl/ for open synthesis)")
+    s.add_argument("--board", action="append", required=True, help="board name (repeat for several)")
+    s.add_argument("--vendor-report", help="HLS csynth.xml, Vivado report_utilization .rpt, or a folder with either")
+    s.add_argument("--require-fit", action="store_true", help="exit 1 when the design does not fit a board")
+    s.add_argument("--no-synth", action="store_true", help="estimate only: skip yosys / nextpnr")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("boards", help="list the board catalog")
@@ -299,6 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("config", help="print the embedded default config")
     s.set_defaults(fn=cmd_config)
+
+    from .sweep import add_sweep_parser  # light: argparse + config only
+
+    add_sweep_parser(sub)
+
+    s = sub.add_parser("select", help="several students + a brevitas selector; each part exported, "
+                                      "converted and verified bit-exact")
+    s.add_argument("config")
+    s.add_argument("--out", required=True)
+    s.add_argument("--teacher", help="teacher.pt to distil from (else the config's teacher is trained)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_select)
     return p
 
 

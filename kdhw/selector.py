@@ -11,6 +11,10 @@ like ``kdhw distill``); the selector then learns, per input, the probability tha
 (one sigmoid per student, binary cross-entropy on the students' correctness on the training rows) and
 routes to the most probable one.  Its checkpoint is chosen on the *system's* validation accuracy.  Equal
 selector outputs (the 8-bit output can tie) go to the student listed first: list the cheapest first.
+
+``kdhw select CONFIG --out DIR`` (``run_select``) trains the system and takes every part (selector and each
+student) through QONNX -> hls4ml -> bit-exact verification, one folder per part; ``selector.json`` records
+each part's result and the command exits 1 if any part is not bit-exact.
 """
 
 from __future__ import annotations
@@ -153,25 +157,191 @@ def report_markdown(rep: dict[str, Any]) -> str:
         f"System test accuracy **{100 * s['test_acc']:.2f} %** on {s['test_rows']} rows "
         f"(best single student {100 * s['best_single_student_test_acc']:.2f} %, oracle "
         f"{100 * s['oracle_test_acc']:.2f} %); {s['params_total']} parameters in all.", "",
-        "| part | params | test accuracy | picked |", "|---|---|---|---|",
+        "![per student: test accuracy, parameters, how often the selector picks it](selector.png)", "",
+        "| part | params | test accuracy | picked | accuracy when picked |", "|---|---|---|---|---|",
         f"| selector ({rep['selector']['kind']}, w{rep['selector']['weight_bits']}a{rep['selector']['act_bits']}) "
-        f"| {rep['selector']['params']} | — | — |",
+        f"| {rep['selector']['params']} | — | — | — |",
     ]
     for st in rep["students"]:
+        when = "—" if st["acc_when_picked"] is None else f"{100 * st['acc_when_picked']:.2f} %"
         lines.append(f"| student {st['index']} (w{st['weight_bits']}a{st['act_bits']}) | {st['params']} | "
-                     f"{100 * st['test_acc']:.2f} % | {100 * st['picked_fraction']:.1f} % |")
+                     f"{100 * st['test_acc']:.2f} % | {100 * st['picked_fraction']:.1f} % | {when} |")
+    parts = rep.get("parts")
+    if parts:
+        lines += ["", f"## Bit-exactness ({rep.get('board', '')}, one folder per part)", "",
+                  "| part | rows | brevitas | C-sim | C-sim layers (traced rows) | weights .h = .txt | bit-exact |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, p in parts.items():
+            lv = p["levels"]
+
+            def cell(k: str) -> str:
+                return f"{lv[k]['exact_rows']}/{lv[k]['rows']}" if k in lv else "—"
+
+            lines.append(f"| `{name}/` | {p['rows']} | {cell('brevitas')} | {cell('csim')} | {cell('csim_layers')} | "
+                         f"{'yes' if lv.get('weights', {}).get('consistent') else 'NO'} | "
+                         f"{'**yes**' if p['bit_exact'] else '**NO**'} |")
     return "\n".join(lines) + "\n"
 
 
+def selector_plot(rep: dict[str, Any], path: Path) -> None:
+    """Per student: test accuracy (with its parameter count) beside how often the selector routes to it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    st = rep["students"]
+    names = [f"student {s['index']}\nw{s['weight_bits']}a{s['act_bits']}, {s['params']} params" for s in st]
+    xs = np.arange(len(st))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110)
+    bars = a1.bar(xs, [100 * s["test_acc"] for s in st], color="tab:blue")
+    for b, s in zip(bars, st):
+        a1.annotate(f"{100 * s['test_acc']:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    a1.axhline(100 * rep["system"]["test_acc"], color="k", ls="--", lw=1, label="routed system")
+    a1.axhline(100 * rep["system"]["oracle_test_acc"], color="tab:green", ls=":", lw=1, label="oracle")
+    lo = min(100 * s["test_acc"] for s in st)
+    a1.set_ylim(max(0.0, lo - 10), 100)
+    a1.set_ylabel("test accuracy (%)")
+    a1.set_xticks(xs, names, fontsize=8)
+    a1.legend(fontsize=7, loc="lower right")
+    a1.set_title("accuracy of each student alone", fontsize=9)
+    a2.bar(xs, [100 * s["picked_fraction"] for s in st], color="tab:orange")
+    a2.set_ylim(0, 100)
+    a2.set_ylabel("test rows routed to it (%)")
+    a2.set_xticks(xs, names, fontsize=8)
+    a2.set_title(f"selector's picks (selector: {rep['selector']['params']} params)", fontsize=9)
+    for a in (a1, a2):
+        a.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def part_inputs(system: System, data: Dataset) -> dict[str, tuple[nn.Module, dict[str, Any], tuple[int, ...]]]:
+    """``name -> (model, spec, input shape)`` for the selector and every student, in file-name order."""
+    parts = {"selector": (system.selector, system.selector_spec, (int(np.prod(data.shape)),))}
+    for i, (a, s) in enumerate(zip(system.students, system.specs)):
+        parts[f"student_{i}"] = (a.model, s, tuple(student_input(data.x_test[:1], s).shape[1:]))
+    return parts
+
+
+def write_system(system: System, data: Dataset, d: Path, report: dict[str, Any] | None = None) -> None:
+    """``student_<i>.pt`` and ``selector.pt`` (each loadable by ``kdhw export``), the report and its plot."""
+    from .atomic import write_json, write_text
+
+    for name, (model, spec, shape) in part_inputs(system, data).items():
+        save_student(model, spec, shape, d / f"{name}.pt")
+    rep = system.report if report is None else report
+    write_json(d / "selector.json", rep)
+    write_text(d / "selector.md", report_markdown(rep))
+    selector_plot(rep, d / "selector.png")
+
+
 def save_system(system: System, data: Dataset, out: str | Path) -> Path:
-    """``student_<i>.pt`` and ``selector.pt`` (each loadable by ``kdhw export``), plus the report."""
-    from .atomic import atomic_dir, write_json, write_text
+    """The trained system alone (no hardware stages), written atomically into ``out``."""
+    from .atomic import atomic_dir
 
     out = Path(out)
     with atomic_dir(out) as d:
-        for i, (a, s) in enumerate(zip(system.students, system.specs)):
-            save_student(a.model, s, student_input(data.x_test[:1], s).shape[1:], d / f"student_{i}.pt")
-        save_student(system.selector, system.selector_spec, (int(np.prod(data.shape)),), d / "selector.pt")
-        write_json(d / "selector.json", system.report)
-        write_text(d / "selector.md", report_markdown(system.report))
+        write_system(system, data, d)
     return out
+
+
+# ---------------------------------------------------------------- ``kdhw select``: train, then every part to hardware
+
+def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None, progress: bool = True,
+               log: Any = print) -> dict[str, Any]:
+    """Train the system, then export, convert and verify each part bit-exact (one folder per part).
+
+    This is ``kdhw run``'s counterpart for a system: it imports the hardware stages, which sit to the right
+    of training in the pipeline, inside the function so that importing this module stays a training-side
+    import.  The hls4ml projects are written without compiling hls4ml's own C-sim library: verification
+    compiles its private copy from the header weights synthesis uses, and nothing else here needs it.
+    Everything lands in a sibling folder swapped in at the end, as for ``kdhw run``.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    from .atomic import atomic_dir
+    from .boards import load_board
+    from .data import load_dataset
+    from .export import export_qonnx
+    from .hls import build_hls_project
+    from .losses import get_method
+    from .pipeline import random_inputs, set_torch_threads
+    from .teacher import load_teacher, teacher_accuracy, teacher_logits, train_teacher
+    from .verify import verify_project
+
+    set_torch_threads()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    board = load_board(cfg.hls["board"])
+    data = load_dataset(cfg.data, cfg.source)
+    specs = student_specs(cfg)
+    for i, spec in enumerate(specs):  # fail fast, before the teacher is trained
+        build_student(spec, student_input(data.x_val[:1], spec).shape[1:], data.n_classes,
+                      f"{cfg.source}: selector.students[{i}]")
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tpath = teacher_path or cfg.teacher["path"]
+    meth = get_method(cfg.distill["method"])
+    tmodel = tcfg = tl = None
+    if tpath:
+        tmodel, saved = load_teacher(tpath)
+        tcfg = {**cfg.teacher, **saved, "path": tpath}
+    elif meth.needs_teacher or meth.needs_teacher_model:
+        tmodel, _ = train_teacher(cfg.teacher, data, progress)
+        tcfg = dict(cfg.teacher)
+    teacher_info = None
+    if tmodel is not None:
+        tl = teacher_logits(tmodel, tcfg["arch"], data)
+        teacher_info = {"arch": tcfg["arch"], "test_acc": teacher_accuracy(tl, data)["test"], "loaded_from": tpath}
+        log(f"[teacher] {tcfg['arch']}: test {100 * teacher_info['test_acc']:.2f} %")
+    timings["teacher"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    system = train_system(cfg, data, None if tl is None else tl["train"], progress, teacher=tmodel, teacher_cfg=tcfg)
+    timings["train"] = time.perf_counter() - t
+    alone = ", ".join(f"{100 * s['test_acc']:.2f} %" for s in system.report["students"])
+    log(f"[select] system test {100 * system.report['system']['test_acc']:.2f} % (students alone: {alone})")
+
+    period = cfg.hls["clock_period_ns"] or board.clock_period_ns
+    parts: dict[str, Any] = {}
+    out = Path(out)
+    with atomic_dir(out) as d:
+        items = part_inputs(system, data)
+        bar = tqdm(items.items(), desc="export/hls/verify", unit="part", disable=not progress, leave=False)
+        for k, (name, (model, spec, shape)) in enumerate(bar):
+            t = time.perf_counter()
+            sub = d / name
+            sub.mkdir()
+            save_student(model, spec, shape, sub / "student.pt")
+            onnx_path = export_qonnx(model, shape, sub / "student.qonnx.onnx")
+            build_hls_project(onnx_path, sub / "hls", part=board.part, clock_period_ns=period,
+                              backend=cfg.hls["backend"], io_type=cfg.hls["io_type"],
+                              reuse_factor=cfg.hls["reuse_factor"], strategy=cfg.hls["strategy"], board=board.name,
+                              compile_csim=False)
+            x_test = data.x_test.reshape(len(data.x_test), -1) if name == "selector" else student_input(data.x_test,
+                                                                                                       spec)
+            xr = random_inputs(cfg.verify["random_inputs"], shape, model.input_format, cfg.verify["random_seed"] + k)
+            xv = np.concatenate([x_test.astype(np.float32), xr])
+            np.save(sub / "verify_inputs.npy", xv)
+            ver = verify_project(sub / "hls", xv, student_pt=sub / "student.pt", out_json=sub / "verify.json")
+            parts[name] = {"dir": name, "bit_exact": bool(ver["bit_exact"]), "rows": ver["rows"],
+                           "levels": {lk: {kk: vv for kk, vv in lv.items() if kk != "layers"}
+                                      for lk, lv in ver["levels"].items()},
+                           "first_divergence": ver["first_divergence"], "params": param_count(model),
+                           "seconds": time.perf_counter() - t}
+            log(f"[{name}] QONNX -> hls4ml -> verify: bit-exact={ver['bit_exact']} on {ver['rows']} rows")
+        bar.close()
+        timings["export_hls_verify"] = sum(p["seconds"] for p in parts.values())
+        rep = {**system.report, "parts": parts, "bit_exact": all(p["bit_exact"] for p in parts.values()),
+               "board": board.name, "teacher": teacher_info, "data": data.manifest, "config_source": cfg.source,
+               "distill": cfg.distill, "timings_s": timings}
+        write_system(system, data, d, rep)
+    return rep

@@ -1,17 +1,27 @@
 """``kdhw sweep``: one config, one parameter swept over a list of values, paired scratch/KD arms per value.
 
 The teacher is trained (or loaded) once and shared by every value, and so are ensemble members; a scratch
-arm is retrained only when the swept value changes something it depends on (student bits, epochs, seed,
-mixup, warm-up), because a temperature or method sweep leaves it identical.  Every value's config is
-validated before any training, so a bad value costs nothing.  Outputs (written atomically into --out):
-``sweep.json`` (every arm, every seed), ``sweep.md`` (the table) and ``sweep.png`` (accuracy vs value).
+arm is trained once per seed unless the swept value changes something it depends on (student bits,
+epochs, seed, mixup, warm-up), because a temperature or method sweep leaves it identical.  Every value's
+config is validated before any training, so a bad value costs nothing.
+
+Each arm is an independent task on ``kdhw.grid`` (sequential, or on Ray with ``--workers``/``--address``):
+pairing survives the split because training is fully seeded, so the scratch arm a KD arm is compared with
+is the one it would have had in the same process.  Finished arms are appended to ``runs.jsonl`` in --out
+(their checkpoints to ``arms/``), so rerunning an interrupted command resumes it.  Task keys carry a hash
+of everything that defines the arm (student, distill settings, data, teacher logits): a changed config
+never reuses an old line.  Final outputs, each written atomically: ``sweep.json`` (every arm, every seed),
+``sweep.md`` (the table) and ``sweep.png`` (accuracy vs value).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +32,8 @@ STUDENT_KEYS = ("weight_bits", "act_bits", "bias_bits")
 _NOT_SWEPT = ("teachers", "select")
 # distill keys a scratch arm depends on: anything else can change without retraining it
 _SCRATCH_KEYS = ("epochs", "lr", "batch_size", "seed", "mixup_alpha", "float_warmup_epochs")
+RUNS_FILE = "runs.jsonl"  # one line per finished arm: what a rerun of the same sweep skips
+ARMS_DIR = "arms"  # every trained arm as a student checkpoint (``kdhw export`` reads it)
 
 
 def sweepable() -> list[str]:
@@ -73,71 +85,241 @@ def _stats(v: list[float]) -> tuple[float, float]:
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
-def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, seeds: int = 1,
-              teacher_path: str | None = None, progress: bool = False, log: Any = print) -> dict[str, Any]:
-    """Train scratch + KD arms for each value (and seed); write the table and plot into ``out``."""
-    from .atomic import atomic_dir, write_json, write_text
-    from .data import load_dataset
-    from .distill import check_distill, distill, ensemble_members, student_input
-    from .student import build_student
-    from .teacher import load_teacher, teacher_accuracy, teacher_logits, train_teacher
+def _digest(*parts: Any) -> str:
+    """Short content hash that goes into a task key: a changed config, teacher or data set gets new keys,
+    so a rerun into the same --out never mistakes an old result for the new question."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:10]
 
+
+def _safe(v: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(v))
+
+
+# ---------------------------------------------------------------- what runs inside one task
+
+def _train_arms(task: dict[str, Any], shared: dict[str, Any], scratch: Any) -> dict[str, Any]:
+    """The sweep's only call to ``distill()``: every arm of every task is trained here, so new keyword
+    arguments (label budgets, transfer sets) need adding in one place."""
+    from .distill import distill
+
+    extras = shared["ensembles"].get(task["ensemble"]) if task.get("ensemble") else None
+    return distill(task["spec"], task["dcfg"], shared["data"], shared["teacher_train"], False, task["source"],
+                   teacher=shared["teacher"], teacher_cfg=shared["teacher_cfg"], extra_teachers=extras,
+                   scratch=scratch)
+
+
+def _student_bytes(arm: Any, spec: dict[str, Any], data: Any) -> bytes:
+    """The arm as a ``kdhw export``-able checkpoint, as bytes: tasks may run on machines that do not share
+    this one's disk, so the driver writes the file."""
+    import tempfile
+
+    from .distill import student_input
+    from .student import save_student
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.pt"
+        save_student(arm.model, spec, student_input(data.x_test[:1], spec).shape[1:], p)
+        return p.read_bytes()
+
+
+def _scratch_arm(blob: bytes, rec: dict[str, Any]) -> Any:
+    """A finished scratch arm rebuilt from its checkpoint and record (born-again's generation 0 needs the
+    network; the other methods only carry it along)."""
+    import io
+
+    from .distill import Arm
+    from .student import load_student
+    from .training import FitResult
+
+    fit = FitResult(rec["val_acc"], rec["best_epoch"], rec["epochs_run"], [], rec["s_per_epoch"],
+                    rec["cpu_s_per_epoch"])
+    return Arm("scratch", load_student(io.BytesIO(blob)), fit, rec["test_acc"])
+
+
+def _arm_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """One grid task: a scratch arm (one recipe, one seed) or a distilled arm (one value, one seed)."""
+    from .student import param_count
+
+    kind = task["kind"]
+    scratch = _scratch_arm(task["scratch_pt"], task["scratch_rec"]) if kind == "kd" else None
+    arm = _train_arms(task, shared, scratch)[kind]
+    return {"kind": kind, "value": task.get("value"), "seed": task["dcfg"]["seed"], "method": task["dcfg"]["method"],
+            "test_acc": arm.test_acc, "val_acc": arm.fit.best_val_acc, "best_epoch": arm.fit.best_epoch,
+            "epochs_run": arm.fit.epochs_run, "s_per_epoch": arm.fit.seconds_per_epoch,
+            "cpu_s_per_epoch": arm.fit.cpu_seconds_per_epoch, "params": param_count(arm.model),
+            "info": json.loads(json.dumps(arm.info, default=float)),
+            "student_pt": _student_bytes(arm, task["spec"], shared["data"])}
+
+
+# ---------------------------------------------------------------- the sweep
+
+def _sweep_teacher(cfg: Config, data: Any, out: Path, teacher_path: str | None,
+                   progress: bool) -> tuple[Any, dict[str, Any], str]:
+    """The one teacher every task shares: a given file, the one this --out already holds for the same
+    teacher config and data (a resumed sweep does not retrain it), or a new one saved there."""
+    from .atomic import write_json
+    from .teacher import load_teacher, save_teacher, train_teacher
+
+    tpath = teacher_path or cfg.teacher["path"]
+    if tpath:
+        tmodel, saved = load_teacher(tpath)
+        return tmodel, {**cfg.teacher, **saved, "path": tpath}, f"loaded from {tpath}"
+    pt, meta = out / "teacher.pt", out / "teacher.json"
+    want = {"cfg": cfg.teacher, "data_sha256_16": data.manifest["sha256_16"]}
+    if pt.is_file() and meta.is_file():
+        try:
+            same = {k: json.loads(meta.read_text()).get(k) for k in want} == json.loads(json.dumps(want))
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if same:
+            return load_teacher(pt)[0], dict(cfg.teacher), f"reused {pt}"
+    tmodel, _ = train_teacher(cfg.teacher, data, progress)
+    save_teacher(tmodel, cfg.teacher, data.shape, data.n_classes, pt)
+    write_json(meta, want)
+    return tmodel, dict(cfg.teacher), f"trained, saved to {pt}"
+
+
+def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, seeds: int = 1,
+              teacher_path: str | None = None, progress: bool = False, log: Any = print,
+              workers: int | None = 1, address: str | None = None) -> dict[str, Any]:
+    """Train scratch + KD arms for each value (and seed) as grid tasks; write the table and plot into ``out``.
+
+    Tasks run in two batches: the distinct scratch arms first, then every distilled arm, each paired with
+    its recipe's scratch arm (born-again starts from it).  ``workers``/``address``: see ``kdhw.grid``.
+    """
+    from .atomic import write_json, write_text
+    from .data import load_dataset
+    from .distill import check_distill, ensemble_members, student_input
+    from .grid import Grid, check_address, load_done
+    from .student import build_student
+    from .teacher import teacher_accuracy, teacher_logits
+
+    t_start = time.perf_counter()
     if seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {seeds}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a directory")
     data = load_dataset(cfg.data, cfg.source)
     cfgs = [config_with(cfg, param, v) for v in values]
     for c in cfgs:  # fail fast: every value's student and student-side method settings
         build_student(c.student, student_input(data.x_val[:1], c.student).shape[1:], data.n_classes, c.source)
         check_distill(c.student, c.distill, data, c.source, teacher_known=False)
+    check_address(address)
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    out.mkdir(parents=True, exist_ok=True)
 
-    tpath = teacher_path or cfg.teacher["path"]
-    if tpath:
-        tmodel, saved = load_teacher(tpath)
-        tcfg = {**cfg.teacher, **saved, "path": tpath}
-    else:
-        tmodel, _ = train_teacher(cfg.teacher, data, progress)
-        tcfg = dict(cfg.teacher)
+    tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
     tl = teacher_logits(tmodel, tcfg["arch"], data)
     tacc = teacher_accuracy(tl, data)
-    log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % (shared by every value)")
+    log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how}; shared by every value)")
+    fp = _digest(data.manifest["sha256_16"], tl["train"].tobytes(), tl["val"].tobytes())
 
-    scratch_cache: dict[str, Any] = {}
-    ensembles: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
+    # ---- tasks: distinct scratch arms, then one distilled arm per (value, seed)
+    scratch_label = param.startswith("student.") or param.split(".", 1)[1] in _SCRATCH_KEYS
+    scratch_tasks: dict[str, dict[str, Any]] = {}
+    kd_tasks: list[dict[str, Any]] = []
+    cells: list[tuple[Any, int, str, str | None]] = []  # (value, seed, scratch key, kd key)
     for v, c in zip(values, cfgs):
         for s in range(seeds):
             dcfg = {**c.distill, "seed": int(c.distill["seed"]) + s}
-            extras = None
-            if dcfg["method"] == "ensemble":
-                ekey = json.dumps([dcfg["teachers"], dcfg["ensemble_size"]])
-                if ekey not in ensembles:
-                    ensembles[ekey] = ensemble_members(dcfg, data, tcfg, progress, c.source)
-                extras = ensembles[ekey]
-            skey = _scratch_key(c.student, dcfg)
-            arms = distill(c.student, dcfg, data, tl["train"], progress, c.source, teacher=tmodel, teacher_cfg=tcfg,
-                           extra_teachers=extras, scratch=scratch_cache.get(skey))
-            scratch_cache[skey] = arms["scratch"]
-            kd = arms.get("kd")
-            row = {"value": v, "seed": dcfg["seed"], "method": dcfg["method"],
-                   "scratch_test": arms["scratch"].test_acc, "scratch_val": arms["scratch"].fit.best_val_acc,
-                   "kd_test": None if kd is None else kd.test_acc,
-                   "kd_val": None if kd is None else kd.fit.best_val_acc,
-                   "scratch_s_per_epoch": arms["scratch"].fit.seconds_per_epoch,
-                   "kd_s_per_epoch": None if kd is None else kd.fit.seconds_per_epoch}
-            rows.append(row)
-            log(f"[sweep] {param}={v} seed {dcfg['seed']}: scratch {100 * row['scratch_test']:.2f} %"
-                + ("" if kd is None else f", {dcfg['method']} {100 * row['kd_test']:.2f} %"))
+            skey_content = _scratch_key(c.student, dcfg)
+            skey = (f"scratch {param}={v} " if scratch_label else "scratch ") + \
+                f"seed={dcfg['seed']} #{_digest(skey_content, fp)}"
+            scratch_tasks.setdefault(skey, {"key": skey, "kind": "scratch", "spec": c.student,
+                                            "dcfg": {**dcfg, "method": "none"}, "source": c.source,
+                                            "file": f"scratch_s{dcfg['seed']}_{skey[-10:]}.pt"})
+            kkey = None
+            if dcfg["method"] != "none":
+                files = [_file_digest(p) for p in dcfg["teachers"] or []] if dcfg["method"] == "ensemble" else []
+                kkey = f"{dcfg['method']} {param}={v} seed={dcfg['seed']} #{_digest(c.student, dcfg, fp, files)}"
+                ens = json.dumps([dcfg["teachers"], dcfg["ensemble_size"]]) if dcfg["method"] == "ensemble" else None
+                kd_tasks.append({"key": kkey, "kind": "kd", "value": v, "spec": c.student, "dcfg": dcfg,
+                                 "source": c.source, "ensemble": ens, "scratch_key": skey,
+                                 "file": f"kd_{_safe(v)}_s{dcfg['seed']}_{kkey[-10:]}.pt"})
+            cells.append((v, dcfg["seed"], skey, kkey))
+
+    jsonl = out / RUNS_FILE
+    done = load_done(jsonl)
+    ensembles: dict[str, Any] = {}
+    for t in kd_tasks:  # extra ensemble teachers: trained once here, only if a pending task needs them
+        if t["ensemble"] and t["key"] not in done and t["ensemble"] not in ensembles:
+            ensembles[t["ensemble"]] = ensemble_members(t["dcfg"], data, tcfg, progress, t["source"])
+    shared = {"data": data, "teacher_train": tl["train"], "teacher": tmodel, "teacher_cfg": tcfg,
+              "ensembles": ensembles}
+
+    def save_arm(task: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+        from .atomic import write_bytes
+
+        res = dict(res)
+        write_bytes(out / ARMS_DIR / task["file"], res.pop("student_pt"))
+        res["arm"] = f"{ARMS_DIR}/{task['file']}"
+        if task["kind"] == "scratch":
+            log(f"[sweep] scratch seed {res['seed']}{f' ({param}={task_value(task)})' if scratch_label else ''}: "
+                f"{100 * res['test_acc']:.2f} %")
+        else:
+            sc = scratch_res[task["scratch_key"]]
+            log(f"[sweep] {param}={task['value']} seed {res['seed']}: scratch {100 * sc['test_acc']:.2f} %, "
+                f"{res['method']} {100 * res['test_acc']:.2f} %")
+        return res
+
+    def task_value(task: dict[str, Any]) -> Any:
+        return next(v for v, _, sk, _ in cells if sk == task["key"])
+
+    with Grid(workers, address, progress) as grid:
+        scratch_res = dict(zip(scratch_tasks, grid.run(_arm_task, list(scratch_tasks.values()), shared, jsonl,
+                                                       desc="scratch arms", on_result=save_arm)))
+        finished = load_done(jsonl)
+        for t in kd_tasks:
+            if t["key"] in finished:
+                continue
+            sc = scratch_res[t["scratch_key"]]
+            path = out / sc["arm"]
+            if not path.is_file():
+                raise InputError(f"{jsonl}: scratch arm {t['scratch_key']!r} is recorded but {path} is missing; "
+                                 f"delete {jsonl.name} (or its line) to retrain it")
+            t["scratch_pt"], t["scratch_rec"] = path.read_bytes(), sc
+        kd_res = dict(zip([t["key"] for t in kd_tasks],
+                          grid.run(_arm_task, kd_tasks, shared, jsonl, desc="distilled arms", on_result=save_arm)))
+        stats = grid.stats
+
+    rows: list[dict[str, Any]] = []
+    for v, seed, skey, kkey in cells:
+        sc, kd = scratch_res[skey], (kd_res[kkey] if kkey else None)
+        rows.append({"value": v, "seed": seed, "method": kd["method"] if kd else "none",
+                     "scratch_test": sc["test_acc"], "scratch_val": sc["val_acc"],
+                     "kd_test": None if kd is None else kd["test_acc"], "kd_val": None if kd is None else kd["val_acc"],
+                     "scratch_s_per_epoch": sc["s_per_epoch"],
+                     "kd_s_per_epoch": None if kd is None else kd["s_per_epoch"],
+                     "scratch_cpu_s_per_epoch": sc["cpu_s_per_epoch"],
+                     "kd_cpu_s_per_epoch": None if kd is None else kd["cpu_s_per_epoch"],
+                     "params": sc["params"], "scratch_arm": sc["arm"], "kd_arm": None if kd is None else kd["arm"],
+                     "kd_info": None if kd is None else kd["info"], "scratch_key": skey, "kd_key": kkey})
 
     table = _aggregate(values, rows, tacc["test"])
     result = {"param": param, "values": values, "seeds": seeds, "config_source": cfg.source,
               "teacher": {"arch": tcfg["arch"], "test_acc": tacc["test"], "val_acc": tacc["val"]},
-              "data": data.manifest, "table": table, "runs": rows}
-    out = Path(out)
-    with atomic_dir(out) as d:
-        write_json(d / "sweep.json", result)
-        write_text(d / "sweep.md", sweep_markdown(result))
-        sweep_plot(result, d / "sweep.png")
+              "data": data.manifest, "table": table, "runs": rows,
+              "grid": {"mode": stats.mode, "workers": stats.workers, "address": address,
+                       "tasks": len(scratch_tasks) + len(kd_tasks), "executed": stats.executed,
+                       "resumed": stats.resumed, "ray_startup_s": stats.ray_startup_s,
+                       "wall_s": time.perf_counter() - t_start, "runs_file": RUNS_FILE}}
+    write_json(out / "sweep.json", result)
+    write_text(out / "sweep.md", sweep_markdown(result))
+    sweep_plot(result, out / "sweep.png")
     return result
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"
 
 
 def _aggregate(values: list[Any], rows: list[dict[str, Any]], teacher_test: float) -> list[dict[str, Any]]:
@@ -154,7 +336,9 @@ def _aggregate(values: list[Any], rows: list[dict[str, Any]], teacher_test: floa
                          diff_mean=statistics.mean(r["kd_test"] - r["scratch_test"] for r in rs),
                          kd_val_mean=statistics.mean(r["kd_val"] for r in rs),
                          gap_closed=(km - sm) / (teacher_test - sm) if teacher_test - sm > 1e-9 else None,
-                         epoch_time_ratio=statistics.mean(r["kd_s_per_epoch"] / r["scratch_s_per_epoch"] for r in rs))
+                         # process CPU time: parallel tasks on shared cores inflate wall time, not CPU time
+                         epoch_time_ratio=statistics.mean(r["kd_cpu_s_per_epoch"] / r["scratch_cpu_s_per_epoch"]
+                                                          for r in rs))
         table.append(entry)
     return table
 
@@ -170,7 +354,8 @@ def sweep_markdown(res: dict[str, Any]) -> str:
              f"Teacher ({res['teacher']['arch']}): {100 * res['teacher']['test_acc']:.2f} % test accuracy; "
              f"data {res['data']['dataset']}, {res['data']['train']} training rows.  KD − scratch is paired "
              "(same seed, init and batch order); gap closed = (KD − scratch) / (teacher − scratch).", "",
-             "| value | method | scratch test % | KD test % | KD − scratch (points) | gap closed | KD/scratch epoch time |",
+             "| value | method | scratch test % | KD test % | KD − scratch (points) | gap closed "
+             "| KD/scratch epoch CPU time |",
              "|---|---|---|---|---|---|---|"]
     for e in res["table"]:
         diff = "—" if e["diff_mean"] is None else f"{100 * e['diff_mean']:+.2f}"
@@ -223,25 +408,39 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--param", required=True, help="e.g. distill.temperature, distill.alpha, distill.method, "
                                                   "student.weight_bits")
     s.add_argument("--values", required=True, help="comma-separated, e.g. 1,2,4")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="folder; holds runs.jsonl, so rerunning the command resumes")
     s.add_argument("--seeds", type=int, default=1, help="seeds per value (distill.seed, +1, ...); default 1")
     s.add_argument("--teacher", help="teacher.pt to share (else the config's teacher is trained once)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="tasks run at once on Ray (0 = every core); default 1 = sequential in this process, "
+                        "or every CPU of the cluster with --address")
+    s.add_argument("--address", help="an existing Ray cluster (HOST:PORT of its head, or auto); kdhw must be "
+                                     "installed on its nodes")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_sweep)
     return s
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
+    """Sequential by default: on a few cores a sweep of tiny students gains less than Ray's ~10 s start-up
+    costs unless it is long, and a shared machine should not be taken over unasked; ``--workers`` opts in."""
+    from tqdm import tqdm
+
     from .config import load_config
+    from .grid import cpu_workers
 
     cfg = load_config(a.config)
     values = parse_values(a.param, a.values)
+    workers = cpu_workers(a.workers)
+    if workers is None and a.address is None:
+        workers = 1
     out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out exists and is not a directory")
-    res = run_sweep(cfg, a.param, values, out, seeds=a.seeds, teacher_path=a.teacher, progress=not a.no_progress)
+    res = run_sweep(cfg, a.param, values, out, seeds=a.seeds, teacher_path=a.teacher, progress=not a.no_progress,
+                    log=tqdm.write, workers=workers, address=a.address)
     print(sweep_markdown(res), end="")
-    print(f"wrote {out}/ (sweep.json, sweep.md, sweep.png)")
+    g = res["grid"]
+    print(f"wrote {out}/ (sweep.json, sweep.md, sweep.png, {RUNS_FILE}, {ARMS_DIR}/); {g['executed']} tasks run, "
+          f"{g['resumed']} already done, {g['mode']} with {g['workers']} worker{'s' if g['workers'] > 1 else ''}")
     return 0
 
 

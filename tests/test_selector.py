@@ -79,7 +79,7 @@ def test_selector_and_a_student_export_and_verify_bit_exact(system: Any, tmp_pat
     sysm, data = system
     save_system(sysm, data, tmp_path / "sys")
     assert {p.name for p in (tmp_path / "sys").iterdir()} == {"student_0.pt", "student_1.pt", "selector.pt",
-                                                             "selector.json", "selector.md"}
+                                                             "selector.json", "selector.md", "selector.png"}
     x = np.concatenate([data.x_test[:150].reshape(150, -1), off_grid_inputs((64,), 100, signed=False)])
     np.save(tmp_path / "x.npy", x)
     for name in ("selector", "student_1"):  # the selector (64 -> 2) and the conv student

@@ -60,7 +60,11 @@ def test_temperature_sweep_shares_teacher_and_scratch(tmp_path: Path) -> None:
     logs: list[str] = []
     res = run_sweep(cfg, "distill.temperature", [1, 4], tmp_path / "o", seeds=2, log=logs.append)
     assert sum("[teacher]" in line for line in logs) == 1
-    assert {p.name for p in (tmp_path / "o").iterdir()} == {"sweep.json", "sweep.md", "sweep.png"}
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"sweep.json", "sweep.md", "sweep.png", "runs.jsonl",
+                                                           "arms", "teacher.pt", "teacher.json"}
+    # one task per scratch arm (2 seeds) and per distilled arm (2 values x 2 seeds), each with its checkpoint
+    assert len((tmp_path / "o" / "runs.jsonl").read_text().splitlines()) == 6
+    assert len(list((tmp_path / "o" / "arms").glob("*.pt"))) == 6 and res["grid"]["executed"] == 6
     assert (tmp_path / "o" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "o" / "sweep.json").read_text())
     assert saved["param"] == "distill.temperature" and len(saved["runs"]) == 4 and len(saved["table"]) == 2
@@ -90,3 +94,77 @@ def test_method_and_bits_sweep_through_the_cli_parser(tmp_path: Path, capsys) ->
     assert a.fn(a) == 0
     runs = json.loads((tmp_path / "b" / "sweep.json").read_text())["runs"]
     assert runs[0]["scratch_test"] != runs[1]["scratch_test"]  # bit width changes the scratch arm: retrained
+
+
+def _runs(res: dict) -> list[dict]:
+    """A sweep's runs without the timings (which differ between any two executions)."""
+    return [{k: v for k, v in r.items() if "s_per_epoch" not in k} for r in res["runs"]]
+
+
+def test_interrupted_sweep_resumes_and_a_changed_config_is_not_reused(tmp_path: Path) -> None:
+    cfg = validate(SMALL, "s.yaml")
+    out = tmp_path / "o"
+    full = run_sweep(cfg, "distill.alpha", [0.5, 0.9], out, log=lambda *_: None)
+    jl = out / "runs.jsonl"
+    lines = jl.read_text().splitlines()
+    assert len(lines) == 3  # scratch seed 0, then alpha 0.5 and 0.9
+    jl.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])  # killed while writing the third line
+    logs: list[str] = []
+    again = run_sweep(cfg, "distill.alpha", [0.5, 0.9], out, log=logs.append)
+    assert again["grid"]["executed"] == 1 and again["grid"]["resumed"] == 2
+    assert any("reused" in line and "teacher.pt" in line for line in logs)  # the teacher is not retrained
+    assert _runs(again) == _runs(full)
+
+    longer = config_with(cfg, "distill.epochs", 3)
+    changed = run_sweep(longer, "distill.alpha", [0.5, 0.9], out, log=lambda *_: None)
+    assert changed["grid"]["executed"] == 3 and changed["grid"]["resumed"] == 0  # new keys: nothing stale reused
+    assert len(jl.read_text().splitlines()) == 6
+
+
+def test_born_again_from_a_checkpointed_scratch_arm_matches_one_process(tmp_path: Path) -> None:
+    """The distilled tasks get their scratch arm back from its checkpoint; born-again's generation 0 is that
+    network, so its result must equal distill() training both arms in one process."""
+    from kdhw.data import load_dataset
+    from kdhw.distill import distill
+    from kdhw.teacher import load_teacher
+
+    cfg = validate({**SMALL, "distill": {"epochs": 2, "generations": 1}}, "s.yaml")
+    res = run_sweep(cfg, "distill.method", ["born_again"], tmp_path / "o", log=lambda *_: None)
+    data = load_dataset(cfg.data)
+    teacher, _ = load_teacher(tmp_path / "o" / "teacher.pt")
+    arms = distill(cfg.student, config_with(cfg, "distill.method", "born_again").distill, data, None, False,
+                   teacher=teacher)
+    row = res["runs"][0]
+    assert (row["scratch_test"], row["kd_test"]) == (arms["scratch"].test_acc, arms["kd"].test_acc)
+    assert row["kd_info"]["generations"][1]["test_acc"] == arms["kd"].test_acc
+
+
+def test_sweep_on_two_ray_workers_matches_the_sequential_sweep(tmp_path: Path, capsys) -> None:
+    from kdhw.cli import main
+
+    cfgp = tmp_path / "c.yaml"
+    cfgp.write_text(yaml.safe_dump({**SMALL, "distill": {"epochs": 2, "generations": 1}}))
+    args = ["sweep", str(cfgp), "--param", "distill.method", "--values", "born_again,rkd", "--seeds", "2",
+            "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "seq")]) == 0
+    assert main(args + ["--out", str(tmp_path / "ray"), "--workers", "2"]) == 0
+    assert "ray with 2 workers" in capsys.readouterr().out
+    seq, par = (json.loads((tmp_path / d / "sweep.json").read_text()) for d in ("seq", "ray"))
+    assert par["grid"]["mode"] == "ray" and par["grid"]["executed"] == 6  # 2 scratch + 2 methods x 2 seeds
+    assert _runs(par) == _runs(seq)
+
+
+def test_unreachable_cluster_is_one_line_before_any_training(tmp_path: Path, capsys) -> None:
+    from kdhw.cli import main
+
+    cfgp = tmp_path / "c.yaml"
+    cfgp.write_text(yaml.safe_dump(SMALL))
+    rc = main(["sweep", str(cfgp), "--param", "distill.alpha", "--values", "0.5", "--out", str(tmp_path / "o"),
+               "--address", "127.0.0.1:1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith("kdhw sweep: error: --address 127.0.0.1:1: no Ray cluster answers there")
+    assert not (tmp_path / "o").exists()
+    rc = main(["sweep", str(cfgp), "--param", "distill.alpha", "--values", "0.5", "--out", str(tmp_path / "o"),
+               "--workers", "-1"])
+    assert rc == 2 and capsys.readouterr().err.startswith("kdhw sweep: error: --workers must be >= 0")

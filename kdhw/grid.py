@@ -1,0 +1,358 @@
+"""Run independent tasks one after the other or on Ray, appending each result to a JSONL file as it lands.
+
+Why this shape: a sweep is dozens of small, fully seeded trainings that need nothing from each other, so
+they can run anywhere in any order, and the only state worth keeping is "which tasks are done and what
+did they return".  That state is the JSONL file itself: one line per finished task, written and flushed
+the moment the task returns, so a killed sweep loses at most the tasks that were running, and a rerun of
+the same command skips every key already there (resume).
+
+Sequential runs (``workers=1``, no ``address``) are a plain loop in this process: no Ray start-up (about
+10 s on a 2-core machine), nothing to install on other machines, tracebacks where you expect them.  With
+``workers > 1`` a local Ray is started on that many CPUs, or with ``address`` an existing cluster is
+joined (kdhw must then be importable on its nodes).  Whatever every task reads (data set, teacher logits,
+teacher weights) goes into the object store once with ``ray.put`` and every task receives that same
+reference, so it is neither recomputed nor re-sent per task.  Results come back to this process, which
+is the only writer of the JSONL file, so workers need no shared file system.
+
+A ``KdhwError`` raised inside a task (bad input the user can fix) is re-raised here with its class and
+its one-line message, so the CLI still prints one line and exits 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import errors
+from .errors import InputError, KdhwError
+
+# fn(task, shared) -> JSON-serialisable dict; module-level, so Ray can ship it by reference
+TaskFn = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+# driver-side hook run on each finished result before it is appended (e.g. write a checkpoint it carries)
+ResultHook = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+# ---------------------------------------------------------------- the JSONL record of finished tasks
+
+def load_done(jsonl: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """``key -> result`` for every complete line of ``jsonl`` (empty when the file does not exist).
+
+    A last line without its newline is what a kill during a write leaves: it is ignored (and cut off
+    before the next append).  A damaged line anywhere else is refused, since silently dropping it would
+    rerun a task whose result the user may have edited by hand.
+    """
+    p = Path(jsonl)
+    if not p.is_file():
+        return {}
+    text = p.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    elif lines:
+        lines.pop()  # torn last line
+    done: dict[str, dict[str, Any]] = {}
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+            raise InputError(f"{p}:{i}: not a task record (a JSON object with a \"key\"); delete that line "
+                             "to rerun its task, or the file to rerun every task")
+        done[rec["key"]] = rec
+    return done
+
+
+def _cut_torn_tail(p: Path) -> None:
+    """Drop a partial last line so the next record starts on a line of its own."""
+    if not p.is_file() or p.stat().st_size == 0:
+        return
+    with open(p, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _append(p: Path, rec: dict[str, Any]) -> None:
+    line = json.dumps(rec, sort_keys=True, default=_jsonable)
+    with open(p, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _jsonable(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"task result is not JSON serialisable: {type(o).__name__}")
+
+
+def _check_tasks(tasks: list[dict[str, Any]]) -> None:
+    seen: set[str] = set()
+    for t in tasks:
+        k = t.get("key")
+        if not isinstance(k, str) or not k:
+            raise ValueError(f"every task needs a non-empty string 'key', got {k!r}")
+        if k in seen:
+            raise ValueError(f"duplicate task key {k!r}")
+        seen.add(k)
+
+
+# ---------------------------------------------------------------- cluster address
+
+def check_address(address: str | None) -> None:
+    """Fail in a second, with one line, on an address where no cluster answers.
+
+    ``ray.init(address=...)`` on a dead ``HOST:PORT`` retries for minutes while printing C++ warnings;
+    a plain TCP connect to the head's port tells the same thing at once.  ``auto`` (the cluster this
+    machine belongs to) fails fast inside Ray already.
+    """
+    if address is None or address == "auto":
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--address {address!r}: expected HOST:PORT of a Ray head node (GCS port, 6379 by "
+                         "default), ray://HOST:PORT, or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise InputError(f"--address {address}: no Ray cluster answers there ({why}); start one with "
+                         "`ray start --head`, or leave --address out to run on this machine") from None
+
+
+# ---------------------------------------------------------------- the runner
+
+def _ray_call(fn: TaskFn, task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Body of every Ray task: one torch thread, user errors returned as data instead of raised.
+
+    One thread: these models are tiny, so a second intra-op thread only adds hand-offs, and N workers on
+    N cores should not fight over them.  Returning a KdhwError as a value keeps its class and message
+    exact; raised through Ray it would arrive wrapped in a remote traceback.
+    """
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    t = time.perf_counter()
+    try:
+        return {"ok": fn(task, shared), "seconds": time.perf_counter() - t}
+    except KdhwError as e:
+        return {"error": [type(e).__name__, str(e)]}
+
+
+def _driver_code_dirs() -> list[str]:
+    """This process's import directories outside the Python installation, for local workers.
+
+    Ray ships a task function by reference (module + name); a function from a module this process found
+    through its own sys.path (a test file, a benchmark's helper module) must be importable by the local
+    workers too.  Site-packages and the standard library are on their path already.
+    """
+    import sys
+
+    skip = {Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}}
+    out = []
+    for p in sys.path:
+        d = Path(p or os.getcwd()).resolve()
+        if d.is_dir() and not any(d == s or s in d.parents for s in skip) and str(d) not in out:
+            out.append(str(d))
+    return out
+
+
+def _reraise(err: list[str]) -> None:
+    name, msg = err
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, KdhwError)):
+        cls = InputError
+    raise cls(msg)
+
+
+@dataclass
+class GridStats:
+    """What one ``Grid`` did: tasks run now vs found done, and where the wall time went."""
+
+    executed: int = 0
+    resumed: int = 0
+    ray_startup_s: float = 0.0
+    mode: str = "sequential"
+    workers: int = 1
+    task_seconds: list[float] = field(default_factory=list)
+
+
+class Grid:
+    """Executor for several batches of tasks that share one Ray session and one copy of shared data.
+
+    Ray is started on the first batch that has work left (a fully resumed sweep never starts it) and
+    shut down on exit only if this object started it.  ``workers`` is the number of tasks in flight;
+    with ``address`` and ``workers=None`` it is every CPU the cluster has.
+    """
+
+    def __init__(self, workers: int | None = 1, address: str | None = None, progress: bool = True) -> None:
+        if workers is not None and workers < 1:
+            raise InputError(f"--workers must be >= 1, got {workers}")
+        self.address = address
+        self.workers = workers
+        self.progress = progress
+        self.parallel = address is not None or (workers or 1) > 1
+        self.stats = GridStats(mode="ray" if self.parallel else "sequential", workers=workers or 1)
+        self._started = False
+        self._ray_ready = False
+        self._refs: dict[int, tuple[dict[str, Any], Any]] = {}  # id(shared) -> (shared, ObjectRef)
+
+    def __enter__(self) -> "Grid":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._refs.clear()
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+            self._ray_ready = False
+
+    def _ray(self) -> Any:
+        import ray
+
+        if self._ray_ready:
+            return ray
+        t = time.perf_counter()
+        if not ray.is_initialized():
+            check_address(self.address)
+            quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
+            try:
+                if self.address is not None:
+                    ray.init(address=self.address, **quiet)
+                else:
+                    from ray.job_config import JobConfig
+
+                    ray.init(num_cpus=self.workers, include_dashboard=False,
+                             job_config=JobConfig(code_search_path=_driver_code_dirs()), **quiet)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                first = (str(e).splitlines() or [type(e).__name__])[0]
+                raise InputError(f"--address {self.address}: cannot join the Ray cluster: {first}"
+                                 if self.address else f"cannot start a local Ray: {first}") from None
+            self._started = True
+        if self.workers is None:
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            self.stats.workers = self.workers
+        self.stats.ray_startup_s += time.perf_counter() - t
+        self._ray_ready = True
+        return ray
+
+    def _shared_ref(self, ray: Any, shared: dict[str, Any]) -> Any:
+        hit = self._refs.get(id(shared))
+        if hit is None or hit[0] is not shared:
+            hit = (shared, ray.put(shared))
+            self._refs[id(shared)] = hit
+        return hit[1]
+
+    def run(self, fn: TaskFn, tasks: list[dict[str, Any]], shared: dict[str, Any], jsonl: str | os.PathLike[str],
+            *, desc: str = "tasks", on_result: ResultHook | None = None) -> list[dict[str, Any]]:
+        """Run every task whose key is not yet in ``jsonl``; return all results in task order.
+
+        ``on_result(task, result)`` runs here, in this process, before the result is appended; what it
+        returns is what gets recorded (it may strip a checkpoint it just wrote to disk).
+        """
+        from tqdm import tqdm
+
+        _check_tasks(tasks)
+        jsonl = Path(jsonl)
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
+        done = load_done(jsonl)
+        _cut_torn_tail(jsonl)
+        todo = [t for t in tasks if t["key"] not in done]
+        self.stats.resumed += len(tasks) - len(todo)
+        bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=desc, unit="task",
+                   disable=not self.progress, dynamic_ncols=True)
+
+        def record(task: dict[str, Any], res: dict[str, Any], seconds: float) -> None:
+            if not isinstance(res, dict):
+                raise TypeError(f"task {task['key']!r} returned {type(res).__name__}, not a dict")
+            if on_result is not None:
+                res = on_result(task, res)
+            rec = {**res, "key": task["key"], "task_seconds": round(seconds, 3)}
+            _append(jsonl, rec)
+            done[task["key"]] = json.loads(json.dumps(rec, default=_jsonable))
+            self.stats.executed += 1
+            self.stats.task_seconds.append(seconds)
+            bar.update(1)
+
+        try:
+            if todo and not self.parallel:
+                for task in todo:
+                    t = time.perf_counter()
+                    res = fn(task, shared)
+                    record(task, res, time.perf_counter() - t)
+            elif todo:
+                self._run_ray(fn, todo, shared, record)
+        finally:
+            bar.close()
+        return [done[t["key"]] for t in tasks]
+
+    def _run_ray(self, fn: TaskFn, todo: list[dict[str, Any]], shared: dict[str, Any],
+                 record: Callable[[dict[str, Any], dict[str, Any], float], None]) -> None:
+        ray = self._ray()
+        ref = self._shared_ref(ray, shared)
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+        queue = list(todo)
+        running: dict[Any, dict[str, Any]] = {}
+        try:
+            while queue or running:
+                while queue and len(running) < (self.workers or 1):
+                    task = queue.pop(0)
+                    running[remote.remote(fn, task, ref)] = task
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for r in ready:
+                    task = running.pop(r)
+                    out = ray.get(r)
+                    if "error" in out:
+                        _reraise(out["error"])
+                    record(task, out["ok"], out["seconds"])
+        finally:
+            for r in running:  # an error or Ctrl-C: what was finished is recorded, the rest is stopped
+                ray.cancel(r, force=True)
+
+
+def run_tasks(fn: TaskFn, tasks: list[dict[str, Any]], shared: dict[str, Any], jsonl: str | os.PathLike[str],
+              workers: int | None = 1, address: str | None = None, progress: bool = True, *,
+              desc: str = "tasks", on_result: ResultHook | None = None) -> list[dict[str, Any]]:
+    """One batch of tasks: sequential in this process (``workers=1``, no address) or on Ray; see ``Grid``."""
+    with Grid(workers, address, progress) as g:
+        return g.run(fn, tasks, shared, jsonl, desc=desc, on_result=on_result)
+
+
+def cpu_workers(n: int | None) -> int | None:
+    """``--workers`` as given on the command line: 0 means every core of this machine."""
+    if n is None:
+        return None
+    if n < 0:
+        raise InputError(f"--workers must be >= 0 (0 = every core of this machine), got {n}")
+    return n or (os.cpu_count() or 1)
+
+
+__all__ = ["Grid", "GridStats", "check_address", "cpu_workers", "load_done", "run_tasks"]

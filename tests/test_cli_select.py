@@ -1,0 +1,67 @@
+"""``kdhw select``: a two-student system with its selector trained, every part exported to QONNX, turned into
+an hls4ml project and verified bit-exact, through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdhw.cli import main
+
+STUDENTS = [
+    {"layers": [{"type": "dense", "units": 4}, {"type": "relu"}, {"type": "dense", "units": 10}], "weight_bits": 3},
+    {"layers": [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]},
+]
+CFG = {"teacher": {"arch": "mlp", "hidden": 16, "epochs": 2, "patience": 2},
+       "distill": {"method": "hinton", "epochs": 3},
+       "selector": {"students": STUDENTS, "hidden": 6, "epochs": 3},
+       "verify": {"random_inputs": 50}}
+
+
+def _cfg(tmp_path: Path, raw: dict) -> str:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return str(p)
+
+
+@pytest.mark.slow
+def test_select_trains_exports_and_verifies_every_part(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sys"
+    assert main(["select", _cfg(tmp_path, CFG), "--out", str(out), "--no-progress"]) == 0
+    assert "system test accuracy" in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert names == {"student_0.pt", "student_1.pt", "selector.pt", "selector.json", "selector.md", "selector.png",
+                     "selector", "student_0", "student_1"}
+    assert (out / "selector.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rep = json.loads((out / "selector.json").read_text())
+    assert set(rep["parts"]) == {"selector", "student_0", "student_1"} and rep["bit_exact"] is True
+    test_rows = rep["system"]["test_rows"]
+    for name, part in rep["parts"].items():
+        assert part["bit_exact"] is True and part["rows"] == test_rows + 50  # test split + off-grid inputs
+        lv = part["levels"]
+        assert lv["brevitas"]["exact_rows"] == lv["csim"]["exact_rows"] == part["rows"]
+        assert lv["weights"]["consistent"] and json.loads((out / name / "verify.json").read_text())["bit_exact"]
+    # the per-student figures the plot shows, consistent with the students' own rows
+    assert [s["params"] for s in rep["students"]] == [64 * 4 + 4 + 4 * 10 + 10, 64 * 8 + 8 + 8 * 10 + 10]
+    assert sum(s["picked_fraction"] for s in rep["students"]) == pytest.approx(1.0)
+    md = (out / "selector.md").read_text()
+    assert "![" in md and "(selector.png)" in md and "| `student_1/` |" in md
+    # each checkpoint is a plain student for `kdhw export`; a part folder holds what `kdhw verify` reads
+    assert main(["export", str(out / "student_1.pt"), "--out", str(tmp_path / "s1.onnx")]) == 0
+    assert {p.name for p in (out / "selector").iterdir()} == {"student.pt", "student.qonnx.onnx", "hls", "verify.json",
+                                                              "verify_inputs.npy"}
+
+
+def test_select_bad_config_is_one_line_before_training(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sys"
+    rc = main(["select", _cfg(tmp_path, {**CFG, "selector": {"students": STUDENTS[:1]}}), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "selector.students needs at least 2 student specs, got 1" in err and not out.exists()
+    bad = [STUDENTS[0], {"layers": [{"type": "dense", "units": 7}]}]
+    rc = main(["select", _cfg(tmp_path, {**CFG, "selector": {"students": bad}}), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "selector.students[1]: the last dense layer has 7 units" in err and not out.exists()
