@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create 0600/0700 entries; outputs get the permissions a plain open()/mkdir() would give
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``dest``; on success it replaces ``dest``.
@@ -24,6 +34,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(dest).resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
     except BaseException:
@@ -48,6 +59,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
