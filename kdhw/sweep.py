@@ -31,13 +31,17 @@ from .errors import InputError
 STUDENT_KEYS = ("weight_bits", "act_bits", "bias_bits")
 _NOT_SWEPT = ("teachers", "select")
 # distill keys a scratch arm depends on: anything else can change without retraining it
-_SCRATCH_KEYS = ("epochs", "lr", "batch_size", "seed", "mixup_alpha", "float_warmup_epochs")
+_SCRATCH_KEYS = ("epochs", "lr", "batch_size", "seed", "mixup_alpha", "float_warmup_epochs", "augment_shift",
+                 "augment_scale", "augment_noise")
+# label budgets: each value is its own labelled subset of the same train split, the rest its transfer set
+BUDGET_KEYS = {"data.labels.fraction": float, "data.labels.per_class": int}
 RUNS_FILE = "runs.jsonl"  # one line per finished arm: what a rerun of the same sweep skips
 ARMS_DIR = "arms"  # every trained arm as a student checkpoint (``kdhw export`` reads it)
 
 
 def sweepable() -> list[str]:
-    return [f"distill.{k}" for k in SCHEMA["distill"] if k not in _NOT_SWEPT] + [f"student.{k}" for k in STUDENT_KEYS]
+    return ([f"distill.{k}" for k in SCHEMA["distill"] if k not in _NOT_SWEPT] + [f"student.{k}" for k in STUDENT_KEYS]
+            + list(BUDGET_KEYS))
 
 
 def parse_values(param: str, text: str) -> list[Any]:
@@ -45,7 +49,9 @@ def parse_values(param: str, text: str) -> list[Any]:
     if param not in sweepable():
         raise InputError(f"--param {param!r} cannot be swept; choose one of: {', '.join(sweepable())}")
     section, key = param.split(".", 1)
-    typ = SCHEMA[section][key][0]
+    typ = BUDGET_KEYS[param] if param in BUDGET_KEYS else SCHEMA[section][key][0]
+    if typ is float:
+        typ = (int, float)
     raw = [v.strip() for v in text.split(",") if v.strip()]
     if not raw:
         raise InputError("--values is empty; give a comma-separated list such as 1,2,4")
@@ -73,7 +79,11 @@ def config_with(cfg: Config, param: str, value: Any) -> Config:
     """The config with ``param`` set to ``value``, validated like a file (range errors name the value)."""
     raw = cfg.to_dict()
     section, key = param.split(".", 1)
-    raw[section][key] = value
+    if param in BUDGET_KEYS:
+        seed = (raw["data"].get("labels") or {}).get("seed")
+        raw["data"]["labels"] = {key.split(".")[1]: value, **({} if seed is None else {"seed": seed})}
+    else:
+        raw[section][key] = value
     return validate(raw, f"{cfg.source} [{param}={value}]")
 
 
@@ -107,9 +117,29 @@ def _train_arms(task: dict[str, Any], shared: dict[str, Any], scratch: Any) -> d
     from .distill import distill
 
     extras = shared["ensembles"].get(task["ensemble"]) if task.get("ensemble") else None
-    return distill(task["spec"], task["dcfg"], shared["data"], shared["teacher_train"], False, task["source"],
+    data, t_train, t_unlab = _task_data(task, shared)
+    return distill(task["spec"], task["dcfg"], data, t_train, False, task["source"],
                    teacher=shared["teacher"], teacher_cfg=shared["teacher_cfg"], extra_teachers=extras,
-                   scratch=scratch)
+                   scratch=scratch, teacher_unlab=t_unlab)
+
+
+def _task_data(task: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The task's data and cached teacher logits.  Under a budget sweep the shared data set is the whole
+    labelled train split and each task keeps labels on its own subset; the teacher's logits, computed once on
+    every row of the split, are indexed rather than recomputed."""
+    import dataclasses
+
+    import numpy as np
+
+    from .data import apply_label_budget
+
+    data, t_train, t_unlab = shared["data"], shared["teacher_train"], shared.get("teacher_unlab")
+    if not task.get("budget"):
+        return data, t_train, t_unlab
+    d = apply_label_budget(dataclasses.replace(data, manifest=dict(data.manifest)), task["budget"],
+                           int(data.manifest["seed"]), task["source"])
+    parts = ([] if t_unlab is None else [t_unlab]) + [t_train[d.dropped_index]]
+    return d, t_train[d.train_index], np.concatenate(parts)
 
 
 def _student_bytes(arm: Any, spec: dict[str, Any], data: Any) -> bytes:
@@ -204,7 +234,9 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out exists and is not a directory")
-    data = load_dataset(cfg.data, cfg.source)
+    budget_sweep = param in BUDGET_KEYS
+    # a budget sweep shares the whole labelled split (and a teacher trained on it: the handed-over case)
+    data = load_dataset({**cfg.data, "labels": None} if budget_sweep else cfg.data, cfg.source)
     cfgs = [config_with(cfg, param, v) for v in values]
     for c in cfgs:  # fail fast: every value's student and student-side method settings
         build_student(c.student, student_input(data.x_val[:1], c.student).shape[1:], data.n_classes, c.source)
@@ -218,28 +250,33 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
     tl = teacher_logits(tmodel, tcfg["arch"], data)
     tacc = teacher_accuracy(tl, data)
     log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how}; shared by every value)")
-    fp = _digest(data.manifest["sha256_16"], tl["train"].tobytes(), tl["val"].tobytes())
+    fp = _digest(data.manifest["sha256_16"], tl["train"].tobytes(), tl["val"].tobytes(),
+                 tl["unlab"].tobytes() if "unlab" in tl else b"")
 
     # ---- tasks: distinct scratch arms, then one distilled arm per (value, seed)
-    scratch_label = param.startswith("student.") or param.split(".", 1)[1] in _SCRATCH_KEYS
+    scratch_label = param.startswith(("student.", "data.")) or param.split(".", 1)[1] in _SCRATCH_KEYS
     scratch_tasks: dict[str, dict[str, Any]] = {}
     kd_tasks: list[dict[str, Any]] = []
     cells: list[tuple[Any, int, str, str | None]] = []  # (value, seed, scratch key, kd key)
     for v, c in zip(values, cfgs):
         for s in range(seeds):
             dcfg = {**c.distill, "seed": int(c.distill["seed"]) + s}
-            skey_content = _scratch_key(c.student, dcfg)
+            # each seed of a budget sweep draws its own labelled subset (labels.seed, default data.seed, + s)
+            budget = ({**c.data["labels"], "seed": int(c.data["labels"].get("seed") or c.data["seed"]) + s}
+                      if budget_sweep else None)
+            skey_content = [_scratch_key(c.student, dcfg), budget]
             skey = (f"scratch {param}={v} " if scratch_label else "scratch ") + \
                 f"seed={dcfg['seed']} #{_digest(skey_content, fp)}"
-            scratch_tasks.setdefault(skey, {"key": skey, "kind": "scratch", "spec": c.student,
+            scratch_tasks.setdefault(skey, {"key": skey, "kind": "scratch", "spec": c.student, "budget": budget,
                                             "dcfg": {**dcfg, "method": "none"}, "source": c.source,
                                             "file": f"scratch_s{dcfg['seed']}_{skey[-10:]}.pt"})
             kkey = None
             if dcfg["method"] != "none":
                 files = [_file_digest(p) for p in dcfg["teachers"] or []] if dcfg["method"] == "ensemble" else []
-                kkey = f"{dcfg['method']} {param}={v} seed={dcfg['seed']} #{_digest(c.student, dcfg, fp, files)}"
+                kkey = (f"{dcfg['method']} {param}={v} seed={dcfg['seed']} "
+                        f"#{_digest(c.student, dcfg, fp, files, budget)}")
                 ens = json.dumps([dcfg["teachers"], dcfg["ensemble_size"]]) if dcfg["method"] == "ensemble" else None
-                kd_tasks.append({"key": kkey, "kind": "kd", "value": v, "spec": c.student, "dcfg": dcfg,
+                kd_tasks.append({"key": kkey, "kind": "kd", "value": v, "spec": c.student, "dcfg": dcfg, "budget": budget,
                                  "source": c.source, "ensemble": ens, "scratch_key": skey,
                                  "file": f"kd_{_safe(v)}_s{dcfg['seed']}_{kkey[-10:]}.pt"})
             cells.append((v, dcfg["seed"], skey, kkey))
@@ -250,8 +287,8 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
     for t in kd_tasks:  # extra ensemble teachers: trained once here, only if a pending task needs them
         if t["ensemble"] and t["key"] not in done and t["ensemble"] not in ensembles:
             ensembles[t["ensemble"]] = ensemble_members(t["dcfg"], data, tcfg, progress, t["source"])
-    shared = {"data": data, "teacher_train": tl["train"], "teacher": tmodel, "teacher_cfg": tcfg,
-              "ensembles": ensembles}
+    shared = {"data": data, "teacher_train": tl["train"], "teacher_unlab": tl.get("unlab"), "teacher": tmodel,
+              "teacher_cfg": tcfg, "ensembles": ensembles}
 
     def save_arm(task: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
         from .atomic import write_bytes
@@ -406,7 +443,7 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     s = subparsers.add_parser("sweep", help="train scratch + KD arms over values of one parameter; table + plot")
     s.add_argument("config")
     s.add_argument("--param", required=True, help="e.g. distill.temperature, distill.alpha, distill.method, "
-                                                  "student.weight_bits")
+                                                  "student.weight_bits, data.labels.fraction")
     s.add_argument("--values", required=True, help="comma-separated, e.g. 1,2,4")
     s.add_argument("--out", required=True, help="folder; holds runs.jsonl, so rerunning the command resumes")
     s.add_argument("--seeds", type=int, default=1, help="seeds per value (distill.seed, +1, ...); default 1")

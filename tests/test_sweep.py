@@ -168,3 +168,24 @@ def test_unreachable_cluster_is_one_line_before_any_training(tmp_path: Path, cap
     rc = main(["sweep", str(cfgp), "--param", "distill.alpha", "--values", "0.5", "--out", str(tmp_path / "o"),
                "--workers", "-1"])
     assert rc == 2 and capsys.readouterr().err.startswith("kdhw sweep: error: --workers must be >= 0")
+
+
+def test_label_budget_sweep_gives_each_value_its_subset_and_transfer_set(tmp_path: Path) -> None:
+    cfg = validate({**SMALL, "distill": {"epochs": 2, "alpha": 0.9}}, "s.yaml")
+    assert parse_values("data.labels.fraction", "0.1,1") == [0.1, 1]
+    res = run_sweep(cfg, "data.labels.fraction", [0.1, 1], tmp_path / "o", seeds=2, log=lambda *_: None)
+    by = {(r["value"], r["seed"]): r for r in res["runs"]}
+    n_train = res["data"]["train"]  # the whole labelled split: the teacher is trained on it (handed over)
+    from kdhw.data import apply_label_budget, load_dataset
+
+    for seed in (0, 1):
+        want = apply_label_budget(load_dataset(cfg.data), {"fraction": 0.1}, seed)
+        assert by[(0.1, seed)]["kd_info"]["transfer_rows"] == len(want.unlab) == n_train - len(want.y_train)
+        assert "transfer_rows" not in (by[(1, seed)]["kd_info"] or {})
+    # a budget changes the scratch arm: one scratch task per (value, seed)
+    assert len({r["scratch_key"] for r in res["runs"]}) == 4
+    # seeds draw different label subsets, so the same value's scratch students differ
+    assert by[(0.1, 0)]["scratch_test"] != by[(0.1, 1)]["scratch_test"] or \
+        by[(0.1, 0)]["scratch_val"] != by[(0.1, 1)]["scratch_val"]
+    with pytest.raises(InputError, match=r"data.labels.fraction = 1.5 must be a number in \(0, 1\]"):
+        config_with(cfg, "data.labels.fraction", 1.5)
