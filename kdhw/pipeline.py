@@ -64,6 +64,10 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
     # External tools a later stage needs are looked up now, so a missing one costs seconds, not a training:
     # the simulator when the RTL is simulated on some rows (verify), yosys/nextpnr when the report
     # synthesizes that RTL for the boards (the same conditions under which those stages call them).
+    import shutil
+
+    if shutil.which("g++") is None:
+        raise ToolMissing("g++ not found; the hls4ml C-sim and kdhw verify need it (apt-get install g++)")
     if cfg.rtl["enabled"] and cfg.rtl["sim_rows"] > 0:
         from sim.runner import check_simulator
 

