@@ -74,10 +74,11 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomic JSON write, indented and key-sorted so users can diff runs."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
 
 
-def _jsonable(o: Any) -> Any:
+def jsonable(o: Any) -> Any:
+    """``json.dumps`` default for what kdhw results hold: numpy scalars and arrays, paths."""
     import numpy as np
 
     if isinstance(o, np.generic):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import errors
+from .atomic import jsonable as _jsonable
 from .errors import InputError, KdhwError
 
 # fn(task, shared) -> JSON-serialisable dict; module-level, so Ray can ship it by reference
@@ -90,18 +91,6 @@ def _append(p: Path, rec: dict[str, Any]) -> None:
         fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _jsonable(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"task result is not JSON serialisable: {type(o).__name__}")
 
 
 def _check_tasks(tasks: list[dict[str, Any]]) -> None:
