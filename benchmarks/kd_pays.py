@@ -280,8 +280,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         groups.setdefault((e["set"], e["student"]), []).append(e)
     for (s, stu), es in groups.items():
         lines += [f"### {s} / {stu} (handed-over teacher {100 * es[0]['teacher']:.2f} %)", "",
-                  "| labels | arm | test % | Δ vs scratch [95 % CI] | gap closed | vs control [95 % CI] |",
-                  "|---|---|---|---|---|---|"]
+                  "| labels | arm | test % | Δ vs scratch [95 % CI] | gap closed | vs control [95 % CI] | CPU s/epoch |",
+                  "|---|---|---|---|---|---|---|"]
         for e in es:
             d = "—" if "diff" not in e else (f"{e['diff']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}]"
                                              + ("*" if e["significant"] else ""))
@@ -290,7 +290,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                                            f"[{e['vs']['ci'][0]:+.2f}, {e['vs']['ci'][1]:+.2f}]")
             name = e["arm"] + (f" (teacher {100 * e['semi_teacher']:.1f} %)" if "semi_teacher" in e else "")
             lines.append(f"| {100 * e['budget']:g} % | {name} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} | "
-                         f"{d} | {g} | {v} |")
+                         f"{d} | {g} | {v} | {e['cpu_per_epoch']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
