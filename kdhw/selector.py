@@ -84,7 +84,7 @@ def _preds(arms: list[Arm], specs: list[dict[str, Any]], x: np.ndarray) -> np.nd
 
 def train_system(cfg: Config, data: Dataset, teacher_train: np.ndarray | None = None, progress: bool = True,
                  *, teacher: nn.Module | None = None, teacher_cfg: dict[str, Any] | None = None,
-                 extra_teachers: list[nn.Module] | None = None) -> System:
+                 extra_teachers: list[nn.Module] | None = None, teacher_unlab: np.ndarray | None = None) -> System:
     specs = student_specs(cfg)
     src = cfg.source
     for i, spec in enumerate(specs):  # fail fast, before any training
@@ -93,7 +93,8 @@ def train_system(cfg: Config, data: Dataset, teacher_train: np.ndarray | None = 
     students = []
     for i, spec in enumerate(specs):
         arms = distill(spec, cfg.distill, data, teacher_train, progress, f"{src}: selector.students[{i}]",
-                       teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers)
+                       teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers,
+                       teacher_unlab=teacher_unlab)
         chosen, _ = choose(arms, cfg.distill["select"])
         students.append(arms[chosen])
 
@@ -273,7 +274,7 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     from .hls import build_hls_project
     from .losses import get_method
     from .pipeline import random_inputs, set_torch_threads
-    from .teacher import load_teacher, teacher_accuracy, teacher_logits, train_teacher
+    from .teacher import load_teacher_for, teacher_accuracy, teacher_logits, train_teacher
     from .verify import verify_project
 
     set_torch_threads()
@@ -292,7 +293,7 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     meth = get_method(cfg.distill["method"])
     tmodel = tcfg = tl = None
     if tpath:
-        tmodel, saved = load_teacher(tpath)
+        tmodel, saved = load_teacher_for(tpath, data, cfg.source)
         tcfg = {**cfg.teacher, **saved, "path": tpath}
     elif meth.needs_teacher or meth.needs_teacher_model:
         tmodel, _ = train_teacher(cfg.teacher, data, progress)
@@ -305,7 +306,8 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     timings["teacher"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    system = train_system(cfg, data, None if tl is None else tl["train"], progress, teacher=tmodel, teacher_cfg=tcfg)
+    system = train_system(cfg, data, None if tl is None else tl["train"], progress, teacher=tmodel, teacher_cfg=tcfg,
+                          teacher_unlab=None if tl is None else tl.get("unlab"))
     timings["train"] = time.perf_counter() - t
     alone = ", ".join(f"{100 * s['test_acc']:.2f} %" for s in system.report["students"])
     log(f"[select] system test {100 * system.report['system']['test_acc']:.2f} % (students alone: {alone})")
