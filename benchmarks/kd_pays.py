@@ -17,7 +17,9 @@ arms, all paired per seed (same seed -> same label subset, same initial weights,
   exported        what `kdhw run` ships with select: best_val: per seed, kd if its validation accuracy beats
                   scratch's, else scratch (the "never worse" check)
   kd_qkd          QKD's schedule at 10 % and 100 %: the scratch student first, then KD (T = 1, alpha = 0.9)
-                  from its weights; compared with the same KD from a fresh initialisation (kd_fresh)
+                  from its weights; compared with the same KD from a fresh initialisation (kd_fresh) and,
+                  because it trains twice as many epochs in all, with scratch_2x
+  scratch_2x      the control for kd_qkd: labels only for twice the epochs (10 % and 100 %)
 
 Reported per (set, student, budget): test accuracy mean ± std over seeds, the paired difference to scratch
 with a 95 % bootstrap confidence interval over seeds (10,000 resamples), and the gap closed =
@@ -51,7 +53,7 @@ KD_GRID = ((1.0, 0.5), (1.0, 0.9), (4.0, 0.9))
 PSEUDO_GRID = (0.5, 0.9)
 LONG = 3  # function-matching and augmented-scratch schedules are LONG x the plain epochs
 QKD_BUDGETS = (0.10, 1.0)
-ARMS = ("scratch", "kd", "pseudo", "fm", "scratch_aug", "kd_semi", "kd_qkd", "kd_fresh", "exported")
+ARMS = ("scratch", "kd", "pseudo", "fm", "scratch_aug", "kd_semi", "kd_qkd", "kd_fresh", "scratch_2x", "exported")
 
 _IN8U = {"bits": 8, "int_bits": 1, "signed": False}
 _IN8S = {"bits": 8, "int_bits": 1, "signed": True}
@@ -105,7 +107,7 @@ def make_tasks(sets: list[str], seeds: int) -> list[dict[str, Any]]:
                     if b < 1.0:
                         arms.append(("kd_semi", {}))
                     if b in QKD_BUDGETS:
-                        arms.append(("kd_qkd", {}))
+                        arms += [("kd_qkd", {}), ("scratch_2x", {})]
                     for arm, p in arms:
                         key = f"{s}/{stu}/{b:g}/{seed}/{arm}" + "".join(f"/{k}={v:g}" for k, v in p.items())
                         tasks.append({"key": key, **cell, "arm": arm, "params": p})
@@ -173,6 +175,8 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
     if arm == "scratch":
         return record(train_arm("scratch", cfg.student, d0, data, None, "none", False))
+    if arm == "scratch_2x":
+        return record(train_arm("scratch", cfg.student, {**d0, "epochs": 2 * d0["epochs"]}, data, None, "none", False))
     if arm == "scratch_aug":
         return record(train_arm("scratch", cfg.student, {**d0, **aug, **long}, data, None, "none", False))
     if arm in ("kd", "pseudo"):
@@ -258,12 +262,11 @@ def summarize(rows: list[dict[str, Any]], teachers: dict[str, float]) -> list[di
                 gap = t_acc - statistics.mean(sc)
                 e.update(diff=statistics.mean(diffs), ci=(lo, hi), significant=len(diffs) > 1 and (lo > 0 or hi < 0),
                          gap_closed=(statistics.mean(acc) - statistics.mean(sc)) / gap if gap > 1e-9 else None)
-            ref = {"fm": "scratch_aug", "kd": "pseudo", "kd_qkd": "kd_fresh"}.get(arm)
-            if ref and ref in arms:
-                both = sorted(set(arms[arm]) & set(arms[ref]))
+            for ref in {"fm": ("scratch_aug",), "kd": ("pseudo",), "kd_qkd": ("kd_fresh", "scratch_2x")}.get(arm, ()):
+                both = sorted(set(arms[arm]) & set(arms.get(ref, {})))
                 dd = [100 * (arms[arm][k]["test"] - arms[ref][k]["test"]) for k in both]
                 if dd:
-                    e["vs"] = {"ref": ref, "diff": statistics.mean(dd), "ci": bootstrap_ci(dd)}
+                    e.setdefault("vs", []).append({"ref": ref, "diff": statistics.mean(dd), "ci": bootstrap_ci(dd)})
             if arm == "kd_semi":
                 e["semi_teacher"] = statistics.mean(arms[arm][k]["semi_teacher_test"] for k in seeds)
             table.append(e)
@@ -286,8 +289,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             d = "—" if "diff" not in e else (f"{e['diff']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}]"
                                              + ("*" if e["significant"] else ""))
             g = "—" if e.get("gap_closed") is None else f"{100 * e['gap_closed']:+.0f} %"
-            v = "—" if "vs" not in e else (f"vs {e['vs']['ref']}: {e['vs']['diff']:+.2f} "
-                                           f"[{e['vs']['ci'][0]:+.2f}, {e['vs']['ci'][1]:+.2f}]")
+            v = "; ".join(f"vs {r['ref']}: {r['diff']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
+                          for r in e.get("vs", [])) or "—"
             name = e["arm"] + (f" (teacher {100 * e['semi_teacher']:.1f} %)" if "semi_teacher" in e else "")
             lines.append(f"| {100 * e['budget']:g} % | {name} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} | "
                          f"{d} | {g} | {v} | {e['cpu_per_epoch']:.2f} |")
