@@ -7,6 +7,7 @@ pointing ``KDHW_BOARDS_DIR`` at their own folder).  Each figure carries its data
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ import yaml
 from .errors import InputError
 
 DEFAULT_BOARDS_DIR: Path = Path(__file__).resolve().parents[1] / "boards"
+# A wheel (non-editable install) has no repository around the package: pyproject ships the catalog as
+# data files under <prefix>/share/kdhw/boards instead.
+INSTALLED_BOARDS_DIR: Path = Path(sys.prefix) / "share" / "kdhw" / "boards"
 VENDORS = ("xilinx", "lattice")
 FAMILIES = ("zynq7000", "zynquplus", "artix7", "kintex7", "virtex7", "virtexuplus", "kintexuplus", "ice40", "ecp5")
 
@@ -83,13 +87,16 @@ def load_board_file(path: str | Path) -> Board:
 
 
 def boards_dir() -> Path:
-    """The catalog folder: ``KDHW_BOARDS_DIR`` when set (and not empty), else the bundled ``boards/``.
+    """The catalog folder: ``KDHW_BOARDS_DIR`` when set (and not empty), else the repository's ``boards/``,
+    else the copy a wheel installs under ``<prefix>/share/kdhw/boards``.
 
     Read at every call, not once at import, so a process (a notebook, a test, a sweep driver) that sets
     the variable after importing kdhw gets the catalog it asked for.
     """
     env = os.environ.get("KDHW_BOARDS_DIR")
-    return Path(env) if env else DEFAULT_BOARDS_DIR
+    if env:
+        return Path(env)
+    return DEFAULT_BOARDS_DIR if DEFAULT_BOARDS_DIR.is_dir() or not INSTALLED_BOARDS_DIR.is_dir() else INSTALLED_BOARDS_DIR
 
 
 def list_boards() -> list[Board]:

@@ -342,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdhw: interrupted; previous outputs left as they were", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `kdhw boards | head`: the reader left; not an error of ours, and no traceback for it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

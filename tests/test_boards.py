@@ -61,3 +61,18 @@ def test_boards_dir_set_after_import_is_used_and_unset_falls_back(
             monkeypatch.delenv("KDHW_BOARDS_DIR")
         assert boards.boards_dir() == boards.DEFAULT_BOARDS_DIR
         assert boards.load_board("zcu102").part == "xczu9eg-ffvb1156-2-e"
+
+
+def test_wheel_install_reads_the_catalog_it_ships(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a non-editable install has no repository boards/ beside the package; pyproject ships the YAMLs as
+    # data files under <prefix>/share/kdhw/boards, which must then be found
+    monkeypatch.delenv("KDHW_BOARDS_DIR", raising=False)
+    shipped = tmp_path / "share" / "kdhw" / "boards"
+    shipped.mkdir(parents=True)
+    shutil.copy(ROOT / "boards" / "kv260.yaml", shipped)
+    monkeypatch.setattr(boards, "DEFAULT_BOARDS_DIR", tmp_path / "no-repo" / "boards")
+    monkeypatch.setattr(boards, "INSTALLED_BOARDS_DIR", shipped)
+    assert [b.name for b in boards.list_boards()] == ["kv260"]
+    # and pyproject really declares those data files
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"share/kdhw/boards" = ["boards/*.yaml"]' in pyproject
