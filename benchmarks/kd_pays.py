@@ -25,7 +25,7 @@ Reported per (set, student, budget): test accuracy mean ± std over seeds, the p
 with a 95 % bootstrap confidence interval over seeds (10,000 resamples), and the gap closed =
 (arm − scratch) / (teacher − scratch) with the handed-over teacher's test accuracy.  A gain is called
 significant only when its interval excludes 0; fm is also compared with scratch_aug and kd with pseudo,
-because KD.md found that augmentation and teacher labelling, not soft targets, carried most of the gain.
+because augmentation and teacher labelling, not soft targets, may carry most of a gain.
 
 Every (arm, seed, budget) is one task on kdhw's task engine (``kdhw.grid``): sequential, local Ray with
 ``--workers N``, or a cluster with ``--address``.  Results append to ``--jsonl`` as tasks finish, so an
@@ -78,7 +78,7 @@ SETS: dict[str, dict[str, Any]] = {
         "students": {"mlp8_w4": _mlp(8, 4), "mlp16_w2": _mlp(16, 2)},
         "epochs": 30,
         # no shifts: a 1-pixel shift of an 8x8 digit changes the teacher's answer on 20-46 % of its own
-        # training images (KD.md), so the online teacher would teach wrong targets
+        # training images (measured), so the online teacher would teach wrong targets
         "augment": {"mixup_alpha": 0.4, "augment_noise": 0.05},
     },
     "mnist1d": {

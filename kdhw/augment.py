@@ -3,7 +3,7 @@
 Function matching (Beyer et al. 2022) needs the teacher to see exactly the augmented input the student
 sees; ``distill.train_arm`` evaluates the teacher online on the output of ``augment`` whenever it is on.
 The same augmentation is a plain training option for the scratch student, which is the control that
-tells a teacher's gain from the augmentation's (KD.md: on mnist1d most of the function-matching gain came
+tells a teacher's gain from the augmentation's (benchmarks/kd_pays.py: on mnist1d most of the function-matching gain came
 from the augmentation and the long schedule, not from the teacher).
 
 The transforms act on inputs in their data shape, channels first:
@@ -16,7 +16,7 @@ The transforms act on inputs in their data shape, channels first:
 
 Flat feature vectors (no spatial axis) only get ``scale`` and ``noise``.  Whether an augmentation keeps
 the label is a property of the data, not of the code: 8x8 digits shifted by one pixel lose 20-46 % of the
-teacher's accuracy (KD.md), so ``teacher_on_augmented`` reports how well the teacher follows.
+teacher's accuracy (measured on the digits teacher), so ``teacher_on_augmented`` reports how well the teacher follows.
 """
 
 from __future__ import annotations

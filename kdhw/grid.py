@@ -20,11 +20,14 @@ its one-line message, so the CLI still prints one line and exits 2; anything els
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -91,6 +94,41 @@ def _append(p: Path, rec: dict[str, Any]) -> None:
         fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+_HELD: set[Path] = set()  # JSONL files this process has locked (a sweep locks, then its grid runs re-enter)
+
+
+@contextlib.contextmanager
+def jsonl_lock(jsonl: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``jsonl`` for the block, or refuse at once when another process holds it.
+
+    Why: two sweeps resuming into the same folder would both train the missing tasks and interleave their
+    lines; the second one is told so instead (exit 2) and nothing is written.  The lock is an advisory
+    ``flock`` on a hidden ``.<name>.lock`` file beside the JSONL, released by the kernel if the holder dies
+    (the file stays: removing it would race with a process that has just opened it).
+    """
+    p = Path(jsonl).resolve()
+    if p in _HELD:
+        yield
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lock = p.with_name(f".{p.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{p}: another kdhw process is writing to this file (lock {lock.name} held); "
+                             f"wait for it or choose another --out") from None
+        _HELD.add(p)
+        try:
+            yield
+        finally:
+            _HELD.discard(p)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _check_tasks(tasks: list[dict[str, Any]]) -> None:
@@ -267,11 +305,15 @@ class Grid:
         ``on_result(task, result)`` runs here, in this process, before the result is appended; what it
         returns is what gets recorded (it may strip a checkpoint it just wrote to disk).
         """
-        from tqdm import tqdm
-
         _check_tasks(tasks)
         jsonl = Path(jsonl)
-        jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with jsonl_lock(jsonl):
+            return self._run_locked(fn, tasks, shared, jsonl, desc, on_result)
+
+    def _run_locked(self, fn: TaskFn, tasks: list[dict[str, Any]], shared: dict[str, Any], jsonl: Path,
+                    desc: str, on_result: ResultHook | None) -> list[dict[str, Any]]:
+        from tqdm import tqdm
+
         done = load_done(jsonl)
         _cut_torn_tail(jsonl)
         todo = [t for t in tasks if t["key"] not in done]

@@ -17,7 +17,7 @@ from .atomic import atomic_dir, write_json, write_text
 from .config import Config
 from .data import load_dataset
 from .distill import choose, distill, student_input, summary
-from .errors import InputError
+from .errors import InputError, ToolMissing
 from .export import export_qonnx, hls_input_type, load_qonnx
 from .hls import build_hls_project
 from .report import training_plot, write_report
@@ -53,17 +53,9 @@ def set_torch_threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("KDHW_TORCH_THREADS", "1"))))
 
 
-def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -> dict[str, Any]:
-    """Run the whole pipeline into ``out``; returns report.json's dict."""
-    from .boards import load_board
-    from .errors import ToolMissing
-
-    set_torch_threads()
-    board = load_board(cfg.hls["board"])
-    report_boards = [load_board(b) for b in cfg.report["boards"]]  # unknown names fail before any work
-    # External tools a later stage needs are looked up now, so a missing one costs seconds, not a training:
-    # the simulator when the RTL is simulated on some rows (verify), yosys/nextpnr when the report
-    # synthesizes that RTL for the boards (the same conditions under which those stages call them).
+def check_hardware_tools(cfg: Config) -> None:
+    """Look up the external tools the later stages need now, so a missing one costs seconds, not a training:
+    g++ (C-sim) always, the simulator when the RTL is simulated on some rows (the condition verify uses)."""
     import shutil
 
     if shutil.which("g++") is None:
@@ -75,6 +67,16 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
             check_simulator(cfg.rtl["simulator"])
         except ToolMissing as e:
             raise ToolMissing(f"{e} (or set rtl.sim_rows: 0 in the config to skip the RTL simulation)") from None
+
+
+def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Run the whole pipeline into ``out``; returns report.json's dict."""
+    from .boards import load_board
+
+    set_torch_threads()
+    board = load_board(cfg.hls["board"])
+    report_boards = [load_board(b) for b in cfg.report["boards"]]  # unknown names fail before any work
+    check_hardware_tools(cfg)
     if cfg.rtl["enabled"] and cfg.report["synth"] and report_boards:
         from .synth import check_tools
 

@@ -273,7 +273,8 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     from .export import export_qonnx
     from .hls import build_hls_project
     from .losses import get_method
-    from .pipeline import random_inputs, set_torch_threads
+    from .pipeline import check_hardware_tools, random_inputs, set_torch_threads
+    from .rtl import qonnx_to_rtl
     from .teacher import load_teacher_for, teacher_accuracy, teacher_logits, train_teacher
     from .verify import verify_project
 
@@ -281,6 +282,7 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     timings: dict[str, float] = {}
     t = time.perf_counter()
     board = load_board(cfg.hls["board"])
+    check_hardware_tools(cfg)
     data = load_dataset(cfg.data, cfg.source)
     specs = student_specs(cfg)
     for i, spec in enumerate(specs):  # fail fast, before the teacher is trained
@@ -333,13 +335,19 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
             xr = random_inputs(cfg.verify["random_inputs"], shape, model.input_format, cfg.verify["random_seed"] + k)
             xv = np.concatenate([x_test.astype(np.float32), xr])
             np.save(sub / "verify_inputs.npy", xv)
-            ver = verify_project(sub / "hls", xv, student_pt=sub / "student.pt", out_json=sub / "verify.json")
+            rtl_dir = None
+            if cfg.rtl["enabled"]:  # the same RTL and RTL-sim levels as a `kdhw run` student
+                qonnx_to_rtl(onnx_path, sub / "rtl", latency_cutoff=cfg.rtl["latency_cutoff"],
+                             pipeline=cfg.rtl["pipeline"], clock_period_ns=board.clock_period_ns)
+                rtl_dir = sub / "rtl"
+            ver = verify_project(sub / "hls", xv, student_pt=sub / "student.pt", out_json=sub / "verify.json",
+                                 rtl_dir=rtl_dir, simulator=cfg.rtl["simulator"], sim_rows=cfg.rtl["sim_rows"])
             parts[name] = {"dir": name, "bit_exact": bool(ver["bit_exact"]), "rows": ver["rows"],
                            "levels": {lk: {kk: vv for kk, vv in lv.items() if kk != "layers"}
                                       for lk, lv in ver["levels"].items()},
                            "first_divergence": ver["first_divergence"], "params": param_count(model),
                            "seconds": time.perf_counter() - t}
-            log(f"[{name}] QONNX -> hls4ml -> verify: bit-exact={ver['bit_exact']} on {ver['rows']} rows")
+            log(f"[{name}] QONNX -> hls4ml{' + RTL' if rtl_dir else ''} -> verify: bit-exact={ver['bit_exact']} on {ver['rows']} rows")
         bar.close()
         timings["export_hls_verify"] = sum(p["seconds"] for p in parts.values())
         rep = {**system.report, "parts": parts, "bit_exact": all(p["bit_exact"] for p in parts.values()),

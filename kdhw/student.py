@@ -1,7 +1,7 @@
 """Fixed-point student: a brevitas network built from a layer spec.
 
-Only specs that can be bit-exact through QONNX -> hls4ml are accepted (see TOOLCHAIN notes): power-of-two
-scales everywhere (brevitas ``*FixedPoint`` quantizers), integer bias (or none), no unfolded BatchNorm,
+Only specs that can be bit-exact through QONNX -> hls4ml are accepted (README, "How bit-exact is checked"):
+power-of-two scales everywhere (brevitas ``*FixedPoint`` quantizers), integer bias (or none), no unfolded BatchNorm,
 a constant-scale input quantizer whose fixed-point type becomes the HLS input precision.  Anything else is
 refused at build time with the change to make, rather than discovered as a mismatch after a long run.
 """

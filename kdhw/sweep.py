@@ -221,12 +221,10 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
     Tasks run in two batches: the distinct scratch arms first, then every distilled arm, each paired with
     its recipe's scratch arm (born-again starts from it).  ``workers``/``address``: see ``kdhw.grid``.
     """
-    from .atomic import write_json, write_text
     from .data import load_dataset
-    from .distill import check_distill, ensemble_members, student_input
-    from .grid import Grid, check_address, load_done
+    from .distill import check_distill, student_input
+    from .grid import check_address, jsonl_lock
     from .student import build_student
-    from .teacher import teacher_accuracy, teacher_logits
 
     t_start = time.perf_counter()
     if seeds < 1:
@@ -245,6 +243,18 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     out.mkdir(parents=True, exist_ok=True)
+    with jsonl_lock(out / RUNS_FILE):  # the whole sweep: teacher file, arms, tables (see grid.jsonl_lock)
+        return _run_sweep_locked(cfg, param, values, out, seeds, teacher_path, progress, log, workers, address,
+                                 data, cfgs, budget_sweep, t_start)
+
+
+def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, seeds: int, teacher_path: str | None,
+                      progress: bool, log: Any, workers: int | None, address: str | None, data: Any,
+                      cfgs: list[Config], budget_sweep: bool, t_start: float) -> dict[str, Any]:
+    from .atomic import write_json, write_text
+    from .distill import ensemble_members
+    from .grid import Grid, load_done
+    from .teacher import teacher_accuracy, teacher_logits
 
     tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
     tl = teacher_logits(tmodel, tcfg["arch"], data)

@@ -18,7 +18,8 @@ STUDENTS = [
 CFG = {"teacher": {"arch": "mlp", "hidden": 16, "epochs": 2, "patience": 2},
        "distill": {"method": "hinton", "epochs": 3},
        "selector": {"students": STUDENTS, "hidden": 6, "epochs": 3},
-       "verify": {"random_inputs": 50}}
+       "verify": {"random_inputs": 50},
+       "rtl": {"sim_rows": 200}}
 
 
 def _cfg(tmp_path: Path, raw: dict) -> str:
@@ -42,7 +43,8 @@ def test_select_trains_exports_and_verifies_every_part(tmp_path: Path, capsys) -
     for name, part in rep["parts"].items():
         assert part["bit_exact"] is True and part["rows"] == test_rows + 50  # test split + off-grid inputs
         lv = part["levels"]
-        assert lv["brevitas"]["exact_rows"] == lv["csim"]["exact_rows"] == part["rows"]
+        assert lv["brevitas"]["exact_rows"] == lv["csim"]["exact_rows"] == lv["rtl"]["exact_rows"] == part["rows"]
+        assert lv["rtl_sim"]["rows"] == lv["rtl_sim"]["exact_rows"] == 200 and lv["rtl_sim"]["latency_ok"]
         assert lv["weights"]["consistent"] and json.loads((out / name / "verify.json").read_text())["bit_exact"]
     # the per-student figures the plot shows, consistent with the students' own rows
     assert [s["params"] for s in rep["students"]] == [64 * 4 + 4 + 4 * 10 + 10, 64 * 8 + 8 + 8 * 10 + 10]
@@ -51,8 +53,35 @@ def test_select_trains_exports_and_verifies_every_part(tmp_path: Path, capsys) -
     assert "![" in md and "(selector.png)" in md and "| `student_1/` |" in md
     # each checkpoint is a plain student for `kdhw export`; a part folder holds what `kdhw verify` reads
     assert main(["export", str(out / "student_1.pt"), "--out", str(tmp_path / "s1.onnx")]) == 0
-    assert {p.name for p in (out / "selector").iterdir()} == {"student.pt", "student.qonnx.onnx", "hls", "verify.json",
-                                                              "verify_inputs.npy"}
+    assert {p.name for p in (out / "selector").iterdir()} == {"student.pt", "student.qonnx.onnx", "hls", "rtl",
+                                                              "verify.json", "verify_inputs.npy"}
+
+
+@pytest.mark.slow
+def test_select_exits_1_naming_a_part_whose_synthesised_weights_changed(tmp_path: Path, monkeypatch, capsys) -> None:
+    import re
+
+    import kdhw.hls
+
+    real = kdhw.hls.build_hls_project
+
+    def build_then_edit_one_header_weight(onnx_path, out, **kw):  # a real project, then one value edited
+        res = real(onnx_path, out, **kw)
+        if Path(out).parent.name == "student_1":
+            h = sorted((Path(out) / "firmware" / "weights").glob("w*.h"))[0]
+            text = h.read_text()
+            h.write_text(re.sub(r"\{\s*(-?[0-9.e+-]+)", lambda m: "{" + repr(float(m.group(1)) + 0.5), text, count=1))
+        return res
+
+    monkeypatch.setattr(kdhw.hls, "build_hls_project", build_then_edit_one_header_weight)
+    cfg = {**CFG, "rtl": {"enabled": False}, "verify": {"random_inputs": 10}}
+    out = tmp_path / "sys"
+    assert main(["select", _cfg(tmp_path, cfg), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"kdhw select: error: not bit-exact: student_1 (see {out}/<part>/verify.json)"
+    rep = json.loads((out / "selector.json").read_text())  # the output is complete, for inspection
+    assert rep["bit_exact"] is False and rep["parts"]["student_0"]["bit_exact"] is True
+    assert rep["parts"]["student_1"]["levels"]["weights"]["consistent"] is False
 
 
 def test_select_bad_config_is_one_line_before_training(tmp_path: Path, capsys) -> None:

@@ -50,6 +50,36 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert run_tasks(_square, _tasks(6), shared, jl, progress=False) == res and "calls" not in shared
 
 
+def test_a_second_writer_to_the_same_jsonl_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    import fcntl
+    import subprocess
+    import sys
+
+    jl = tmp_path / "runs.jsonl"
+    # another process (a second `kdhw sweep --out` on the same folder) holds the lock
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(tmp_path / '.runs.jsonl.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        shared: dict[str, Any] = {"k": 1}
+        with pytest.raises(InputError, match=r"runs.jsonl: another kdhw process is writing to this file"):
+            run_tasks(_square, _tasks(3), shared, jl, progress=False)
+        assert "calls" not in shared and not jl.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # once the holder is gone (the kernel drops its lock), the run goes ahead and releases its own lock
+    assert [r["y"] for r in run_tasks(_square, _tasks(3), {"k": 1}, jl, progress=False)] == [0, 1, 4]
+    fd = os.open(tmp_path / ".runs.jsonl.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again: would raise BlockingIOError otherwise
+    finally:
+        os.close(fd)
+
+
 def test_torn_last_line_is_rerun_and_damaged_line_refused(tmp_path: Path) -> None:
     jl = tmp_path / "runs.jsonl"
     jl.write_text(json.dumps({"key": "x=0", "y": 0}) + "\n" + '{"key": "x=1", "y"')  # killed mid-write

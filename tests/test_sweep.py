@@ -61,7 +61,7 @@ def test_temperature_sweep_shares_teacher_and_scratch(tmp_path: Path) -> None:
     res = run_sweep(cfg, "distill.temperature", [1, 4], tmp_path / "o", seeds=2, log=logs.append)
     assert sum("[teacher]" in line for line in logs) == 1
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"sweep.json", "sweep.md", "sweep.png", "runs.jsonl",
-                                                           "arms", "teacher.pt", "teacher.json"}
+                                                           ".runs.jsonl.lock", "arms", "teacher.pt", "teacher.json"}
     # one task per scratch arm (2 seeds) and per distilled arm (2 values x 2 seeds), each with its checkpoint
     assert len((tmp_path / "o" / "runs.jsonl").read_text().splitlines()) == 6
     assert len(list((tmp_path / "o" / "arms").glob("*.pt"))) == 6 and res["grid"]["executed"] == 6
@@ -168,6 +168,24 @@ def test_unreachable_cluster_is_one_line_before_any_training(tmp_path: Path, cap
     rc = main(["sweep", str(cfgp), "--param", "distill.alpha", "--values", "0.5", "--out", str(tmp_path / "o"),
                "--workers", "-1"])
     assert rc == 2 and capsys.readouterr().err.startswith("kdhw sweep: error: --workers must be >= 0")
+
+
+def test_second_sweep_into_a_busy_folder_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    from kdhw.grid import jsonl_lock
+
+    cfgp = tmp_path / "c.yaml"
+    cfgp.write_text(yaml.safe_dump(SMALL))
+    out = tmp_path / "o"
+    # the first sweep holds the folder (in-process here; test_grid covers a lock held by another process)
+    with jsonl_lock(out / "runs.jsonl"):
+        import subprocess
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "kdhw.cli", "sweep", str(cfgp), "--param", "distill.alpha",
+                            "--values", "0.5", "--out", str(out), "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "runs.jsonl: another kdhw process is writing to this file" in r.stderr
+    assert {p.name for p in out.iterdir()} == {".runs.jsonl.lock"}  # no teacher trained, no arm written
 
 
 def test_label_budget_sweep_gives_each_value_its_subset_and_transfer_set(tmp_path: Path) -> None:
