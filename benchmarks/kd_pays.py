@@ -93,11 +93,16 @@ SETS: dict[str, dict[str, Any]] = {
 
 # ---------------------------------------------------------------- tasks
 
-def make_tasks(sets: list[str], seeds: int) -> list[dict[str, Any]]:
+def make_tasks(sets: list[str], seeds: int, students: list[str] | None = None, budgets: tuple[float, ...] = BUDGETS,
+               arms_only: list[str] | None = None, val_budget: bool = False) -> list[dict[str, Any]]:
+    """Every (set, student, budget, seed, arm[, grid point]) task; ``students``/``arms_only`` restrict the grid,
+    ``val_budget`` cuts the validation split to the same labelled share (``data.labels.val``)."""
     tasks = []
     for s in sets:
         for stu in SETS[s]["students"]:
-            for b in BUDGETS:
+            if students and stu not in students:
+                continue
+            for b in budgets:
                 for seed in range(seeds):
                     cell = {"set": s, "student": stu, "budget": b, "seed": seed}
                     arms: list[tuple[str, dict[str, Any]]] = [("scratch", {})]
@@ -109,8 +114,12 @@ def make_tasks(sets: list[str], seeds: int) -> list[dict[str, Any]]:
                     if b in QKD_BUDGETS:
                         arms += [("kd_qkd", {}), ("scratch_2x", {})]
                     for arm, p in arms:
-                        key = f"{s}/{stu}/{b:g}/{seed}/{arm}" + "".join(f"/{k}={v:g}" for k, v in p.items())
-                        tasks.append({"key": key, **cell, "arm": arm, "params": p})
+                        if arms_only and arm not in arms_only:
+                            continue
+                        vb = val_budget and b < 1.0
+                        key = (f"{s}/{stu}/{b:g}/{seed}/{arm}" + "".join(f"/{k}={v:g}" for k, v in p.items())
+                               + ("/val_budget" if vb else ""))
+                        tasks.append({"key": key, **cell, "arm": arm, "params": p, "val_budget": vb})
     return tasks
 
 
@@ -151,7 +160,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
                            "student": spec_set["students"][task["student"]],
                            "distill": {"epochs": spec_set["epochs"], "seed": seed, "method": "none"}}
     if b < 1.0:
-        raw["data"]["labels"] = {"fraction": b, "seed": seed}
+        raw["data"]["labels"] = {"fraction": b, "seed": seed, "val": bool(task.get("val_budget"))}
     cfg = validate(raw, f"kd_pays:{task['key']}")
     data = load_dataset(cfg.data)
     sh = shared[task["set"]]
@@ -298,6 +307,36 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare(rows: list[dict[str, Any]], ref_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (set, student, budget, arm): test accuracy with these rows' selection vs the reference rows'
+    (same tasks, e.g. full validation labels), paired by seed, with a bootstrap CI of the difference."""
+    new, old = cells(rows), cells(ref_rows)
+    out = []
+    for key in sorted(new):
+        for arm in ARMS:
+            a, b = new[key].get(arm, {}), old.get(key, {}).get(arm, {})
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            d = [100 * (a[k]["test"] - b[k]["test"]) for k in seeds]
+            out.append({"set": key[0], "student": key[1], "budget": key[2], "arm": arm, "n": len(seeds),
+                        "this": statistics.mean(a[k]["test"] for k in seeds),
+                        "ref": statistics.mean(b[k]["test"] for k in seeds),
+                        "diff": statistics.mean(d), "ci": bootstrap_ci(d),
+                        "chosen_kd": (sum(a[k]["arm"] == "kd" for k in seeds) if arm == "exported" else None)})
+    return out
+
+
+def compare_markdown(cmp: list[dict[str, Any]]) -> str:
+    lines = ["### Validation cut to the label budget vs full validation labels (same tasks, paired by seed)", "",
+             "| set / student | labels | arm | test % (val cut) | test % (full val) | Δ [95 % CI] |",
+             "|---|---|---|---|---|---|"]
+    for e in cmp:
+        lines.append(f"| {e['set']} / {e['student']} | {100 * e['budget']:g} % | {e['arm']} | {100 * e['this']:.2f} | "
+                     f"{100 * e['ref']:.2f} | {e['diff']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(table: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -337,6 +376,13 @@ def main() -> None:
     ap.add_argument("--jsonl", default="benchmarks/results/kd_pays.jsonl")
     ap.add_argument("--out", default="benchmarks/results/kd_pays")
     ap.add_argument("--quick", action="store_true", help="2-epoch smoke run of the whole grid (numbers meaningless)")
+    ap.add_argument("--students", default="", help="comma list of student names to keep (default: all)")
+    ap.add_argument("--budgets", default="", help="comma list of label budgets (default: 0.05,0.1,0.25,1)")
+    ap.add_argument("--arms", default="", help="comma list of task arms to run (default: all)")
+    ap.add_argument("--val-budget", action="store_true",
+                    help="cut the validation split to the same labelled share (data.labels.val: true)")
+    ap.add_argument("--compare-jsonl", default="",
+                    help="a JSONL of the same tasks with full validation labels: print the paired difference")
     a = ap.parse_args()
     sets = [s for s in a.sets.split(",") if s]
     if a.quick:
@@ -345,16 +391,22 @@ def main() -> None:
             SETS[s]["teacher"] = {**SETS[s]["teacher"], "epochs": 2}
     t0 = time.perf_counter()
     teachers = shared_teachers(sets)
-    tasks = make_tasks(sets, a.seeds)
+    budgets = tuple(float(b) for b in a.budgets.split(",") if b) or BUDGETS
+    tasks = make_tasks(sets, a.seeds, [x for x in a.students.split(",") if x] or None, budgets,
+                       [x for x in a.arms.split(",") if x] or None, a.val_budget)
     print(f"{len(tasks)} tasks; results append to {a.jsonl}", flush=True)
     run_tasks(run_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers, address=a.address)
     keys = {t["key"] for t in tasks}
     rows = [r for k, r in load_done(Path(a.jsonl)).items() if k in keys]
     table = summarize(rows, {s: teachers[s]["acc"]["test"] for s in sets})
     meta = {"seeds": a.seeds, "sets": sets, "kd_grid": KD_GRID, "pseudo_grid": PSEUDO_GRID, "long": LONG,
-            "budgets": BUDGETS, "wall_seconds": time.perf_counter() - t0,
+            "budgets": budgets, "val_budget": a.val_budget, "wall_seconds": time.perf_counter() - t0,
             "teachers": {s: teachers[s]["acc"] for s in sets}}
     md = markdown(table, meta)
+    if a.compare_jsonl:
+        ref = [r for r in load_done(Path(a.compare_jsonl)).values() if r.get("arm") in {t["arm"] for t in tasks}]
+        meta["compare"] = compare(rows, ref)
+        md += "\n" + compare_markdown(meta["compare"])
     print(md)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "val_fraction": (_Num, 0.15),
         "test_fraction": (_Num, 0.25),
         "mnist1d_samples": (int, 4000),
-        "labels": (dict, None),  # label budget: {fraction: f} or {per_class: n} (+ seed); dropped labels -> transfer set
+        "labels": (dict, None),  # label budget: {fraction: f} or {per_class: n} (+ seed, val); dropped labels -> transfer set
         "unlabeled": (str, None),  # transfer-set file of inputs without labels (.npz x, IDX images, CSV)
     },
     "teacher": {
@@ -219,7 +219,7 @@ def _check_label_budget(cfg: Config) -> None:
     src, b = cfg.source, cfg.data["labels"]
     if b is None:
         return
-    allowed = ("fraction", "per_class", "seed")
+    allowed = ("fraction", "per_class", "seed", "val")
     for k in b:
         if k not in allowed:
             raise InputError(f"{src}: unknown key 'data.labels.{k}'; allowed: {', '.join(allowed)}")
@@ -235,6 +235,8 @@ def _check_label_budget(cfg: Config) -> None:
     seed = b.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InputError(f"{src}: data.labels.seed = {seed!r} must be an integer")
+    if b.get("val") is not None and not isinstance(b["val"], bool):
+        raise InputError(f"{src}: data.labels.val = {b['val']!r} must be true or false")
 
 
 def _check_distill_ranges(cfg: Config) -> None:

@@ -245,14 +245,19 @@ def load_dataset(cfg: dict[str, Any], src: str = "config") -> Dataset:
 def apply_label_budget(d: Dataset, budget: dict[str, Any], data_seed: int, src: str = "config") -> Dataset:
     """Keep labels on a seeded, stratified subset of the training split; the rest become transfer inputs.
 
-    Validation and test splits keep their labels: they measure the student, and every arm is selected on
-    the same validation rows, so the comparison between arms stays paired.  The subset depends only on
-    ``labels.seed`` (default: the data seed), never on the method, so paired arms see the same labels.
+    The test split keeps its labels: it measures the student.  The validation split keeps all of them too
+    unless ``labels.val`` is true: then each class keeps the same share of its validation rows as of its
+    training rows (at least one), as a user who really has that few labels would, and the other
+    validation rows are left out (not moved to the transfer set, whose rows are all training-split rows,
+    so teacher outputs computed once on that split can be indexed by ``dropped_index``).  Either way every
+    arm is selected on the same validation rows, so the comparison between arms stays paired.  The subsets
+    depend only on ``labels.seed`` (default: the data seed), never on the method.
     """
     seed = int(budget.get("seed", data_seed) if budget.get("seed") is not None else data_seed)
     rng = np.random.default_rng(seed)
     classes = np.unique(d.y_train)
     keep: list[np.ndarray] = []
+    share: dict[int, float] = {}
     for c in classes:
         rows = np.flatnonzero(d.y_train == c)
         if budget.get("per_class") is not None:
@@ -263,6 +268,7 @@ def apply_label_budget(d: Dataset, budget: dict[str, Any], data_seed: int, src: 
         else:
             k = max(1, int(round(float(budget["fraction"]) * len(rows))))
         keep.append(rng.choice(rows, size=k, replace=False))
+        share[int(c)] = k / len(rows)
     lab = np.sort(np.concatenate(keep))
     drop = np.setdiff1d(np.arange(len(d.y_train)), lab)
     d.x_unlab = np.concatenate([d.unlab, d.x_train[drop]])
@@ -271,6 +277,18 @@ def apply_label_budget(d: Dataset, budget: dict[str, Any], data_seed: int, src: 
     d.manifest["labels"] = {**{k: v for k, v in budget.items() if v is not None}, "seed": seed,
                             "labelled": int(len(lab)), "dropped": int(len(drop))}
     d.manifest["train"] = int(len(lab))
+    if budget.get("val"):
+        vrng = np.random.default_rng([seed, 1])  # its own stream: the training subset is the same either way
+        vkeep = []
+        for c in np.unique(d.y_val):
+            rows = np.flatnonzero(d.y_val == c)
+            k = max(1, int(round(share.get(int(c), 1.0) * len(rows))))
+            vkeep.append(vrng.choice(rows, size=min(k, len(rows)), replace=False))
+        v = np.sort(np.concatenate(vkeep))
+        d.manifest["labels"]["val_labelled"] = int(len(v))
+        d.manifest["labels"]["val_left_out"] = int(len(d.y_val) - len(v))
+        d.x_val, d.y_val = d.x_val[v], d.y_val[v]
+        d.manifest["val"] = int(len(v))
     return d
 
 

@@ -46,6 +46,8 @@ def _budget_note(manifest: dict[str, Any]) -> str:
         b = manifest["labels"]
         what = f"{100 * b['fraction']:g} % of the train split" if "fraction" in b else f"{b['per_class']} per class"
         parts.append(f"labels on {b['labelled']} training rows ({what}, seed {b['seed']})")
+        parts.append(f"validation cut to the same share: {b['val_labelled']} rows" if "val_labelled" in b
+                     else "validation keeps all its labels (selection sees more labels than training)")
     if manifest.get("unlabeled"):
         parts.append(f"{manifest['unlabeled']} unlabelled transfer-set rows read by the distillation term")
     return (" · " + "; ".join(parts)) if parts else ""

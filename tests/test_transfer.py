@@ -64,13 +64,34 @@ def test_per_class_budget_and_its_bound() -> None:
         apply_label_budget(dataset("digits"), {"per_class": 1000}, 0, "c.yaml")
 
 
+def test_val_budget_cuts_validation_to_the_training_share_and_leaves_training_alone() -> None:
+    full = dataset("digits")
+    a = apply_label_budget(dataset("digits"), {"fraction": 0.1}, 0)
+    v = apply_label_budget(dataset("digits"), {"fraction": 0.1, "val": True}, 0)
+    # the training subset and transfer set do not depend on the flag
+    assert np.array_equal(a.x_train, v.x_train) and np.array_equal(a.unlab, v.unlab)
+    # each class keeps round(share * its validation rows), share = the class's labelled share of training
+    share = np.bincount(v.y_train, minlength=10) / np.bincount(full.y_train, minlength=10)
+    want = [max(1, round(s * k)) for s, k in zip(share, np.bincount(full.y_val, minlength=10))]
+    assert np.bincount(v.y_val, minlength=10).tolist() == want and sum(want) < 0.2 * len(full.y_val)
+    # kept validation rows are real validation rows with their own labels; the rest are left out entirely
+    pairs = {(r.tobytes(), int(y)) for r, y in zip(full.x_val, full.y_val)}
+    assert all((r.tobytes(), int(y)) in pairs for r, y in zip(v.x_val, v.y_val))
+    assert len(v.unlab) == len(a.unlab) and len(v.y_test) == len(full.y_test)
+    assert v.manifest["val"] == sum(want) and v.manifest["labels"]["val_left_out"] == len(full.y_val) - sum(want)
+    # per_class: the same share (3 of each class's training rows) of the validation rows, at least one
+    p = apply_label_budget(dataset("digits"), {"per_class": 3, "val": True}, 0)
+    assert 10 <= len(p.y_val) < len(full.y_val) // 3 and set(p.y_val.tolist()) == set(range(10))
+
+
 @pytest.mark.parametrize("labels, match", [
     ({"fraction": 0}, r"data.labels.fraction = 0 must be a number in \(0, 1\]"),
     ({"fraction": 1.5}, r"data.labels.fraction = 1.5 must be a number in \(0, 1\]"),
     ({"fraction": 0.1, "per_class": 5}, r"data.labels needs exactly one of fraction"),
     ({}, r"data.labels needs exactly one of fraction"),
     ({"per_class": 0}, r"data.labels.per_class = 0 must be an integer >= 1"),
-    ({"fractoin": 0.1}, r"unknown key 'data.labels.fractoin'; allowed: fraction, per_class, seed"),
+    ({"fractoin": 0.1}, r"unknown key 'data.labels.fractoin'; allowed: fraction, per_class, seed, val"),
+    ({"fraction": 0.1, "val": "yes"}, r"data.labels.val = 'yes' must be true or false"),
 ])
 def test_budget_errors_name_the_key(labels: dict, match: str) -> None:
     with pytest.raises(InputError, match="^c.yaml: " + match):
