@@ -322,3 +322,14 @@ def test_new_recipe_students_are_bit_exact(recipe: str, budget_setup: Any, tmp_p
     res = verify_project(tmp_path / "hls", x, student_pt=tmp_path / "student.pt")
     exact = {"rows": len(x), "exact_rows": len(x), "first_bad_row": None}
     assert res["levels"]["brevitas"] == exact and res["levels"]["csim"] == exact and res["bit_exact"] is True
+
+
+def test_report_says_whether_validation_was_cut_to_the_budget() -> None:
+    from kdhw.report import _budget_note
+
+    full = apply_label_budget(dataset("digits"), {"fraction": 0.1}, 0).manifest
+    cut = apply_label_budget(dataset("digits"), {"fraction": 0.1, "val": True}, 0).manifest
+    assert "validation keeps all its labels (selection sees more labels than training)" in _budget_note(full)
+    assert f"validation cut to the same share: {cut['val']} rows" in _budget_note(cut)
+    assert f"labels on {cut['labels']['labelled']} training rows (10 % of the train split, seed 0)" in _budget_note(cut)
+    assert _budget_note(dataset("digits").manifest) == ""
