@@ -96,7 +96,9 @@ def boards_dir() -> Path:
     env = os.environ.get("KDHW_BOARDS_DIR")
     if env:
         return Path(env)
-    return DEFAULT_BOARDS_DIR if DEFAULT_BOARDS_DIR.is_dir() or not INSTALLED_BOARDS_DIR.is_dir() else INSTALLED_BOARDS_DIR
+    if DEFAULT_BOARDS_DIR.is_dir() or not INSTALLED_BOARDS_DIR.is_dir():
+        return DEFAULT_BOARDS_DIR  # when neither exists, list_boards names the repository path
+    return INSTALLED_BOARDS_DIR
 
 
 def list_boards() -> list[Board]:

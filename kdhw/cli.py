@@ -72,17 +72,13 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .data import load_dataset
     from .distill import choose, distill, student_input, summary
     from .student import build_student, save_student
-    from .teacher import load_teacher_for, teacher_logits, train_teacher
+    from .teacher import obtain_teacher, teacher_logits
 
     cfg = load_config(a.config)
     data = load_dataset(cfg.data, cfg.source)
     build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
-    tpath = a.teacher or cfg.teacher["path"]
-    if tpath:
-        tmodel, tcfg = load_teacher_for(tpath, data, cfg.source)
-    else:
-        tmodel, _ = train_teacher(cfg.teacher, data, not a.no_progress)
-        tcfg = cfg.teacher
+    tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, a.teacher or cfg.teacher["path"], not a.no_progress,
+                                     cfg.source)
     tl = teacher_logits(tmodel, tcfg["arch"], data)
     arms = distill(cfg.student, cfg.distill, data, tl["train"], not a.no_progress, cfg.source, teacher=tmodel,
                    teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))

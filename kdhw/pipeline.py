@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import yaml
@@ -22,7 +22,7 @@ from .export import export_qonnx, hls_input_type, load_qonnx
 from .hls import build_hls_project
 from .report import training_plot, write_report
 from .student import build_student, describe, param_count, save_student
-from .teacher import load_teacher_for, save_teacher, teacher_accuracy, teacher_logits, train_teacher
+from .teacher import obtain_teacher, save_teacher, teacher_accuracy, teacher_logits
 from .verify import verify_project
 
 
@@ -53,9 +53,10 @@ def set_torch_threads() -> None:
     torch.set_num_threads(max(1, int(os.environ.get("KDHW_TORCH_THREADS", "1"))))
 
 
-def check_hardware_tools(cfg: Config) -> None:
+def check_hardware_tools(cfg: Config, report_boards: Sequence[Any] = ()) -> None:
     """Look up the external tools the later stages need now, so a missing one costs seconds, not a training:
-    g++ (C-sim) always, the simulator when the RTL is simulated on some rows (the condition verify uses)."""
+    g++ (C-sim) always, the simulator when the RTL is simulated on some rows (the condition verify uses),
+    yosys/nextpnr when the report synthesizes that RTL for ``report_boards``."""
     import shutil
 
     if shutil.which("g++") is None:
@@ -67,6 +68,13 @@ def check_hardware_tools(cfg: Config) -> None:
             check_simulator(cfg.rtl["simulator"])
         except ToolMissing as e:
             raise ToolMissing(f"{e} (or set rtl.sim_rows: 0 in the config to skip the RTL simulation)") from None
+    if cfg.rtl["enabled"] and cfg.report["synth"] and report_boards:
+        from .synth import check_tools
+
+        try:
+            check_tools(list(report_boards))
+        except ToolMissing as e:
+            raise ToolMissing(f"{e} (in a run config: report.synth: false)") from None
 
 
 def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -> dict[str, Any]:
@@ -76,14 +84,7 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
     set_torch_threads()
     board = load_board(cfg.hls["board"])
     report_boards = [load_board(b) for b in cfg.report["boards"]]  # unknown names fail before any work
-    check_hardware_tools(cfg)
-    if cfg.rtl["enabled"] and cfg.report["synth"] and report_boards:
-        from .synth import check_tools
-
-        try:
-            check_tools(report_boards)
-        except ToolMissing as e:
-            raise ToolMissing(f"{e} (in a run config: report.synth: false)") from None
+    check_hardware_tools(cfg, report_boards)
     timings: dict[str, float] = {}
     out = Path(out)
     with atomic_dir(out) as d:
@@ -98,13 +99,7 @@ def run(cfg: Config, out: str | Path, progress: bool = True, log: Any = print) -
             f"shape {data.shape}, {data.n_classes} classes")
 
         t = time.perf_counter()
-        tcfg = dict(cfg.teacher)
-        if cfg.teacher["path"]:
-            tmodel, saved = load_teacher_for(cfg.teacher["path"], data, cfg.source)
-            tcfg = {**tcfg, **saved, "path": cfg.teacher["path"]}
-            tres = None
-        else:
-            tmodel, tres = train_teacher(tcfg, data, progress)
+        tmodel, tcfg, tres = obtain_teacher(cfg.teacher, data, cfg.teacher["path"], progress, cfg.source)
         save_teacher(tmodel, tcfg, data.shape, data.n_classes, d / "teacher.pt")
         tl = teacher_logits(tmodel, tcfg["arch"], data)
         np.savez(d / "teacher_logits.npz", **tl)

@@ -170,8 +170,9 @@ def report_markdown(rep: dict[str, Any]) -> str:
     parts = rep.get("parts")
     if parts:
         lines += ["", f"## Bit-exactness ({rep.get('board', '')}, one folder per part)", "",
-                  "| part | rows | brevitas | C-sim | C-sim layers (traced rows) | weights .h = .txt | bit-exact |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| part | rows | brevitas | C-sim | C-sim layers (traced rows) | weights .h = .txt | RTL | RTL sim "
+                  "| bit-exact |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, p in parts.items():
             lv = p["levels"]
 
@@ -179,8 +180,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
                 return f"{lv[k]['exact_rows']}/{lv[k]['rows']}" if k in lv else "—"
 
             lines.append(f"| `{name}/` | {p['rows']} | {cell('brevitas')} | {cell('csim')} | {cell('csim_layers')} | "
-                         f"{'yes' if lv.get('weights', {}).get('consistent') else 'NO'} | "
-                         f"{'**yes**' if p['bit_exact'] else '**NO**'} |")
+                         f"{'yes' if lv.get('weights', {}).get('consistent') else 'NO'} | {cell('rtl')} | "
+                         f"{cell('rtl_sim')} | {'**yes**' if p['bit_exact'] else '**NO**'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -275,7 +276,7 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     from .losses import get_method
     from .pipeline import check_hardware_tools, random_inputs, set_torch_threads
     from .rtl import qonnx_to_rtl
-    from .teacher import load_teacher_for, teacher_accuracy, teacher_logits, train_teacher
+    from .teacher import obtain_teacher, teacher_accuracy, teacher_logits
     from .verify import verify_project
 
     set_torch_threads()
@@ -294,12 +295,8 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     tpath = teacher_path or cfg.teacher["path"]
     meth = get_method(cfg.distill["method"])
     tmodel = tcfg = tl = None
-    if tpath:
-        tmodel, saved = load_teacher_for(tpath, data, cfg.source)
-        tcfg = {**cfg.teacher, **saved, "path": tpath}
-    elif meth.needs_teacher or meth.needs_teacher_model:
-        tmodel, _ = train_teacher(cfg.teacher, data, progress)
-        tcfg = dict(cfg.teacher)
+    if tpath or meth.needs_teacher or meth.needs_teacher_model:
+        tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, tpath, progress, cfg.source)
     teacher_info = None
     if tmodel is not None:
         tl = teacher_logits(tmodel, tcfg["arch"], data)
@@ -347,7 +344,8 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
                                       for lk, lv in ver["levels"].items()},
                            "first_divergence": ver["first_divergence"], "params": param_count(model),
                            "seconds": time.perf_counter() - t}
-            log(f"[{name}] QONNX -> hls4ml{' + RTL' if rtl_dir else ''} -> verify: bit-exact={ver['bit_exact']} on {ver['rows']} rows")
+            log(f"[{name}] QONNX -> hls4ml{' + RTL' if rtl_dir else ''} -> verify: "
+                f"bit-exact={ver['bit_exact']} on {ver['rows']} rows")
         bar.close()
         timings["export_hls_verify"] = sum(p["seconds"] for p in parts.values())
         rep = {**system.report, "parts": parts, "bit_exact": all(p["bit_exact"] for p in parts.values()),

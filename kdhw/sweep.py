@@ -192,12 +192,12 @@ def _sweep_teacher(cfg: Config, data: Any, out: Path, teacher_path: str | None,
     """The one teacher every task shares: a given file, the one this --out already holds for the same
     teacher config and data (a resumed sweep does not retrain it), or a new one saved there."""
     from .atomic import write_json
-    from .teacher import load_teacher, save_teacher, train_teacher
+    from .teacher import load_teacher, obtain_teacher, save_teacher, train_teacher
 
     tpath = teacher_path or cfg.teacher["path"]
-    if tpath:
-        tmodel, saved = load_teacher(tpath)
-        return tmodel, {**cfg.teacher, **saved, "path": tpath}, f"loaded from {tpath}"
+    if tpath:  # checked against the data like every other verb's handed-over teacher
+        tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, tpath, progress, cfg.source)
+        return tmodel, tcfg, f"loaded from {tpath}"
     pt, meta = out / "teacher.pt", out / "teacher.json"
     want = {"cfg": cfg.teacher, "data_sha256_16": data.manifest["sha256_16"]}
     if pt.is_file() and meta.is_file():
@@ -321,9 +321,8 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
     with Grid(workers, address, progress) as grid:
         scratch_res = dict(zip(scratch_tasks, grid.run(_arm_task, list(scratch_tasks.values()), shared, jsonl,
                                                        desc="scratch arms", on_result=save_arm)))
-        finished = load_done(jsonl)
-        for t in kd_tasks:
-            if t["key"] in finished:
+        for t in kd_tasks:  # distilled arms already recorded before this run (``done``) need no scratch input
+            if t["key"] in done:
                 continue
             sc = scratch_res[t["scratch_key"]]
             path = out / sc["arm"]

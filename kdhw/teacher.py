@@ -98,6 +98,21 @@ def load_teacher_for(path: str | Path, data: Dataset, src: str = "config") -> tu
     return model, cfg
 
 
+def obtain_teacher(teacher_cfg: dict[str, Any], data: Dataset, path: str | Path | None = None, progress: bool = True,
+                   src: str = "config") -> tuple[nn.Module, dict[str, Any], Any]:
+    """The handed-over teacher at ``path`` (checked against the data), else a new one trained from
+    ``teacher_cfg``: ``(model, the config it was built from, the training result or None)``.
+
+    One place for that choice, so every verb (run, distill, select, sweep) refuses a mismatched file the
+    same way and reports the same effective teacher config.
+    """
+    if path:
+        model, saved = load_teacher_for(path, data, src)
+        return model, {**teacher_cfg, **saved, "path": str(path)}, None
+    model, res = train_teacher(teacher_cfg, data, progress)
+    return model, dict(teacher_cfg), res
+
+
 def teacher_logits(model: nn.Module, arch: str, data: Dataset) -> dict[str, np.ndarray]:
     """Logits on every split and on the transfer set ("unlab", when there is one), computed once: the cache
     distillation reads, so a KD epoch costs what a scratch epoch costs."""
