@@ -35,7 +35,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     rep = run(cfg, check_out_dir(a.out), progress=not a.no_progress)
-    print(f"wrote {a.out}/ (report.md, verify.json, hls/" + (", rtl/, hw_report.md)" if rep.get("hardware") else ")"))
+    print(f"wrote {a.out.rstrip('/')}/ (report.md, verify.json, hls/" + (", rtl/, hw_report.md)" if rep.get("hardware") else ")"))
     if not rep["verify"]["bit_exact"]:
         return 1
     if cfg.report["require_fit"] and not all(h["fits"] for h in rep.get("hardware") or []):
@@ -216,7 +216,7 @@ def cmd_select(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     rep = run_select(cfg, check_out_dir(a.out), teacher_path=a.teacher, progress=not a.no_progress)
-    print(f"wrote {a.out}/ (selector.md, selector.json, selector.png, student_<i>.pt, selector.pt, "
+    print(f"wrote {a.out.rstrip('/')}/ (selector.md, selector.json, selector.png, student_<i>.pt, selector.pt, "
           f"one folder per part); system test accuracy {100 * rep['system']['test_acc']:.2f} %")
     bad = [name for name, part in rep["parts"].items() if not part["bit_exact"]]
     if bad:
