@@ -62,7 +62,7 @@ def check_hardware_tools(cfg: Config, report_boards: Sequence[Any] = ()) -> None
     if shutil.which("g++") is None:
         raise ToolMissing("g++ not found; the hls4ml C-sim and kdhw verify need it (apt-get install g++)")
     if cfg.rtl["enabled"] and cfg.rtl["sim_rows"] > 0:
-        from sim.runner import check_simulator
+        from .sim.runner import check_simulator
 
         try:
             check_simulator(cfg.rtl["simulator"])

@@ -28,7 +28,7 @@ def rtl_levels(rtl_dir: Path, x: np.ndarray, ref: np.ndarray, simulator: str = "
     Icarus or Verilator) on the first ``sim_rows`` rows, which also measures the output latency."""
     import tempfile
 
-    from sim.runner import simulate_rtl
+    from .sim.runner import simulate_rtl
 
     from .rtl import emulate
 

@@ -1,6 +1,6 @@
 """RTL stage: QONNX -> pipelined, multiplier-free Verilog via da4ml, bit-exact with the QONNX reference.
 
-Public API (the CLI's ``kdhw rtl`` calls ``qonnx_to_rtl``; ``sim.runner.simulate_rtl`` drives the result):
+Public API (the CLI's ``kdhw rtl`` calls ``qonnx_to_rtl``; ``kdhw.sim.runner.simulate_rtl`` drives the result):
 
 * ``qonnx_to_rtl(onnx_path, out_dir, latency_cutoff=None, pipeline=None, top="kdhw_top")`` -> rtl.json dict
 * ``emulate(rtl_dir, x)`` -> dequantized outputs, bit-exact interpreter of the generated design

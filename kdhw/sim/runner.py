@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from kdhw.errors import CheckFailed, InputError, ToolMissing
-from kdhw.rtl import emulate, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
+from ..errors import CheckFailed, InputError, ToolMissing
+from ..rtl import emulate, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
 
 SIM_DIR = Path(__file__).resolve().parent
 TB_MODULE = "tb_student"
