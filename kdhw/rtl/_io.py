@@ -87,6 +87,15 @@ def emulate(rtl_dir: str | Path, x: np.ndarray, backend: str = "interp") -> np.n
     rtl_dir = Path(rtl_dir)
     meta = load_meta(rtl_dir)
     fin, fout = io_formats(meta)
+    if meta.get("mode") == "stream":
+        # the logits the core computes (in class-only mode they are not on a port, but they are what its
+        # argmax reads); every unit's datapath runs in da4ml's interpreter
+        if backend != "interp":
+            raise InputError(f"backend = {backend!r}: a stream design is emulated with the interpreter only "
+                             "(simulate its Verilog with kdhw.sim.runner.simulate_rtl)")
+        from ._stream_io import emulate_stream_codes
+
+        return emulate_stream_codes(rtl_dir, input_codes(meta, x)).astype(np.float64) * fout.scale
     vals = input_codes(meta, x).astype(np.float64) * fin.scale
     pipe_file = rtl_dir / "model" / "pipeline.json"
     if not pipe_file.is_file():
