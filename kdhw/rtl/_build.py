@@ -201,6 +201,13 @@ def _check_name(top: str) -> None:
 
 MODES = ("parallel", "stream")
 MODEL_FILE = "model.qonnx.onnx"
+STREAM_OPTIONS = ("parallelism", "in_elements", "out_elements", "output", "dense")
+
+
+def rtl_options(rtl: dict[str, Any]) -> dict[str, Any]:
+    """``qonnx_to_rtl`` keyword arguments from a config's ``rtl`` section (validated by ``kdhw.config``)."""
+    return {"mode": rtl.get("mode") or "parallel", "latency_cutoff": rtl.get("latency_cutoff"),
+            "pipeline": rtl.get("pipeline"), **{k: rtl.get(k) for k in STREAM_OPTIONS}}
 
 
 def qonnx_to_rtl(
