@@ -159,7 +159,8 @@ def window_unit(top: str, u: Unit) -> str:
     a(f"// Line buffer: lb_k is the input position taken k beats ago ({B} positions of {wi} bits).  Group (gy, gx)")
     a("// is issued when the input count equals its need (the raster index of its last tap + 1); its taps then")
     a("// sit at fixed offsets per (row class, column class); taps outside the image read the pad value.")
-    a(f"// Rows below the image are fed as {n_tot - n_in} virtual zero beat(s) after the {n_in} real ones.")
+    if n_tot > n_in:
+        a(f"// Rows below the image are fed as {n_tot - n_in} virtual zero beat(s) after the {n_in} real ones.")
     a(f"module {name} (")
     a("    input clk,")
     a("    input rst,")
@@ -179,31 +180,15 @@ def window_unit(top: str, u: Unit) -> str:
     a("    reg gdone;  // every group of this frame issued")
     a(f"    reg [{nw - 1}:0] ryw;  // (last tap row of row gy) * W")
     a(f"    reg [{nw - 1}:0] need;  // beats the current group needs")
-    # tables
-    a(f"    function [{nw - 1}:0] f_cx;  // last tap column of column group g")
-    a(f"        input [{gxw - 1}:0] g;")
-    a("        case (g)")
-    for gx, c in enumerate(s["cols"]):
-        a(f"            {gxw}'d{gx}: f_cx = {nw}'d{c['cx']};")
-    a(f"            default: f_cx = {nw}'d0;")
-    a("        endcase")
-    a("    endfunction")
-    a(f"    function [{ccw - 1}:0] f_cc;  // column class")
-    a(f"        input [{gxw - 1}:0] g;")
-    a("        case (g)")
-    for gx, key in enumerate(col_keys):
-        a(f"            {gxw}'d{gx}: f_cc = {ccw}'d{ccls.index(key)};")
-    a(f"            default: f_cc = {ccw}'d0;")
-    a("        endcase")
-    a("    endfunction")
-    a(f"    function [{rcw - 1}:0] f_rc;  // row class")
-    a(f"        input [{gyw - 1}:0] g;")
-    a("        case (g)")
-    for gy, key in enumerate(row_keys):
-        a(f"            {gyw}'d{gy}: f_rc = {rcw}'d{rcls.index(key)};")
-    a(f"            default: f_rc = {rcw}'d0;")
-    a("        endcase")
-    a("    endfunction")
+    # tables: an explicit entry only where a group differs from the interior (borders)
+    cxs = [c["cx"] for c in s["cols"]]
+    step_x = s["stride"][1] * P
+    L_.extend(_table("f_cx", "last tap column of column group g", nw, gxw, cxs,
+                     f"g * {nw}'d{step_x} + {nw}'d{cxs[0]}", [cxs[0] + g * step_x for g in range(Gx)]))
+    cc_of = [ccls.index(k) for k in col_keys]
+    L_.extend(_table("f_cc", "column class of column group g", ccw, gxw, cc_of, None, None))
+    rc_of = [rcls.index(k) for k in row_keys]
+    L_.extend(_table("f_rc", "row class of row g", rcw, gyw, rc_of, None, None))
     a(f"    wire [{rcw - 1}:0] rc = f_rc(gy);")
     a(f"    wire [{ccw - 1}:0] cc = f_cc(gx);")
     a(f"    wire last_gx = gx == {gxw}'d{Gx - 1};")
@@ -263,14 +248,8 @@ def window_unit(top: str, u: Unit) -> str:
         lane_words.append(_concat(parts))
     entry_w = P * wo + (nvw if P > 1 else 0)
     if P > 1:
-        a(f"    function [{nvw - 1}:0] f_nval;  // valid lanes of column group g")
-        a(f"        input [{gxw - 1}:0] g;")
-        a("        case (g)")
-        for gx, c in enumerate(s["cols"]):
-            a(f"            {gxw}'d{gx}: f_nval = {nvw}'d{c['nval']};")
-        a(f"            default: f_nval = {nvw}'d{P};")
-        a("        endcase")
-        a("    endfunction")
+        L_.extend(_table("f_nval", "valid lanes of column group g", nvw, gxw, [c["nval"] for c in s["cols"]],
+                         None, None))
         a(f"    reg [{(L + 1) * nvw - 1}:0] tagp;  // valid-lane count beside the pipeline data")
         fifo_in = _concat([_concat(list(lane_words)), f"tagp[{(L + 1) * nvw - 1}:{L * nvw}]"])
     else:
@@ -347,6 +326,20 @@ def window_unit(top: str, u: Unit) -> str:
     a("    end")
     a("endmodule")
     return "\n".join(L_) + "\n"
+
+
+def _table(name: str, doc: str, w: int, iw: int, values: list[int], default_expr: str | None,
+           default_values: list[int] | None) -> list[str]:
+    """A Verilog function of a group index: explicit entries only where the value differs from the default
+    (the linear interior formula, or else the most frequent value)."""
+    if default_expr is None:
+        common = max(set(values), key=values.count)
+        default_expr, default_values = f"{w}'d{common}", [common] * len(values)
+    lines = [f"    function [{w - 1}:0] {name};  // {doc}", f"        input [{iw - 1}:0] g;", "        case (g)"]
+    lines += [f"            {iw}'d{g}: {name} = {w}'d{v};" for g, (v, d) in enumerate(zip(values, default_values))
+              if v != d]
+    lines += [f"            default: {name} = {default_expr};", "        endcase", "    endfunction"]
+    return lines
 
 
 def _sext(src: str, k: Kif, shift: int, width: int) -> str:
