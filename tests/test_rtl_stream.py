@@ -248,7 +248,8 @@ def test_cli_rtl_verify_report_on_what_kdhw_rtl_wrote(qonnx_models, tmp_path, ca
     capsys.readouterr()
     d = tmp_path / "stream"
     cases = [
-        (["rtl", str(path), "--out", str(tmp_path / "e"), "--parallelism", "2"], "--parallelism applies to --mode stream"),
+        (["rtl", str(path), "--out", str(tmp_path / "e"), "--parallelism", "2"],
+         "--parallelism applies to --mode stream"),
         (["rtl", str(path), "--out", str(tmp_path / "e"), "--mode", "stream", "--pipeline", "3"],
          "--pipeline (an exact latency) applies to --mode parallel"),
         (["rtl", str(path), "--out", str(tmp_path / "e"), "--mode", "stream", "--parallelism", "0"],

@@ -101,7 +101,6 @@ def emulate_codes(desc: dict[str, Any], pipes: dict[str, Any], codes: np.ndarray
     """Input codes (N, n_inputs) -> core output values (N, n_outputs) in graph output order."""
     inp = desc["input"]
     codes = np.asarray(codes, dtype=np.int64)
-    n = len(codes)
     scale = 2.0 ** -int(inp["format"]["frac_bits"])
     idx = np.asarray(inp["elements_of_beat"], dtype=np.int64)  # (beats, lanes)
     vals = np.where(idx[None] >= 0, codes[:, np.clip(idx, 0, None)], 0).astype(np.float64) * scale

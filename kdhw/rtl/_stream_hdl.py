@@ -75,8 +75,8 @@ def _concat(parts: list[str]) -> str:
 
 def fifo_module(top: str) -> tuple[str, str]:
     name = f"{top}_fifo"
-    return name, f"""// Output FIFO of a unit: show-ahead (dout is the oldest entry while valid).  Never full in use: a unit
-// issues work into its pipeline only while pipeline + FIFO have room for the result (credit).
+    return name, f"""// Output FIFO of a unit: show-ahead (dout is the oldest entry while valid).  Never full in use:
+// a unit issues work into its pipeline only while pipeline + FIFO have room for the result (credit).
 module {name} #(parameter W = 8, parameter D = 4, parameter AW = 2) (
     input clk,
     input rst,
@@ -135,7 +135,7 @@ def window_unit(top: str, u: Unit) -> str:
     name = f"{top}_{u.name}"
     in_k, out_k = u.in_lanes, u.out_lanes
     wi, wo = _bus_width(in_k), _bus_width(out_k)
-    in_off, out_off = _lane_offsets(in_k), _lane_offsets(out_k)
+    in_off = _lane_offsets(in_k)
     P, F, Gx, Ho, W = s["P"], s["F"], s["Gx"], s["Ho"], s["W"]
     n_in, n_tot, B = s["H"] * s["W"], s["n_total"], s["depth"]
     L = dp.stages
@@ -220,7 +220,7 @@ def window_unit(top: str, u: Unit) -> str:
             tap_names[(p, t)] = tn
             a(f"    reg [{wi - 1}:0] {tn};  // lane {p}, kernel tap ({ky}, {kx})")
             a("    always @* begin")
-            a(f"        case ({{rc, cc}})")
+            a("        case ({rc, cc})")
             for ri, ci in combos:
                 mask = rcls[ri][ky]
                 co = ccls[ci][0][p][kx]
@@ -563,7 +563,8 @@ def input_unit(top: str, plan: StreamPlan, tdata_in: int) -> str:
     w = plan.in_lanes * plan.input_format.bits
     nb = plan.beats_in
     cw = _bits(max(nb - 1, 1))
-    return f"""// AXI4-Stream slave: one beat = {plan.in_lanes} input element(s) of {plan.input_format.bits} bits; {nb} beat(s) per frame.
+    bits = plan.input_format.bits
+    return f"""// AXI4-Stream slave: one beat = {plan.in_lanes} input element(s) of {bits} bits; {nb} beat(s) per frame.
 // tlast is checked against the beat count: a frame that ends early (tlast before beat {nb}) is completed
 // with zero beats; a frame that does not end on beat {nb} has its extra beats dropped up to and including
 // the next tlast.  Either sets the sticky tlast_err flag (cleared by reset).  So every tlast-delimited

@@ -231,8 +231,9 @@ async def mid_frame_reset(dut: Any) -> None:
     _, outs, _ = await b.run(_frame_beats(frames, cfg, [fc, fd]), 2, gap_p=cfg["gap_p"], stall_p=cfg["stall_p"])
     exact, bad = _compare(cfg, outs, expected, [fc, fd])
     res = {"beats_in_before_reset": len(ins), "frame_beats": nb, "quiet_during_reset": quiet,
-           "tlast_err_after_reset": err_after, "beats_out_after": len(outs), "expected_beats_after":
-           2 * cfg["beats_out"], "exact_frames_after": exact, "mismatches": bad, "axi_violations": b.axi_violations[:10]}
+           "tlast_err_after_reset": err_after, "beats_out_after": len(outs),
+           "expected_beats_after": 2 * cfg["beats_out"], "exact_frames_after": exact, "mismatches": bad,
+           "axi_violations": b.axi_violations[:10]}
     (d / "mid_frame_reset.json").write_text(json.dumps(res, indent=1))
     assert len(ins) > nb, "the reset did not come in the middle of the second frame"
     assert quiet, f"m_axis_tvalid or s_axis_tready high during reset: {during}"
