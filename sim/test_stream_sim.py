@@ -25,8 +25,9 @@ from kdhw.sim.runner import simulate_rtl
 
 # kind -> (student spec, input shape, stream options)
 SPECS = {
-    # dense folded over 64 one-element beats (one MAC lane), then unrolled; logits and class out
-    "mlp": ({"input": {"bits": 8, "int_bits": 1, "signed": False},
+    # signed inputs into a dense folded over 64 one-element beats (one MAC lane), then unrolled; logits and
+    # class out
+    "mlp": ({"input": {"bits": 8, "int_bits": 1, "signed": True},
              "layers": [{"type": "dense", "units": 12}, {"type": "relu"}, {"type": "dense", "units": 10}]},
             (64,), {"output": "both", "out_elements": 4}),
     # padded first conv (right-border tap classes), max-pooling, folded dense; fully folded

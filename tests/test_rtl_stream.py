@@ -132,12 +132,21 @@ def test_output_words_pack_logits_and_class_with_lowest_index_on_ties(streams, t
 
 def _zoo_graph(tmp_path: Path) -> Path:
     """Conv with padding on all sides (asymmetric), stride, dilation and groups; an overlapping strided
-    max-pool; Gemm with transB and alpha."""
+    max-pool; Gemm with transB and alpha, and straight on its (unquantized, signed, unequally wide) outputs a
+    second dense layer.
+    Filter 0 has no weights and a negative bias (its ReLU output is always 0: a lane of width 0), filter 3
+    none and a positive bias (a constant lane)."""
     rng = np.random.default_rng(4)
     w_conv = (rng.integers(-7, 8, size=(4, 1, 3, 3)) * 2.0**-3).astype(np.float32)
     b_conv = (rng.integers(-64, 64, size=4) * 2.0**-9).astype(np.float32)
+    w_conv[[0, 3]] = 0.0
+    b_conv[0], b_conv[3] = -0.0625, 0.25
     w_fc = (rng.integers(-7, 8, size=(5, 48)) * 2.0**-4).astype(np.float32)
     b_fc = (rng.integers(-64, 64, size=5) * 2.0**-8).astype(np.float32)
+    w_fc[0] *= 2.0**-3  # small and large outputs: the second layer's input lanes have unequal widths
+    w_fc[4] *= 4
+    w_2 = (rng.integers(-7, 8, size=(5, 3)) * 2.0**-5).astype(np.float32)
+    b_2 = (rng.integers(-16, 16, size=3) * 2.0**-4).astype(np.float32)
 
     def q(x: str, y: str, bits: int, scale: float, signed: int) -> tuple[onnx.NodeProto, list]:
         inits = [helper.make_tensor(y + "s", TensorProto.FLOAT, [], [scale]),
@@ -149,9 +158,9 @@ def _zoo_graph(tmp_path: Path) -> Path:
 
     qin, i_in = q("inp", "xq", 8, 2.0**-7, 1)
     qa, i_a = q("r", "rq", 4, 2.0**-3, 0)
-    qo, i_o = q("g", "out", 8, 2.0**-4, 1)
+    qo, i_o = q("a2", "out", 8, 2.0**-4, 1)
     inits = [onnx.numpy_helper.from_array(a, n) for a, n in [(w_conv, "Wc"), (b_conv, "Bc"), (w_fc, "Wf"),
-                                                             (b_fc, "Bf")]]
+                                                             (b_fc, "Bf"), (w_2, "W2"), (b_2, "B2")]]
     nodes = [
         qin,
         helper.make_node("Conv", ["xq", "Wc", "Bc"], ["c"], name="Conv_zoo", group=2, pads=[1, 2, 1, 0],
@@ -161,10 +170,12 @@ def _zoo_graph(tmp_path: Path) -> Path:
         helper.make_node("MaxPool", ["rq"], ["p"], name="MaxPool_zoo", kernel_shape=[2, 3], strides=[1, 2]),
         helper.make_node("Flatten", ["p"], ["f"], name="Flatten_0", axis=1),
         helper.make_node("Gemm", ["f", "Wf", "Bf"], ["g"], name="Gemm_0", transB=1, alpha=0.5),
+        helper.make_node("MatMul", ["g", "W2"], ["m2"], name="MatMul_1"),
+        helper.make_node("Add", ["m2", "B2"], ["a2"], name="Add_1"),
         qo,
     ]
     graph = helper.make_graph(nodes, "zoo", [helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, 2, 9, 10])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])],
                               initializer=i_in + i_a + i_o + inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
                                                     helper.make_opsetid("qonnx.custom_op.general", 1)])
@@ -175,9 +186,11 @@ def _zoo_graph(tmp_path: Path) -> Path:
 
 def test_padding_stride_dilation_groups_and_overlapping_pool_are_exact(tmp_path) -> None:
     path = _zoo_graph(tmp_path)
-    meta = qonnx_to_rtl(path, tmp_path / "rtl", mode="stream", parallelism=3)
-    conv, pool, _ = meta["layers"]
+    meta = qonnx_to_rtl(path, tmp_path / "rtl", mode="stream", parallelism=3, dense="folded")
+    conv, pool, _, dense2 = meta["layers"]
+    assert dense2["kind"] == "mac" and dense2["steps_per_frame"] == 2  # 5 signed inputs, 3 lanes
     assert conv["output_size"] == [4, 5, 8] and pool["output_size"] == [4, 4, 3]
+    assert conv["out_lane_bits"][0] == 0 and conv["out_lane_bits"][3] == 1  # constant 0, constant 0.25
     assert conv["virtual_padding_beats"] == 10  # the bottom padding row, fed as zeros after the frame
     x = wide_inputs(meta, 3000, seed=9)
     ref = reference(load_qonnx(path), x)
@@ -275,7 +288,7 @@ def test_icarus_runs_the_padded_strided_dilated_design_exact(tmp_path) -> None:
 
     path = _zoo_graph(tmp_path)
     rtl = tmp_path / "rtl"
-    meta = qonnx_to_rtl(path, rtl, mode="stream", parallelism=3, output="both", out_elements=2)
+    meta = qonnx_to_rtl(path, rtl, mode="stream", parallelism=3, output="both", out_elements=2, dense="folded")
     x = wide_inputs(meta, 20, seed=10)
     ref = reference(load_qonnx(path), x)
     res = simulate_rtl(rtl, x, ref, simulator="icarus", work_dir=tmp_path / "icarus")

@@ -45,8 +45,9 @@ def _slice(sig: str, lo: int, w: int) -> str:
     return f"{sig}[{lo + w - 1}:{lo}]" if w > 1 else f"{sig}[{lo}]"
 
 
-def convert_expr(src: str, frm: Kif, to: Kif) -> str:
-    """Verilog expression turning a ``frm``-format value into the ``to`` format (same value, wider code)."""
+def convert_expr(sig: str, lo: int, frm: Kif, to: Kif) -> str:
+    """Verilog expression turning the ``frm``-format value at ``sig[lo +: width]`` into the ``to`` format
+    (same value, wider code)."""
     wf, wt = kif_width(frm), kif_width(to)
     if wt == 0:
         return ""
@@ -58,11 +59,11 @@ def convert_expr(src: str, frm: Kif, to: Kif) -> str:
         raise RuntimeError(f"internal error: format {frm} does not fit {to}")
     parts = []
     if hi > 0:
-        parts.append(f"{{{hi}{{{src}[{wf - 1}]}}}}" if frm[0] else f"{hi}'d0")
-    parts.append(src)
+        parts.append(f"{{{hi}{{{sig}[{lo + wf - 1}]}}}}" if frm[0] else f"{hi}'d0")
+    parts.append(_slice(sig, lo, wf))
     if shift > 0:
         parts.append(f"{shift}'d0")
-    return "{" + ", ".join(parts) + "}" if len(parts) > 1 else src
+    return "{" + ", ".join(parts) + "}" if len(parts) > 1 else parts[0]
 
 
 def _concat(parts: list[str]) -> str:
@@ -242,9 +243,7 @@ def window_unit(top: str, u: Unit) -> str:
         parts = []
         for c in range(F):
             j = p * F + c
-            fk, wf = dp.out_kifs[j], kif_width(dp.out_kifs[j])
-            src = _slice("dp_out", dp_offs[j], wf) if wf else ""
-            parts.append(convert_expr(src, fk, out_k[c]) if kif_width(out_k[c]) else "")
+            parts.append(convert_expr("dp_out", dp_offs[j], dp.out_kifs[j], out_k[c]) if kif_width(out_k[c]) else "")
         lane_words.append(_concat(parts))
     entry_w = P * wo + (nvw if P > 1 else 0)
     if P > 1:
@@ -342,8 +341,9 @@ def _table(name: str, doc: str, w: int, iw: int, values: list[int], default_expr
     return lines
 
 
-def _sext(src: str, k: Kif, shift: int, width: int) -> str:
-    """Lane code ``src`` of format ``k`` as a ``width``-bit signed code at ``shift`` more fraction bits."""
+def _sext(sig: str, lo: int, k: Kif, shift: int, width: int) -> str:
+    """The lane code at ``sig[lo +: w]`` of format ``k`` as a ``width``-bit signed code with ``shift`` more
+    fraction bits."""
     w = kif_width(k)
     if w == 0:
         return f"{width}'d0"
@@ -352,11 +352,11 @@ def _sext(src: str, k: Kif, shift: int, width: int) -> str:
         raise RuntimeError("internal error: MAC operand too narrow")
     parts = []
     if hi > 0:
-        parts.append(f"{{{hi}{{{src}[{w - 1}]}}}}" if k[0] else f"{hi}'d0")
-    parts.append(src)
+        parts.append(f"{{{hi}{{{sig}[{lo + w - 1}]}}}}" if k[0] else f"{hi}'d0")
+    parts.append(_slice(sig, lo, w))
     if shift > 0:
         parts.append(f"{shift}'d0")
-    return "{" + ", ".join(parts) + "}" if len(parts) > 1 else src
+    return "{" + ", ".join(parts) + "}" if len(parts) > 1 else parts[0]
 
 
 def mac_unit(top: str, u: Unit) -> str:
@@ -416,8 +416,7 @@ def mac_unit(top: str, u: Unit) -> str:
         for qq in range(Q):
             j = qq * P + p
             if j < J and live[j]:
-                src = _slice("xb", in_off[j], kif_width(in_k[j]))
-                a(f"            {qw}'d{qq}: x_{p} = {_sext(src, in_k[j], fx - int(in_k[j][2]), xw)};")
+                a(f"            {qw}'d{qq}: x_{p} = {_sext('xb', in_off[j], in_k[j], fx - int(in_k[j][2]), xw)};")
         a(f"            default: x_{p} = {xw}'d0;")
         a("        endcase")
         a("    end")
@@ -648,10 +647,7 @@ def output_unit(top: str, plan: StreamPlan, mode: str, out_elements: int, tdata_
     codes = []
     for j in range(n):
         lane = plan.output_order[j]
-        k = in_k[lane]
-        w = kif_width(k)
-        src = _slice("in_data", in_off[lane], w) if w else ""
-        a(f"    wire [{ob - 1}:0] y_{j} = {convert_expr(src, k, fk)};")
+        a(f"    wire [{ob - 1}:0] y_{j} = {convert_expr('in_data', in_off[lane], in_k[lane], fk)};")
         codes.append(f"y_{j}")
     a(f"    reg [{n * ob - 1}:0] vec;")
     a("    reg busy;")
