@@ -81,6 +81,8 @@ def emulate(rtl_dir: str | Path, x: np.ndarray, backend: str = "interp") -> np.n
     ``interp`` runs da4ml's C++ interpreter on the saved pipeline stage by stage (the same operation list
     the Verilog was printed from; ~1 us per row).  ``verilator`` compiles the Verilog core with da4ml's
     Verilator binder in a scratch copy (15-30 s to build) - slower, but it executes the HDL text itself.
+    A stream-mode design is emulated unit by unit from ``model/stream.json`` and its units' pipelines
+    (``_stream_emu``); the result is the logits its last datapath computes, in every output form.
     """
     from da4ml.types import Pipeline
 

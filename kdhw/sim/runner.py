@@ -199,7 +199,7 @@ def simulate_rtl(
     """Simulate the generated Verilog on float inputs ``x`` (N, *input_shape) with cocotb.
 
     ``expected``: dequantized outputs (N, n_outputs), e.g. ``kdhw.export.reference``; without it the
-    outputs are returned but not judged.  Returns ``simulator``, ``rows``, ``exact_rows`` (None without
+    outputs are returned but not judged.  A stream-mode design goes to ``simulate_stream`` (its own bench).  Returns ``simulator``, ``rows``, ``exact_rows`` (None without
     expectations), ``latency_measured``, ``latency_reported``, ``latency_ok``, ``outputs`` (dequantized,
     shaped like the reference) and ``mismatches`` (first rows that differ, element by element).
     Mismatches are reported, not raised: the caller decides (``kdhw verify`` exits 1).
@@ -373,6 +373,8 @@ def simulate_stream(
         "rows": n, "beats_in": nb, "beats_out": st["beats_out"], "seed": seed, "gap_p": gap_p, "stall_p": stall_p,
         "latency_reported": int(meta["latency_cycles"]), "ii_reported": int(meta["initiation_interval"]),
         "ii_frames": int(st["frames_to_steady_state"]), "frame_starts_model": st["frame_starts_back_to_back"],
+        # a stalled sink or source delays beats by a few cycles each; far beyond that the core is stuck
+        "idle_limit": 20 * (int(meta["latency_cycles"]) + int(meta["initiation_interval"]) + nb) + 1000,
     }
     files = {"config.json": json.dumps(cfg), "frames.hex": "\n".join(f"{w:x}" for w in frames) + "\n",
              "expected.hex": "\n".join(f"{w:x}" for w in expect_words) + "\n", "extra.json": json.dumps(extra)}

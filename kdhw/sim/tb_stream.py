@@ -80,6 +80,7 @@ class Bench:
         input beat moved, output (word, tlast) beats, cycles at which each output beat moved)."""
         dut = self.dut
         i = 0
+        last_move = self.cycle
         in_cycles: list[int] = []
         outs: list[tuple[int, int]] = []
         out_cycles: list[int] = []
@@ -108,6 +109,7 @@ class Bench:
             self._stalled = None
             if offered and s_ready == 1:
                 in_cycles.append(self.cycle)
+                last_move = self.cycle
                 i += 1
                 offered = False
             if m_valid == 1:
@@ -116,6 +118,7 @@ class Bench:
                 if m_ready:
                     outs.append((m_data if m_data is not None else -1, m_last or 0))
                     out_cycles.append(self.cycle)
+                    last_move = self.cycle
                     if m_last == 1:
                         frames_out += 1
                 else:
@@ -125,6 +128,10 @@ class Bench:
             if stop_after_in is not None and len(in_cycles) >= stop_after_in:
                 break
             if stop_after_in is None and frames_out >= n_out_frames and i >= len(beats):
+                break
+            if ready and self.cycle - last_move > self.cfg["idle_limit"]:
+                self.axi_violations.append(f"cycle {self.cycle}: no beat moved for {self.cfg['idle_limit']} cycles "
+                                           "(deadlock)")
                 break
         await FallingEdge(dut.clk)
         dut.s_axis_tvalid.value = 0
