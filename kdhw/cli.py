@@ -356,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pipeline", type=int, default=None, help="parallel mode: exact latency in cycles")
     s.add_argument("--parallelism", type=int, default=None,
                    help="stream: output positions per issue of a conv/pool layer, MAC lanes of a folded dense (1)")
-    s.add_argument("--in-elements", type=int, default=None, help="stream, vector inputs: elements per input beat (1)")
+    s.add_argument("--in-elements", type=int, default=None,
+                   help="stream, MLPs (first layer dense): input elements per beat (1)")
     s.add_argument("--out-elements", type=int, default=None, help="stream: logits per output beat (1)")
     s.add_argument("--output", default=None, choices=["logits", "class", "both"], help="stream: output frame (logits)")
     s.add_argument("--dense", default=None, choices=["auto", "folded", "unrolled"],

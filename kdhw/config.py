@@ -98,7 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "latency_cutoff": (_Num, None),
         "pipeline": (int, None),  # parallel mode: exact latency in cycles
         "parallelism": (int, None),  # stream: output positions per issue (conv/pool), MAC lanes (folded dense); 1
-        "in_elements": (int, None),  # stream, vector inputs: elements per input beat (default 1)
+        "in_elements": (int, None),  # stream, MLPs (first layer dense): input elements per beat (default 1)
         "out_elements": (int, None),  # stream: logits per output beat (default 1)
         "output": (str, None),  # stream: logits | class | both (default logits)
         "dense": (str, None),  # stream: auto | folded | unrolled (default auto)

@@ -213,7 +213,7 @@ def test_stream_mode_refuses_what_it_cannot_stream(tmp_path, qonnx_models) -> No
     with pytest.raises(InputError, match="feeds 2 nodes; stream mode needs a plain chain"):
         qonnx_to_rtl(p, tmp_path / "r", mode="stream")
     path, _ = qonnx_models["conv1d"]
-    with pytest.raises(InputError, match="in_elements = 2: a model with spatial input"):
+    with pytest.raises(InputError, match="in_elements = 2: a model whose first layer is a Conv or MaxPool"):
         qonnx_to_rtl(path, tmp_path / "r", mode="stream", in_elements=2)
     with pytest.raises(InputError, match="out_elements = 11 exceeds the model's 10 outputs"):
         qonnx_to_rtl(path, tmp_path / "r", mode="stream", out_elements=11)

@@ -151,10 +151,11 @@ def build_stream(mw: Any, tmp: Path, top: str, cutoff: float, parallelism: int, 
             "out_elements": eo if output != "class" else None, "output": output, "class_bits": geo["class_bits"],
             "logit_beats": geo["logit_beats"], "parallelism": parallelism, "dense": dense,
             "in_beat": (f"element j of the beat (j < {plan.in_lanes}) at s_axis_tdata[j*{fin.bits} +: {fin.bits}]; "
-                        + ("a beat is one position (all channels, channel j in element j), positions in row-major "
-                           "order" if len(plan.input_shape) > 1 else
-                           f"beat b carries input elements b*{plan.in_lanes} .. b*{plan.in_lanes}+{plan.in_lanes - 1}"
-                           " (past the last element: ignored)")
+                        + (f"beat b carries elements b*{plan.in_lanes} .. b*{plan.in_lanes}+{plan.in_lanes - 1} of the "
+                           "row-major (channels-first) flattened input (past the last element: ignored)"
+                           if plan.vector_input else
+                           "a beat is one position (all channels, channel j in element j), positions in row-major "
+                           "order")
                         + "; unused high bits ignored"),
             "in_elements_of_beat": plan.in_elements_of_beat,
             "out_beat": _out_beat_doc(output, eo, fout.bits, geo),

@@ -107,6 +107,7 @@ class StreamPlan:
     input_rounding: str
     input_shape: tuple[int, ...]
     in_lanes: int  # elements per input beat
+    vector_input: bool  # beats carry in_lanes elements of the flattened input (else: one position each)
     beats_in: int
     in_elements_of_beat: list[list[int]]  # per input beat: flattened input index per lane (-1: unused)
     output_format: FixedFormat
@@ -198,20 +199,23 @@ class _Planner:
             raise InputError(f"graph input {in_name} must have batch dimension 1, got shape {shape}")
         in_kif = _kif_of_format(in_fmt)
         n_in = math.prod(shape[1:])
-        if len(shape) == 2:
+        # An MLP (its first layer is dense, even on an image it flattens first) takes in_elements elements of
+        # the flattened input per beat; a model that starts with a Conv or MaxPool takes one position per beat.
+        self.vector_input = len(shape) == 2 or self._first_op(consumers, cur) in ("MatMul", "Gemm")
+        if self.vector_input:
             e = self.in_elements or 1
             if not 1 <= e <= n_in:
                 raise InputError(f"rtl.in_elements = {e} must be in [1, {n_in}] (the model has {n_in} inputs)")
             nb = -(-n_in // e)
-            ids = np.arange(n_in).reshape(1, n_in)
+            ids = np.arange(n_in).reshape(shape)
             lanes = [in_kif] * e
             beats = [[b * e + j if b * e + j < n_in else -1 for j in range(e)] for b in range(nb)]
             spatial = None
         elif len(shape) in (3, 4):
             c = shape[1]
             if self.in_elements not in (None, c):
-                raise InputError(f"rtl.in_elements = {self.in_elements}: a model with spatial input {shape[1:]} "
-                                 f"streams one position ({c} channel(s)) per beat; leave in_elements unset")
+                raise InputError(f"rtl.in_elements = {self.in_elements}: a model whose first layer is a Conv or "
+                                 f"MaxPool streams one position ({c} channel(s)) per beat; leave in_elements unset")
             e, nb = c, math.prod(shape[2:])
             ids = _spatial_ids(shape)
             lanes = [in_kif] * c
@@ -272,9 +276,18 @@ class _Planner:
         in_fmt, in_mode, in_shape, e, nb, beats = self.in_info
         return StreamPlan(
             units=self.units, input_format=in_fmt, input_rounding=in_mode, input_shape=in_shape, in_lanes=e,
-            beats_in=nb, in_elements_of_beat=beats, output_format=out_fmt, output_order=order, output_kifs=kifs,
+            vector_input=self.vector_input, beats_in=nb, in_elements_of_beat=beats, output_format=out_fmt, output_order=order, output_kifs=kifs,
             n_outputs=len(order), output_shape=tuple(ids.shape[1:]), output_vars=outs,
         )
+
+    def _first_op(self, consumers: dict[str, list[onnx.NodeProto]], cur: str) -> str | None:
+        """Op type of the first node after ``cur`` that is not a Flatten/Reshape/Transpose/Identity."""
+        while len(consumers.get(cur, [])) == 1:
+            node = consumers[cur][0]
+            if node.op_type not in SHAPE_OPS:
+                return node.op_type
+            cur = node.output[0]
+        return None
 
     def _ids_canonical(self) -> bool:
         ids = np.asarray(self.stream["ids"])
@@ -651,6 +664,7 @@ def plan_json(plan: StreamPlan) -> dict[str, Any]:
         "version": 1,
         "input": {"format": plan.input_format.to_json(), "rounding": plan.input_rounding,
                   "shape": list(plan.input_shape), "lanes": plan.in_lanes, "beats": plan.beats_in,
+                  "vector": plan.vector_input,
                   "elements_of_beat": plan.in_elements_of_beat},
         "units": [{
             "name": u.name, "kind": u.kind, "nodes": u.nodes, "spec": u.spec, "in_lanes": kifs(u.in_lanes),
