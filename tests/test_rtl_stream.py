@@ -80,6 +80,30 @@ def test_parallelism_and_dense_folding_change_the_hardware_not_the_results(qonnx
     assert np.array_equal(emulate(tmp_path / "mlp4", x), reference(load_qonnx(path), x))
 
 
+def test_an_mlp_on_an_image_streams_elements_of_the_flattened_input(tmp_path) -> None:
+    """A student whose first layer is dense flattens its (1, 8, 8) input: in_elements apply to it."""
+    import torch
+
+    from kdhw.export import export_qonnx
+    from kdhw.student import build_student
+
+    torch.manual_seed(0)
+    spec = {"input": {"bits": 8, "int_bits": 1, "signed": False}, "weight_bits": 4, "act_bits": 4,
+            "layers": [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]}
+    m = build_student(spec, (1, 8, 8), 10).train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(32, 1, 8, 8))
+    path = export_qonnx(m.eval(), (1, 8, 8), tmp_path / "mlp_img.onnx")
+    meta = qonnx_to_rtl(path, tmp_path / "rtl", mode="stream", in_elements=8, parallelism=4)
+    st = meta["stream"]
+    assert meta["input_shape"] == [1, 8, 8] and st["beats_in"] == 8
+    assert st["in_elements_of_beat"][1] == list(range(8, 16))
+    assert meta["initiation_interval"] == 16  # 64 elements, 4 MAC lanes
+    x = wide_inputs(meta, 2000, seed=3)
+    assert np.array_equal(emulate(tmp_path / "rtl", x), reference(load_qonnx(path), x))
+
+
 def test_rtl_json_describes_ports_beats_folding_and_time(streams) -> None:
     path, rtl, _ = streams["conv1d"]
     meta = json.loads((rtl / "rtl.json").read_text())
