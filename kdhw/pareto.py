@@ -496,7 +496,9 @@ def pareto_plot(res: dict[str, Any], path: Path) -> None:
                         fontsize=8)
     if res["teacher"]:
         ax.axhline(100 * res["teacher"]["test_acc"], color="gray", ls="--", lw=1, label="teacher (float)")
-    ax.set_xscale("log")
+    luts = [p["lut"] for p in pts]
+    if luts and max(luts) / max(min(luts), 1) >= 4:
+        ax.set_xscale("log")
     ax.set_xlabel(f"LUTs (yosys synth_xilinx, {res['synth_part']})")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Resource-aware students: accuracy vs LUT")
