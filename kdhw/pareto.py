@@ -119,7 +119,7 @@ def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         "ff_estimate": est["ff"], "latency_cycles": None if rmeta is None else rmeta["latency_cycles"],
         "input_bits_total": None if rmeta is None else rmeta["input_bits_total"],
         "output_bits_total": None if rmeta is None else rmeta["output_bits_total"],
-        "info": json.loads(json.dumps(arm.info, default=float)),
+        "info": json.loads(json.dumps(arm.info, default=float)), "history": arm.fit.history,
     }
 
 
@@ -140,29 +140,28 @@ def mark_front(points: list[dict[str, Any]], acc: str = "val_acc") -> list[bool]
 # ---------------------------------------------------------------- verification of front points
 
 def _verify_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """hls4ml project + RTL + bit-exact verification of one front point, in its folder under points/."""
-    from .atomic import atomic_dir, write_json
+    """One front point through ``kdhw.flow`` (QONNX, hls4ml project, RTL, bit-exact verification), in its
+    folder under points/, exactly as ``kdhw run`` takes its student."""
+    from .atomic import atomic_dir
     from .boards import load_board
-    from .hls import build_hls_project
-    from .rtl import qonnx_to_rtl
-    from .verify import verify_project
+    from .distill import student_input
+    from .flow import student_to_hardware
+    from .student import load_student
 
-    out, p = Path(task["dir"]), task["point"]
-    board = load_board(task["hls_board"])
-    with atomic_dir(out) as d:
-        onnx = d / "student.qonnx.onnx"
-        onnx.write_bytes((Path(task["root"]) / p["onnx"]).read_bytes())
-        (d / "student.pt").write_bytes((Path(task["root"]) / p["arm"]).read_bytes())
-        build_hls_project(onnx, d / "hls", part=board.part, clock_period_ns=board.clock_period_ns,
-                          board=board.name)
-        qonnx_to_rtl(onnx, d / "rtl", clock_period_ns=load_board(task["synth_board"]).clock_period_ns)
-        x = shared["x_verify"]
-        ver = verify_project(d / "hls", x, student_pt=d / "student.pt", rtl_dir=d / "rtl",
-                             simulator=task["simulator"], sim_rows=task["sim_rows"])
-        write_json(d / "verify.json", ver)
+    data, cfg = shared["data"], shared["cfg"]
+    spec = task["spec"]
+    pt = Path(task["root"]) / task["arm"]
+    with atomic_dir(Path(task["dir"])) as d:
+        (d / "student.pt").write_bytes(pt.read_bytes())
+        model = load_student(d / "student.pt")
+        x_test = student_input(data.x_test, spec).astype(np.float32)
+        hw = student_to_hardware(model, tuple(x_test.shape[1:]), d, cfg, load_board(cfg.hls["board"]), x_test,
+                                 y_test=data.y_test, teacher_test=shared["teacher_test"], student_pt=d / "student.pt",
+                                 log=lambda *a: None)
+    ver = hw.verify
     levels = {k: {kk: v[kk] for kk in ("rows", "exact_rows") if kk in v} for k, v in ver["levels"].items()}
     return {"bit_exact": bool(ver["bit_exact"]), "rows": int(ver["rows"]), "levels": levels,
-            "first_divergence": ver["first_divergence"]}
+            "first_divergence": ver["first_divergence"], "teacher_agreement": ver.get("teacher_agreement")}
 
 
 # ---------------------------------------------------------------- boards
@@ -183,8 +182,12 @@ def _fits(point: dict[str, Any], board: Any, out: Path, pins: str) -> dict[str, 
     if same_flow:
         syn = {"lut": point["lut"], "ff": point["ff"], "dsp": point.get("dsp") or 0, "ok": True, "fmax_mhz": None}
     else:
-        rtl = out / point["dir"] / "rtl"
-        syn = synthesize(rtl, board, out / point["dir"] / f"synth_{board.name}")
+        rtl = out / POINTS_DIR / point["id"] / "rtl"
+        if not (rtl / "rtl.json").is_file():
+            from .rtl import qonnx_to_rtl
+
+            qonnx_to_rtl(out / point["onnx"], rtl, clock_period_ns=board.clock_period_ns)
+        syn = synthesize(rtl, board, out / POINTS_DIR / point["id"] / f"synth_{board.name}")
         if not syn.get("ok"):
             return {"fits": False, "why": f"place-and-route failed: {syn.get('error')}", "lut": syn.get("lut")}
     why = []
@@ -223,59 +226,17 @@ def pick_for_boards(points: list[dict[str, Any]], boards: list[Any], out: Path, 
 
 # ---------------------------------------------------------------- the verb
 
-def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None, teacher_path: str | None = None,
-               progress: bool = False, log: Any = print, workers: int | None = 1,
-               address: str | None = None) -> dict[str, Any]:
-    """Train the grid, find the front, verify it, pick per board; write pareto.{json,md,png} into ``out``."""
-    from .boards import load_board
-    from .data import load_dataset
-    from .distill import check_distill, student_input
-    from .grid import check_address, jsonl_lock
-    from .pipeline import check_hardware_tools
-    from .resource import FineNet
-
-    t_start = time.perf_counter()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out exists and is not a directory")
-    board_objs = [load_board(b) for b in (boards or [])]  # unknown names fail before any work
-    synth_board = load_board(cfg.pareto["synth_board"])
-    if synth_board.vendor != "xilinx":
-        raise InputError(f"{cfg.source}: pareto.synth_board = {synth_board.name} must be a Xilinx board (the front "
-                         "is measured in yosys synth_xilinx LUTs)")
-    check_hardware_tools(cfg, [synth_board, *board_objs])
-    check_address(address)
-    data = load_dataset(cfg.data, cfg.source)
-    specs = point_specs(cfg)
-    for i, s in enumerate(specs):  # bad specs fail before any training
-        FineNet({**s, "resource": {"beta": 0.0}}, student_input(data.x_val[:1], s).shape[1:], data.n_classes,
-                f"{cfg.source}: pareto.students[{i}]" if cfg.pareto["students"] else cfg.source)
-        check_distill(s, cfg.distill, data, cfg.source, teacher_known=False)
-    out.mkdir(parents=True, exist_ok=True)
-    with jsonl_lock(out / RUNS_FILE):
-        return _run_locked(cfg, out, specs, data, board_objs, synth_board, teacher_path, progress, log, workers,
-                           address, t_start)
-
-
-def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, board_objs: list[Any],
-                synth_board: Any, teacher_path: str | None, progress: bool, log: Any, workers: int | None,
-                address: str | None, t_start: float) -> dict[str, Any]:
-    from .atomic import write_bytes, write_json, write_text
+def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path, synth_board: Any, tmodel: Any,
+                 tl: dict[str, np.ndarray] | None, kd_on: bool, progress: bool, log: Any, workers: int | None = 1,
+                 address: str | None = None) -> tuple[list[dict[str, Any]], Any]:
+    """Every (student, beta, arm) of the grid as a resumable task in ``out/runs.jsonl``; the records, with
+    checkpoints and QONNX files under ``out/points/`` and the front marked (``pareto``, ``pareto_test``)."""
+    from .atomic import write_bytes
     from .grid import Grid
     from .hwreport import _flow_key
-    from .pipeline import random_inputs
-    from .student import IOFormat
-    from .sweep import _digest, _sweep_teacher
-    from .teacher import teacher_accuracy, teacher_logits
+    from .sweep import _digest
 
     pc = cfg.pareto
-    kd_on = pc["kd"] and cfg.distill["method"] != "none"
-    tl, tacc, tmodel, how = None, None, None, "none"
-    if kd_on:
-        tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
-        tl = teacher_logits(tmodel, tcfg["arch"], data)
-        tacc = teacher_accuracy(tl, data)
-        log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how})")
     fp = _digest(data.manifest["sha256_16"], b"" if tl is None else tl["train"].tobytes(),
                  b"" if tl is None or "unlab" not in tl else tl["unlab"].tobytes())
     epochs = int(pc["epochs"] or cfg.distill["epochs"])
@@ -317,37 +278,78 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         p["pareto"] = flag
     for p, flag in zip(points, mark_front(points, "test_acc")):
         p["pareto_test"] = flag
+    return points, stats
+
+
+def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None, teacher_path: str | None = None,
+               progress: bool = False, log: Any = print, workers: int | None = 1,
+               address: str | None = None) -> dict[str, Any]:
+    """Train the grid, find the front, verify it, pick per board; write pareto.{json,md,png} into ``out``."""
+    from .boards import load_board
+    from .data import load_dataset
+    from .distill import check_distill, student_input
+    from .grid import check_address, jsonl_lock
+    from .flow import check_hardware_tools
+    from .resource import FineNet
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a directory")
+    board_objs = [load_board(b) for b in (boards or [])]  # unknown names fail before any work
+    synth_board = load_board(cfg.pareto["synth_board"])
+    if synth_board.vendor != "xilinx":
+        raise InputError(f"{cfg.source}: pareto.synth_board = {synth_board.name} must be a Xilinx board (the front "
+                         "is measured in yosys synth_xilinx LUTs)")
+    check_hardware_tools(cfg, [synth_board, *board_objs])
+    check_address(address)
+    data = load_dataset(cfg.data, cfg.source)
+    specs = point_specs(cfg)
+    for i, s in enumerate(specs):  # bad specs fail before any training
+        FineNet({**s, "resource": {"beta": 0.0}}, student_input(data.x_val[:1], s).shape[1:], data.n_classes,
+                f"{cfg.source}: pareto.students[{i}]" if cfg.pareto["students"] else cfg.source)
+        check_distill(s, cfg.distill, data, cfg.source, teacher_known=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with jsonl_lock(out / RUNS_FILE):
+        return _run_locked(cfg, out, specs, data, board_objs, synth_board, teacher_path, progress, log, workers,
+                           address, t_start)
+
+
+def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, board_objs: list[Any],
+                synth_board: Any, teacher_path: str | None, progress: bool, log: Any, workers: int | None,
+                address: str | None, t_start: float) -> dict[str, Any]:
+    from .atomic import write_json, write_text
+    from .grid import Grid
+    from .sweep import _digest, _sweep_teacher
+    from .teacher import teacher_accuracy, teacher_logits
+
+    pc = cfg.pareto
+    kd_on = pc["kd"] and cfg.distill["method"] != "none"
+    tl, tacc, tmodel, how = None, None, None, "none"
+    if kd_on:
+        tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
+        tl = teacher_logits(tmodel, tcfg["arch"], data)
+        tacc = teacher_accuracy(tl, data)
+        log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how})")
+    points, stats = train_points(cfg, specs, data, out, synth_board, tmodel, tl, kd_on, progress, log, workers,
+                                 address)
     front = [p for p in points if p["pareto"]]
     log(f"[pareto] front: {len(front)} of {len(points)} points; verifying each bit-exact")
 
-    # ---- every front point through hls4ml + RTL + verification (sequential: the folders are local)
+    # ---- every front point through the one export -> hls -> rtl -> verify path (kdhw.flow), in points/<id>/
+    vcfg = copy.deepcopy(cfg)
+    vcfg.verify["random_inputs"] = int(pc["verify_random_inputs"])
+    vcfg.rtl["sim_rows"] = int(pc["sim_rows"])
+    vcfg.rtl["enabled"] = True
     vtasks = []
     for p in front:
-        spec = specs[p["student"]]
-        x_test = student_input_np(data.x_test, spec)
         p["dir"] = f"{POINTS_DIR}/{p['id']}"
-        vtasks.append({"key": f"verify {p['id']} #{_digest(p['onnx'], (out / p['onnx']).read_bytes())}",
-                       "dir": str(out / p["dir"]), "root": str(out), "point": {k: p[k] for k in ("onnx", "arm")},
-                       "hls_board": cfg.hls["board"], "synth_board": synth_board.name,
-                       "simulator": cfg.rtl["simulator"], "sim_rows": int(pc["sim_rows"]),
-                       "shape": list(x_test.shape[1:])})
-    vres: list[dict[str, Any]] = []
-    by_shape: dict[str, list[int]] = {}
-    for i, t in enumerate(vtasks):
-        by_shape.setdefault(json.dumps(t["shape"]), []).append(i)
+        vtasks.append({"key": f"verify {p['id']} #{_digest(p['onnx'], (out / p['arm']).read_bytes(), vcfg.verify)}",
+                       "dir": str(out / p["dir"]), "root": str(out), "arm": p["arm"], "spec": specs[p["student"]]})
     with Grid(1, None, progress) as vgrid:
-        out_v: dict[int, dict[str, Any]] = {}
-        for shp, idx in by_shape.items():
-            shape = tuple(json.loads(shp))
-            spec = specs[front[idx[0]]["student"]]
-            x_test = student_input_np(data.x_test, spec)
-            fmt = IOFormat(**{"bits": 8, "int_bits": 1, "signed": False, **(spec.get("input") or {})})
-            xv = np.concatenate([x_test, random_inputs(int(pc["verify_random_inputs"]), shape, fmt,
-                                                       cfg.verify["random_seed"])]).astype(np.float32)
-            for i, r in zip(idx, vgrid.run(_verify_task, [vtasks[i] for i in idx], {"x_verify": xv},
-                                           out / VERIFY_FILE, desc="verify front")):
-                out_v[i] = r
-        vres = [out_v[i] for i in range(len(vtasks))]
+        vres = vgrid.run(_verify_task, vtasks, {"data": data, "cfg": vcfg,
+                                                "teacher_test": None if tl is None else tl["test"]},
+                         out / VERIFY_FILE, desc="verify front")
     for p, r in zip(front, vres):
         p["bit_exact"] = r["bit_exact"]
         p["verify"] = r
@@ -362,11 +364,11 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         "synth_board": synth_board.name, "synth_part": synth_board.part,
         "students": [{"index": i, "label": _label(s), "layers": s["layers"], "input": s.get("input")}
                      for i, s in enumerate(specs)],
-        "betas": [float(b) for b in pc["betas"]], "epochs": epochs, "kd": kd_on,
+        "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "kd": kd_on,
         "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
         "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
         "pairs": pairs, "boards": picks,
-        "grid": {"mode": stats.mode, "workers": stats.workers, "tasks": len(tasks), "executed": stats.executed,
+        "grid": {"mode": stats.mode, "workers": stats.workers, "tasks": len(points), "executed": stats.executed,
                  "resumed": stats.resumed, "wall_s": time.perf_counter() - t_start, "runs_file": RUNS_FILE},
     }
     write_json(out / "pareto.json", result)
@@ -387,10 +389,40 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
     return result
 
 
-def student_input_np(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    from .distill import student_input
+def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] | None, work: Path,
+                 board_name: str, progress: bool = False, log: Any = print) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """``student: {auto: {board: B}}`` in ``kdhw run``: train the pareto grid into ``work``, pick the most accurate
+    front point that fits ``B``; returns (arms {"scratch", "kd"} of that point as brevitas students, the arm
+    to export, what was chosen and why).  No point fitting is an InputError naming the smallest point."""
+    from .boards import load_board
+    from .distill import Arm
+    from .student import load_student
+    from .training import FitResult
 
-    return student_input(x, spec).astype(np.float32)
+    board = load_board(board_name)
+    synth_board = load_board(cfg.pareto["synth_board"])
+    specs = point_specs(cfg)
+    kd_on = cfg.pareto["kd"] and cfg.distill["method"] != "none" and tl is not None
+    points, _ = train_points(cfg, specs, data, work, synth_board, tmodel, tl, kd_on, progress, log)
+    pick = pick_for_boards(points, [board], work, cfg.pareto["pins"], log)[0]
+    if pick["pick"] is None:
+        front = [p for p in points if p["pareto"]]
+        small = min(front, key=lambda p: p["lut"]) if front else None
+        raise InputError(f"{cfg.source}: student.auto: no point of the front fits board {board.name} ({board.lut:,} LUT, "
+                         f"{board.ff:,} FF); " + ("no point was synthesized" if small is None else
+                                                  f"the smallest point found has {small['lut']:,} LUT / {small['ff']:,} "
+                                                  f"FF at {100 * small['test_acc']:.1f} % test"))
+    chosen = next(p for p in points if p["id"] == pick["pick"])
+    arms = {}
+    for p in points:
+        if (p["student"], p["beta"], p["seed"]) == (chosen["student"], chosen["beta"], chosen["seed"]):
+            fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
+            arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
+    why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}, "
+           f"{chosen['lut']:,} LUT (yosys, {synth_board.name}), beta {chosen['beta']:g}")
+    info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"],
+            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"]}
+    return arms, chosen["kind"], {"reason": why, **info}
 
 
 def _pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -552,4 +584,4 @@ def cmd_pareto(a: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_pareto_parser", "cmd_pareto", "mark_front", "pick_for_boards", "point_specs", "run_pareto"]
+__all__ = ["add_pareto_parser", "auto_student", "train_points", "cmd_pareto", "mark_front", "pick_for_boards", "point_specs", "run_pareto"]
