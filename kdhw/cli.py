@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="bit-exact check of every level present; exit 1 on mismatch")
     s.add_argument("dir")
     s.add_argument("--inputs", required=True)
-    s.add_argument("--labels")
+    s.add_argument("--labels", help="labels.npy, one per input row (-1 where there is none): fidelity figures; "
+                                    "a run's own verify_labels.npy is used by default")
     s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"])
     s.add_argument("--sim-rows", type=int, default=1000, help="rows driven through the RTL simulator")
     s.set_defaults(fn=cmd_verify)
