@@ -82,3 +82,20 @@ def test_pareto_bad_input(tmp_path, capsys) -> None:
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "pareto.granularity = 'bit' is not allowed; choose one of: weight, channel" in err[0]
+
+
+def test_run_with_auto_student(tmp_path, capsys) -> None:
+    """``student: {auto: {board: B}}``: kdhw run trains the grid, exports the picked front point like any run
+    student (bit-exact), and says which point and why."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**CFG, "student": {**CFG["student"], "auto": {"board": "pynq-z2"}},
+                                   "pareto": {**CFG["pareto"], "kd": False},
+                                   "verify": {"random_inputs": 40}, "rtl": {"sim_rows": 10},
+                                   "report": {"boards": []}}))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["verify"]["bit_exact"] is True
+    assert rep["auto"]["board"] == "pynq-z2" and rep["auto"]["point"] in rep["auto"]["front"]
+    assert rep["chosen"]["reason"].startswith("pareto point ")
+    assert rep["auto"]["spec"]["layers"][0]["weight_frac_bits"] is not None
