@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 def build(name: str, shape: tuple[int, ...]) -> keras.Model:
     from hgq.config import LayerConfigScope, QuantizerConfigScope
-    from hgq.layers import QConv1D, QDense
+    from hgq.layers import QConv1D, QDense, QMaxPool1D
 
     with (QuantizerConfigScope(place="all", default_q_type="kbi", overflow_mode="SAT_SYM"),
           QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode="WRAP"),
@@ -31,8 +31,8 @@ def build(name: str, shape: tuple[int, ...]) -> keras.Model:
         if name == "digits":
             layers = [keras.layers.Input(shape), QDense(16, activation="relu"), QDense(10)]
         else:  # the kdhw mnist1d student: conv 4 -> pool 2 -> conv 8 -> pool 2 -> dense 10 (channels-last)
-            layers = [keras.layers.Input(shape), QConv1D(4, 3, activation="relu"), keras.layers.MaxPooling1D(2),
-                      QConv1D(8, 3, activation="relu"), keras.layers.MaxPooling1D(2), keras.layers.Flatten(),
+            layers = [keras.layers.Input(shape), QConv1D(4, 3, activation="relu"), QMaxPool1D(2),
+                      QConv1D(8, 3, activation="relu"), QMaxPool1D(2), keras.layers.Flatten(),
                       QDense(10)]
     return keras.Sequential(layers)
 
