@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdhw.resource import FineLinear, FineNet, FineReLU, fold
+from kdhw.resource import FineLinear, FineNet, fold
 
 TINY = {"input": {"bits": 4, "int_bits": 1, "signed": False}, "output": {"bits": 8}, "bias_bits": 16,
         "layers": [{"type": "dense", "units": 2, "bias": False}, {"type": "relu"},
