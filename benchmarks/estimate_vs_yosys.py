@@ -10,6 +10,15 @@ without re-synthesizing (delete the folder to measure afresh).
 
     .venv/bin/python benchmarks/estimate_vs_yosys.py --calibrate
     .venv/bin/python benchmarks/estimate_vs_yosys.py          # writes results/estimate_vs_yosys.{json,md}
+
+``--stream`` does the same for stream designs (``rtl.mode: stream`` at several parallelisms and dense
+foldings): the estimate is ``kdhw.estimate.estimate_stream`` (priced from the generated design's inventory),
+the stream designs of the calibration students fit its constants (``--stream --calibrate``) and those of the
+evaluation students are the out-of-sample check (``results/estimate_vs_yosys_stream.{json,md}``).  Yosys
+counts are cached per Verilog text (a hash of the files), so a revised inventory or formula re-uses them.
+
+    .venv/bin/python benchmarks/estimate_vs_yosys.py --stream --calibrate
+    .venv/bin/python benchmarks/estimate_vs_yosys.py --stream
 """
 
 from __future__ import annotations
@@ -93,18 +102,15 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def build(name: str, spec: dict[str, Any], work: Path) -> Path:
-    """Train, export, generate RTL and synthesize once; later runs reuse the cached folder."""
+def student(name: str, spec: dict[str, Any], work: Path) -> Path:
+    """Train (3 epochs) and export once; later runs reuse the cached model."""
     d = work / slug(name)
-    if (d / "syn.json").is_file():
+    if (d / "model.onnx").is_file():
         return d
-    from kdhw.boards import load_board
     from kdhw.config import validate
     from kdhw.data import load_dataset
     from kdhw.distill import student_input, train_arm
     from kdhw.export import export_qonnx
-    from kdhw.rtl import qonnx_to_rtl
-    from kdhw.synth import synthesize
 
     cfg = validate({"data": {"dataset": spec["data"], "mnist1d_samples": 1200}, "student": spec["student"],
                     "distill": {"epochs": 3, "method": "none"}})
@@ -112,6 +118,19 @@ def build(name: str, spec: dict[str, Any], work: Path) -> Path:
     arm = train_arm("s", cfg.student, cfg.distill, data, None, "none", progress=False)
     d.mkdir(parents=True, exist_ok=True)
     export_qonnx(arm.model, student_input(data.x_test, cfg.student).shape[1:], d / "model.onnx")
+    return d
+
+
+def build(name: str, spec: dict[str, Any], work: Path) -> Path:
+    """Train, export, generate RTL and synthesize once; later runs reuse the cached folder."""
+    d = work / slug(name)
+    if (d / "syn.json").is_file():
+        return d
+    from kdhw.boards import load_board
+    from kdhw.rtl import qonnx_to_rtl
+    from kdhw.synth import synthesize
+
+    student(name, spec, work)
     qonnx_to_rtl(d / "model.onnx", d / "rtl")
     syn = synthesize(d / "rtl", load_board("pynq-z2"), d / "syn")
     if not syn.get("ok"):
@@ -131,6 +150,131 @@ def measure(name: str, d: Path) -> dict[str, Any]:
             "da4ml_lut": meta["da4ml_estimate"]["lut"], "da4ml_ff": meta["da4ml_estimate"]["ff"],
             "latency_cycles": meta["latency_cycles"], "est_latency_cycles": est["latency_cycles"], "features": features(d / "model.onnx"),
             "yosys_seconds": round(syn["seconds"], 1)}
+
+
+# Stream designs: (student, stream options).  The students are the ones above, so the calibration and the
+# evaluation stream designs come from disjoint architectures too.
+STREAM_CALIBRATION = [
+    ("mlp 64-12-10 w4a4", {"parallelism": 1}),
+    ("mlp 64-24-10 w3a4", {"parallelism": 4, "in_elements": 4}),
+    ("mlp 64-16-10 w4a4", {"in_elements": 8, "dense": "unrolled"}),
+    ("mlp 64-20-12-10 w4a4 in6", {"parallelism": 2, "in_elements": 2}),
+    ("conv2d 4f w4", {"parallelism": 1}),
+    ("conv2d 3f w5a5", {"parallelism": 2}),
+    ("conv1d 4f-8f w4", {"parallelism": 1}),
+    ("conv1d 4f-8f w4", {"parallelism": 4}),
+    ("conv1d 6f w3", {"parallelism": 2, "dense": "unrolled"}),
+]
+STREAM_EVALUATION = [
+    ("mlp 64-20-10 w3a3", {"parallelism": 1}),
+    ("mlp 64-40-10 w2a3", {"parallelism": 2, "in_elements": 2}),
+    ("mlp 64-24-12-10 w3a4", {"parallelism": 4, "in_elements": 4}),
+    ("conv2d 5f w4", {"parallelism": 1}),
+    ("conv2d 2f w6", {"parallelism": 4}),
+    ("conv1d 5f w5", {"parallelism": 2}),
+    ("conv1d 3f-6f w3", {"parallelism": 1}),
+    ("conv1d 3f-6f w3", {"parallelism": 4, "dense": "unrolled"}),
+]
+
+
+def stream_tag(opts: dict[str, Any]) -> str:
+    return "stream " + " ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def build_stream(name: str, spec: dict[str, Any], opts: dict[str, Any], work: Path) -> Path:
+    """Stream RTL of a cached student; yosys counts cached per Verilog text (sha256 of the files)."""
+    import hashlib
+
+    from kdhw.boards import load_board
+    from kdhw.rtl import qonnx_to_rtl
+    from kdhw.synth import synthesize
+
+    d = student(name, spec, work) / slug(stream_tag(opts))
+    meta = qonnx_to_rtl(d.parent / "model.onnx", d / "rtl", mode="stream", **opts)
+    h = hashlib.sha256(b"".join((d / "rtl" / f).read_bytes() for f in meta["verilog_files"])).hexdigest()
+    cached = d / "syn.json"
+    if cached.is_file() and json.loads(cached.read_text()).get("verilog_sha256") == h:
+        return d
+    syn = synthesize(d / "rtl", load_board("pynq-z2"), d / "syn")
+    if not syn.get("ok"):
+        raise SystemExit(f"{name} {opts}: yosys failed: {syn.get('error')}")
+    cached.write_text(json.dumps({**syn, "verilog_sha256": h}, indent=1))
+    return d
+
+
+def measure_stream(name: str, opts: dict[str, Any], d: Path) -> dict[str, Any]:
+    from kdhw.estimate import estimate_stream
+
+    syn = json.loads((d / "syn.json").read_text())
+    meta = json.loads((d / "rtl" / "rtl.json").read_text())
+    est = estimate_stream(meta)
+    return {"name": f"{name}, {stream_tag(opts)}", "student": name, "options": opts, "yosys_lut": syn["lut"],
+            "yosys_lut_memory": syn.get("lut_memory", 0), "yosys_ff": syn["ff"], "yosys_dsp": syn["dsp"],
+            "yosys_carry4": syn["carry"], "est_lut": est["lut"], "est_ff": est["ff"], "est_dsp": est["dsp"],
+            "da4ml_lut": meta["da4ml_estimate"]["lut"], "da4ml_ff": meta["da4ml_estimate"]["ff"],
+            "latency_cycles": meta["latency_cycles"], "initiation_interval": meta["initiation_interval"],
+            "features": est["features"], "yosys_seconds": round(syn["seconds"], 1)}
+
+
+def stream_table(rs: list[dict[str, Any]], title: str) -> str:
+    lines = [f"| stream design ({title}) | yosys LUT | estimate LUT | da4ml LUT (datapaths only) | yosys FF | "
+             "estimate FF | yosys DSP | estimate DSP |", "|---|---|---|---|---|---|---|---|"]
+    for r in rs:
+        lines.append(f"| {r['name']} | {r['yosys_lut']:,} | {r['est_lut']:,} | {r['da4ml_lut']:,} | {r['yosys_ff']:,} | "
+                     f"{r['est_ff']:,} | {r['yosys_dsp']} | {r['est_dsp']} |")
+    y_l, y_f = [r["yosys_lut"] for r in rs], [r["yosys_ff"] for r in rs]
+    s = {"est_lut": smape([r["est_lut"] for r in rs], y_l), "est_ff": smape([r["est_ff"] for r in rs], y_f),
+         "da4ml_lut": smape([r["da4ml_lut"] for r in rs], y_l)}
+    dsp_ok = sum(r["est_dsp"] == r["yosys_dsp"] for r in rs)
+    lines += ["", f"sMAPE vs yosys ({len(rs)} stream designs): analytic estimate LUT {s['est_lut']:.1f} %, FF "
+                  f"{s['est_ff']:.1f} %; da4ml's datapath-only figure LUT {s['da4ml_lut']:.1f} %; DSP count exact for "
+                  f"{dsp_ok} of {len(rs)}"]
+    return "\n".join(lines)
+
+
+def main_stream(a: argparse.Namespace) -> None:
+    from kdhw import estimate as E
+    from kdhw.pipeline import set_torch_threads
+
+    set_torch_threads()
+    work = Path(a.work)
+    students = {**CALIBRATION, **EVALUATION}
+    designs = STREAM_CALIBRATION if a.calibrate else STREAM_EVALUATION
+    t0 = time.perf_counter()
+    rs = []
+    for n, opts in designs:
+        rs.append(measure_stream(n, opts, build_stream(n, students[n], opts, work)))
+        print(f"  measured {n} {opts}", flush=True)
+    if a.calibrate:
+        k_lut = fit(rs, "yosys_lut", E.STREAM_LUT_TERMS)
+        k_ff = fit(rs, "yosys_ff", E.STREAM_FF_TERMS)
+        text = (stream_table(rs, "calibration set, in sample, with the constants now in kdhw/estimate.py")
+                + f"\n\nfitted on {len(rs)} calibration stream designs (paste into kdhw/estimate.py):\n"
+                f"  K_S_DP = {k_lut['dp_cost']:.3f}\n  K_S_LOGIC = {k_lut['logic_luts']:.3f}\n"
+                f"  K_S_FF = {k_ff['ff_bits']:.3f}\n"
+                f"leave-one-out sMAPE inside the calibration set: LUT "
+                f"{loo_smape(rs, 'yosys_lut', E.STREAM_LUT_TERMS):.1f} %, "
+                f"FF {loo_smape(rs, 'yosys_ff', E.STREAM_FF_TERMS):.1f} %")
+        print("\n" + text)
+        (ROOT / "benchmarks" / "results" / "estimate_vs_yosys_stream.calibration.md").write_text(text + "\n")
+        return
+    text = stream_table(rs, "evaluation set")
+    print("\n" + text)
+    yosys_v = subprocess.run(["yosys", "-V"], capture_output=True, text=True).stdout.strip()
+    out = ROOT / "benchmarks" / "results"
+    (out / "estimate_vs_yosys_stream.json").write_text(json.dumps({
+        "rows": rs, "constants": {"K_S_DP": E.K_S_DP, "K_S_LOGIC": E.K_S_LOGIC, "K_S_FF": E.K_S_FF},
+        "formula": E.STREAM_FORMULA,
+        "calibration_set": [f"{n}, {stream_tag(o)}" for n, o in STREAM_CALIBRATION],
+        "evaluation_set": [f"{n}, {stream_tag(o)}" for n, o in STREAM_EVALUATION],
+        "smape_pct": {k: smape([r[k] for r in rs], [r["yosys_" + k.split("_")[1]] for r in rs])
+                      for k in ("est_lut", "est_ff", "da4ml_lut")},
+        "dsp_exact": sum(r["est_dsp"] == r["yosys_dsp"] for r in rs),
+        "yosys": yosys_v, "target": "synth_xilinx -flatten -family xc7 (pynq-z2); LUT includes LUT-as-memory",
+        "python": platform.python_version(), "seconds_this_run": round(time.perf_counter() - t0, 1),
+        "note": "students trained 3 epochs and cached under --work; yosys counts cached per Verilog text"},
+        indent=2) + "\n")
+    (out / "estimate_vs_yosys_stream.md").write_text(text + "\n")
 
 
 def smape(a: list[float], b: list[float]) -> float:
@@ -180,8 +324,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--calibrate", action="store_true", help="fit the constants on the calibration set")
+    ap.add_argument("--stream", action="store_true", help="stream designs (rtl.mode: stream) instead")
     ap.add_argument("--work", default=str(ROOT / ".kdhw-cache" / "estimate_vs_yosys"))
     a = ap.parse_args()
+    if a.stream:
+        main_stream(a)
+        return
     set_torch_threads()
     work = Path(a.work)
     designs = CALIBRATION if a.calibrate else EVALUATION

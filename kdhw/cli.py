@@ -223,19 +223,40 @@ def cmd_rtl(a: argparse.Namespace) -> int:
     elif a.pipeline is not None:
         raise InputError("--pipeline (an exact latency) applies to --mode parallel; in stream mode use "
                          "--latency-cutoff")
+    if a.mode == "auto":
+        chosen = [k for k in ("parallelism", "in_elements", "dense") if opts[k] is not None]
+        if chosen:
+            raise InputError(f"--{chosen[0].replace('_', '-')} is what --mode auto chooses; use --mode stream to fix it")
+        if not a.board:
+            raise InputError("--mode auto needs --board B (the board to fit; kdhw boards lists them)")
+    elif a.board or a.no_synth:
+        raise InputError(f"--{'board' if a.board else 'no-synth'} applies to --mode auto")
     for k in ("parallelism", "in_elements", "out_elements"):
         if opts[k] is not None and opts[k] < 1:
             raise InputError(f"--{k.replace('_', '-')} = {opts[k]} must be >= 1")
     load_qonnx(a.model)  # one-line errors for files that are not (supported) QONNX
-    meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff, pipeline=a.pipeline,
-                        mode=a.mode, **opts)
+    if a.mode == "auto":
+        from .boards import load_board
+        from .fit import fit_board
+
+        board = load_board(a.board)
+        if not a.no_synth:
+            from .synth import check_tools
+
+            check_tools([board])
+        meta = fit_board(Path(a.model), Path(a.out), board, synth=not a.no_synth, latency_cutoff=a.latency_cutoff,
+                         output=opts["output"], out_elements=opts["out_elements"])
+    else:
+        meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff, pipeline=a.pipeline,
+                            mode=a.mode, **opts)
+    fit = f"; chosen for {meta['fit']['board']}: {meta['fit']['chosen']}" if meta.get("fit") else ""
     if meta["mode"] == "stream":
         st = meta["stream"]
         print(f"wrote Verilog {a.out.rstrip('/')}/ (top {meta['top']}, AXI4-Stream: {st['beats_in']} beats in, "
               f"{st['beats_out']} out per frame; latency {meta['latency_cycles']} cycles, II "
-              f"{meta['initiation_interval']} cycles)")
+              f"{meta['initiation_interval']} cycles{fit})")
     else:
-        print(f"wrote Verilog {a.out.rstrip('/')}/ (top {meta['top']}, latency {meta['latency_cycles']} cycles)")
+        print(f"wrote Verilog {a.out.rstrip('/')}/ (top {meta['top']}, latency {meta['latency_cycles']} cycles{fit})")
     return 0
 
 
@@ -349,8 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rtl", help="QONNX -> pipelined Verilog (da4ml): parallel block or AXI4-Stream core")
     s.add_argument("model")
     s.add_argument("--out", required=True)
-    s.add_argument("--mode", default="parallel", choices=["parallel", "stream"],
-                   help="parallel: one unrolled block; stream: AXI4-Stream core, line buffers, one datapath per layer")
+    s.add_argument("--mode", default="parallel", choices=["parallel", "stream", "auto"],
+                   help="parallel: one unrolled block; stream: AXI4-Stream core, line buffers, one datapath per layer; "
+                        "auto: the least folded of those that fits --board")
+    s.add_argument("--board", help="auto: the board to fit (LUT/FF/DSP, pins, clock)")
+    s.add_argument("--no-synth", action="store_true",
+                   help="auto: decide on the analytic estimate alone (no yosys / nextpnr confirmation)")
     s.add_argument("--latency-cutoff", type=float, default=None,
                    help="da4ml delay budget per pipeline stage (smaller = deeper pipeline)")
     s.add_argument("--pipeline", type=int, default=None, help="parallel mode: exact latency in cycles")

@@ -95,7 +95,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     },
     "rtl": {
         "enabled": (bool, True),
-        "mode": (str, "parallel"),  # parallel: one unrolled block; stream: AXI4-Stream core, one datapath per layer
+        "mode": (str, "parallel"),  # parallel: one unrolled block; stream: AXI4-Stream core, one datapath per layer;
+        # auto: the least folded of those that fits rtl.board (kdhw.fit)
+        "board": (str, None),  # auto: the board to fit (default: hls.board)
         "latency_cutoff": (_Num, None),
         "pipeline": (int, None),  # parallel mode: exact latency in cycles
         "parallelism": (int, None),  # stream: output positions per issue (conv/pool), MAC lanes (folded dense); 1
@@ -147,7 +149,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
     "rtl.simulator": ("icarus", "verilator"),
-    "rtl.mode": ("parallel", "stream"),
+    "rtl.mode": ("parallel", "stream", "auto"),
     "rtl.output": ("logits", "class", "both"),
     "rtl.dense": ("auto", "folded", "unrolled"),
     "pareto.granularity": ("weight", "channel"),
@@ -249,6 +251,8 @@ RTL_STREAM_KEYS = ("parallelism", "in_elements", "out_elements", "output", "dens
 def _check_rtl(cfg: Config) -> None:
     """The rtl section's keys belong to one mode each: a key of the other mode is a mistake, not a no-op."""
     src, r = cfg.source, cfg.rtl
+    if r["board"] is not None and r["mode"] != "auto":
+        raise InputError(f"{src}: rtl.board applies to rtl.mode: auto (the board to fit; the mode here is {r['mode']})")
     if r["mode"] == "parallel":
         given = [k for k in RTL_STREAM_KEYS if r[k] is not None]
         if given:
@@ -256,6 +260,11 @@ def _check_rtl(cfg: Config) -> None:
     elif r["pipeline"] is not None:
         raise InputError(f"{src}: rtl.pipeline applies to rtl.mode: parallel; in stream mode set rtl.latency_cutoff "
                          "(pipeline depth of each layer's datapath)")
+    if r["mode"] == "auto":
+        chosen = [k for k in ("parallelism", "in_elements", "dense") if r[k] is not None]
+        if chosen:
+            raise InputError(f"{src}: rtl.{chosen[0]} is what rtl.mode: auto chooses; remove it, or set rtl.mode: "
+                             "stream to fix it yourself")
     if r["pipeline"] is not None and r["latency_cutoff"] is not None:
         raise InputError(f"{src}: give rtl.latency_cutoff or rtl.pipeline, not both")
     if r["latency_cutoff"] is not None and not r["latency_cutoff"] > 0:

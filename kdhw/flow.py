@@ -71,11 +71,16 @@ def check_hardware_tools(cfg: Config, report_boards: Sequence[Board] = ()) -> No
             check_simulator(cfg.rtl["simulator"])
         except ToolMissing as e:
             raise ToolMissing(f"{e} (or set rtl.sim_rows: 0 in the config to skip the RTL simulation)") from None
-    if cfg.rtl["enabled"] and cfg.report["synth"] and report_boards:
+    boards = list(report_boards)
+    if cfg.rtl["enabled"] and cfg.rtl["mode"] == "auto":  # the board rtl.mode: auto fits is synthesized too
+        from .boards import load_board
+
+        boards.append(load_board(cfg.rtl["board"] or cfg.hls["board"]))
+    if cfg.rtl["enabled"] and cfg.report["synth"] and boards:
         from .synth import check_tools
 
         try:
-            check_tools(list(report_boards))
+            check_tools(boards)
         except ToolMissing as e:
             raise ToolMissing(f"{e} (in a run config: report.synth: false)") from None
 
@@ -143,10 +148,12 @@ def student_to_hardware(
 
     rtl_dir = rmeta = None
     if cfg.rtl["enabled"]:
-        from .rtl import qonnx_to_rtl, rtl_options
+        from .boards import load_board
+        from .fit import rtl_for_config
 
         t = time.perf_counter()
-        rmeta = qonnx_to_rtl(onnx_path, out / "rtl", **rtl_options(cfg.rtl), clock_period_ns=board.clock_period_ns)
+        fit_board = load_board(cfg.rtl["board"]) if cfg.rtl["board"] else board  # rtl.mode: auto fits this one
+        rmeta = rtl_for_config(onnx_path, out / "rtl", cfg.rtl, fit_board, synth=cfg.report["synth"], log=log)
         rtl_dir = out / "rtl"
         timings["rtl"] = time.perf_counter() - t
         log(f"{tag}[rtl] Verilog {rmeta['top']} ({rmeta['mode']}): latency {rmeta['latency_cycles']} cycles, "
@@ -191,6 +198,13 @@ def hardware_summary(hw: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     """The per-board lines a training report shows (the full figures stay in hw_report.json)."""
     if hw is None:
         return None
-    return [{"board": e["board"], "fits": e["fits"], "lut": (e["synthesis"] or {}).get("lut"),
+    fit = hw.get("fit") or {}
+    form = {"form": fit["chosen"], "fit_board": fit["board"]} if fit.get("chosen") else {}
+    return [{**form, "board": e["board"], "fits": e["fits"], "lut": (e["synthesis"] or {}).get("lut"),
              "lut_estimate": e["estimate"]["lut"], "fmax_mhz": (e["synthesis"] or {}).get("fmax_mhz"),
-             "latency_cycles": e["latency"]["cycles"]} for e in hw["boards"]]
+             "latency_cycles": e["latency"]["cycles"], "mode": e.get("mode"), "dsp": e["used"]["dsp"],
+             "initiation_interval": e["latency"]["initiation_interval"],
+             "latency_ns_at_board_clock": e["latency"]["ns_at_board_clock"],
+             "frames_per_s_at_board_clock": e["latency"]["frames_per_s_at_board_clock"],
+             "frames_per_s_at_fmax": e["latency"]["frames_per_s_at_fmax"],
+             "pins_needed": e["io"]["pins_needed"], "pins": e["io"]["pins"]} for e in hw["boards"]]

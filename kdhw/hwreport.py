@@ -20,7 +20,7 @@ from typing import Any
 from .atomic import atomic_dir, write_json, write_text
 from .boards import Board
 from .errors import CheckFailed, InputError
-from .estimate import DEFAULT_CUTOFF, estimate
+from .estimate import estimate_design
 from .rtl import load_meta
 from .synth import XILINX_FAMILY, check_tools, synthesize, vivado_tcl
 
@@ -162,8 +162,44 @@ def _pct(used: float | None, avail: float) -> float | None:
     return None if used is None or avail <= 0 else 100.0 * used / avail
 
 
+def port_pins(meta: dict[str, Any]) -> dict[str, int]:
+    """Pins of each port of the generated top (``rtl.json`` ports): what a board must route to pins."""
+    return {name: int(p["width"]) if isinstance(p, dict) else 1 for name, p in meta["ports"].items()}
+
+
+def io_budget(b: Board, rtl_meta: dict[str, Any] | None, par_bits: tuple[int, int]) -> dict[str, Any]:
+    """Pins the generated top needs on ``b``, from its real ports; and the parallel form's figure beside it.
+
+    ``par_bits``: (input, output) bits of the parallel form's ports (every element at once)."""
+    pin, pout = par_bits
+    par_total = pin + pout + 1  # + clock
+    io: dict[str, Any] = {
+        "pins": b.io_pins,
+        "pins_needed_parallel": par_total, "fits_parallel": par_total <= b.io_pins,
+        "serialization_factor": 1 if par_total <= b.io_pins else math.ceil((pin + pout) / max(b.io_pins - 1, 1)),
+    }
+    if rtl_meta is None:  # no RTL: the parallel form is what the estimate describes
+        io.update(form="parallel", ports=None, pins_needed=par_total, fits=par_total <= b.io_pins, bits_in=pin,
+                  bits_out=pout)
+        return io
+    ports = port_pins(rtl_meta)
+    need = sum(ports.values())
+    stream = rtl_meta.get("mode") == "stream"
+    io.update(form="stream" if stream else "parallel", ports=ports, pins_needed=need, fits=need <= b.io_pins,
+              bits_in=ports["s_axis_tdata" if stream else "model_inp"],
+              bits_out=ports["m_axis_tdata" if stream else "model_out"])
+    return io
+
+
+def throughput(cycles: int | None, ii: int | None, clock_mhz: float | None) -> tuple[float | None, float | None]:
+    """(latency in ns, frames per second) at a clock in MHz."""
+    if not clock_mhz or cycles is None:
+        return None, None
+    return cycles * 1000.0 / clock_mhz, (clock_mhz * 1e6 / ii if ii else None)
+
+
 def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vendor: dict[str, Any] | None,
-                 rtl_meta: dict[str, Any] | None, io_bits: tuple[int, int], vivado_tcl: str | None) -> dict[str, Any]:
+                 rtl_meta: dict[str, Any] | None, par_bits: tuple[int, int], vivado_tcl: str | None) -> dict[str, Any]:
     """One board's figures.  Utilization and fit use the most trustworthy count at hand: the user's Vivado
     synthesis of this RTL, else open synthesis, else the analytic estimate.  An HLS csynth.xml describes the
     hls4ml project (another implementation of the same network), so it is shown beside, never as the basis."""
@@ -185,21 +221,20 @@ def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vend
     fmax, fmax_src = (syn.get("fmax_mhz"), "nextpnr") if syn and syn.get("fmax_mhz") else (None, None)
     if vendor and vendor["kind"].startswith("Vivado") and vendor.get("fmax_mhz"):
         fmax, fmax_src = vendor["fmax_mhz"], "Vivado timing summary"
-    bits_in, bits_out = io_bits
-    total = bits_in + bits_out + 1  # + clock
-    io = {"bits_in": bits_in, "bits_out": bits_out, "pins_needed_parallel": total, "pins": b.io_pins,
-          "fits_parallel": total <= b.io_pins,
-          "serialization_factor": 1 if total <= b.io_pins else math.ceil((bits_in + bits_out) / max(b.io_pins - 1, 1))}
+    ns_b, fps_b = throughput(cycles, ii, b.clock_mhz)
+    ns_f, fps_f = throughput(cycles, ii, fmax)
     return {
-        "board": b.name, "part": b.part, "vendor": b.vendor, "clock_mhz": b.clock_mhz, "available": avail,
-        "estimate": {k: est[k] for k in RESOURCES}, "synthesis": syn, "vendor_report": vendor,
+        "board": b.name, "part": b.part, "vendor": b.vendor, "family": b.family, "clock_mhz": b.clock_mhz,
+        "available": avail, "mode": (rtl_meta or {}).get("mode"),
+        "estimate": {**{k: est[k] for k in RESOURCES}, "lut_unit": est.get("lut_unit", "LUT6")},
+        "synthesis": syn, "vendor_report": vendor,
         "utilization_basis": basis, "used": used, "utilization_pct": util, "fits": fits,
+        "dsp_use": est.get("dsp_use") or [],
         "latency": {"cycles": cycles, "cycles_estimate": est["latency_cycles"], "initiation_interval": ii,
-                    "ns_at_board_clock": None if cycles is None else cycles * b.clock_period_ns,
-                    "fmax_mhz": fmax, "fmax_source": fmax_src,
-                    "ns_at_fmax": None if not (cycles and fmax) else cycles * 1000.0 / fmax,
+                    "ns_at_board_clock": ns_b, "frames_per_s_at_board_clock": fps_b,
+                    "fmax_mhz": fmax, "fmax_source": fmax_src, "ns_at_fmax": ns_f, "frames_per_s_at_fmax": fps_f,
                     "meets_board_clock": None if not fmax else fmax >= b.clock_mhz},
-        "io": io, "vivado_tcl": vivado_tcl,
+        "io": io_budget(b, rtl_meta, par_bits), "vivado_tcl": vivado_tcl,
     }
 
 
@@ -241,20 +276,26 @@ def hardware_report(run_dir: str | Path, boards: list[Board], onnx_path: str | P
     vendor_boards = _vendor_for(vendor, boards)
     if synth and rtl_dir:
         check_tools(boards)
-    est0 = estimate(onnx_path, latency_cutoff=float(rtl_meta["latency_cutoff"]) if rtl_meta else DEFAULT_CUTOFF)
+    ests = {b.name: estimate_design(onnx_path, rtl_meta, b) for b in boards}
+    est0 = ests[boards[0].name]
     if rtl_meta:
-        io_bits = (int(rtl_meta["input_bits_total"]), int(rtl_meta["output_bits_total"]))
+        par_bits = (int(rtl_meta["input_bits_total"]), int(rtl_meta["output_bits_total"]))
     else:
-        io_bits = (int(est0["features"]["input_bits"]), int(est0["features"]["output_bits"]))
+        par_bits = (int(est0["features"]["input_bits"]), int(est0["features"]["output_bits"]))
     syn_by_flow: dict[str, dict[str, Any]] = {}
     if synth and rtl_dir:
+        reused = _fit_synthesis(Path(rtl_dir), rtl_meta, run_dir)
         flows: dict[str, Board] = {}
-        for b in boards:
+        for b in sorted(boards, key=lambda b: b.name != (reused or {}).get("board")):
             flows.setdefault(_flow_key(b), b)
-        log("[report] open synthesis: " + ", ".join(f"{b.name} ({key})" for key, b in flows.items()) + " ...")
+        log("[report] open synthesis: " + ", ".join(
+            f"{b.name} ({key}{', from rtl.mode auto' if reused and b.name == reused['board'] else ''})"
+            for key, b in flows.items()) + " ...")
         with atomic_dir(run_dir / "hw_synth") as td:
             def job(item: tuple[str, Board]) -> tuple[str, dict[str, Any]]:
                 key, b = item
+                if reused and b.name == reused["board"]:
+                    return key, reused["synthesis"]
                 sub = key.replace(":", "_")
                 res = synthesize(rtl_dir, b, Path(td) / sub)
                 return key, {**res, "logs": f"hw_synth/{sub}"}
@@ -270,16 +311,36 @@ def hardware_report(run_dir: str | Path, boards: list[Board], onnx_path: str | P
     for b in boards:
         syn = syn_by_flow.get(_flow_key(b))
         v = vendor if b.name in vendor_boards else None
-        entries.append(_board_entry(b, est0, syn, v, rtl_meta, io_bits, tcls.get(b.name)))
+        entries.append(_board_entry(b, ests[b.name], syn, v, rtl_meta, par_bits, tcls.get(b.name)))
     rep = {"model": _rel(onnx_path, run_dir), "rtl": _rel(rtl_dir, run_dir) if rtl_dir else None,
-           "estimate_formula": est0["formula"],
-           "estimate_note": est0["note"], "boards": entries}
+           "mode": (rtl_meta or {}).get("mode"), "estimate_formula": est0["formula"],
+           "estimate_note": est0["note"], "fit": (rtl_meta or {}).get("fit"),
+           "ports": port_pins(rtl_meta) if rtl_meta else None, "boards": entries}
     for e in entries:
         _plot(e, run_dir / f"hw_{e['board']}.png")
     write_json(run_dir / "hw_report.json", rep)
     write_text(run_dir / "hw_report.md", render_markdown(rep))
     write_text(run_dir / "hw_report.html", render_html(rep))
     return rep
+
+
+def _fit_synthesis(rtl_dir: Path, meta: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:
+    """The open synthesis ``rtl.mode: auto`` ran to confirm its choice, when it is of exactly these Verilog
+    files: the report shows it for that board instead of running the same flow again."""
+    fit = (meta or {}).get("fit") or {}
+    syn = fit.get("synthesis")
+    if not syn:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in meta["verilog_files"]:
+        h.update((rtl_dir / f).read_bytes())
+    if h.hexdigest() != syn.get("verilog_sha256"):
+        return None
+    logs = _rel(rtl_dir / syn["logs"], run_dir) if syn.get("logs") else None
+    return {"board": fit["board"], "synthesis": {k: v for k, v in syn.items() if k != "verilog_sha256"} | {
+        "logs": logs, "reused_from": "rtl.mode auto (rtl.json fit)"}}
 
 
 def require_fit(rep: dict[str, Any]) -> None:
@@ -331,26 +392,68 @@ def _f(v: Any, nd: int = 1) -> str:
     return f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}"
 
 
+def _fps(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
 def _rows(rep: dict[str, Any]) -> list[list[str]]:
     rows = []
     for e in rep["boards"]:
         s = e["synthesis"] or {}
         lat = e["latency"]
         io = e["io"]
+        dsp_used = e["used"]["dsp"]
         rows.append([
             e["board"], _f(e["estimate"]["lut"]), _f(s.get("lut")), _f(s.get("ff")),
+            f"{_f(dsp_used, 0) if dsp_used is not None else '—'} / {e['available']['dsp']:,}",
             f"{_f(e['utilization_pct']['lut'])} % ({e['utilization_basis']})",
             _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else ""),
-            f"{lat['cycles'] if lat['cycles'] is not None else '—'} / {_f(lat['ns_at_board_clock'])} ns",
+            f"{lat['cycles'] if lat['cycles'] is not None else '—'} / {_f(lat['ns_at_board_clock'])} / "
+            f"{_f(lat['ns_at_fmax'])}",
+            f"{lat['initiation_interval'] if lat['initiation_interval'] is not None else '—'} / "
+            f"{_fps(lat['frames_per_s_at_board_clock'])} / {_fps(lat['frames_per_s_at_fmax'])}",
             "yes" if e["fits"] else "**no**",
-            f"{io['pins_needed_parallel']} / {io['pins']}"
-            + ("" if io["fits_parallel"] else f" (serialize ×{io['serialization_factor']})"),
+            f"{io['pins_needed']} / {io['pins']}" + ("" if io["fits"] else " (**no**)"),
         ])
     return rows
 
 
-HEAD = ["board", "est. LUT", "synth LUT", "synth FF", "LUT util", "fmax MHz", "latency cycles / at board clock",
-        "fits", "I/O pins needed / available"]
+HEAD = ["board", "est. LUT", "synth LUT", "synth FF", "DSP used / board", "LUT util", "fmax MHz",
+        "latency: cycles / ns at board clock / ns at fmax", "II cycles / frames/s at board clock / at fmax", "fits",
+        "pins needed / available"]
+
+
+def _io_note(io: dict[str, Any]) -> str:
+    if io["form"] == "stream":
+        p = io["ports"]
+        return (f"I/O (stream top's ports): s_axis_tdata {p['s_axis_tdata']} + m_axis_tdata {p['m_axis_tdata']} bits "
+                f"+ {io['pins_needed'] - p['s_axis_tdata'] - p['m_axis_tdata']} control pins (clk, aresetn, "
+                f"tvalid/tready/tlast of each stream, tlast_err) = {io['pins_needed']} pins; the board has "
+                f"{io['pins']} user I/O: {'fits' if io['fits'] else 'does NOT fit'}. The parallel form would need "
+                f"{io['pins_needed_parallel']}.")
+    text = (f"I/O (parallel ports): {io['bits_in']} input + {io['bits_out']} output bits + clock = "
+            f"{io['pins_needed']} pins; the board has {io['pins']} user I/O")
+    if io["fits"]:
+        return text + ". Fits in parallel."
+    return (text + f": serialize ×{io['serialization_factor']} (shift registers at the ports), keep the core on-chip "
+            "behind a bus, or generate the stream form (`kdhw rtl --mode stream`, or `--mode auto --board B`).")
+
+
+def _dsp_note(e: dict[str, Any]) -> str | None:
+    used = e["used"]["dsp"]
+    uses = e.get("dsp_use") or []
+    if not uses:
+        return (f"DSP: {_f(used, 0) if used is not None else 0} used of {e['available']['dsp']:,}; the RTL is "
+                "shift-and-add logic (da4ml), no multiplier.") if used else None
+    what = "; ".join(u["what"] for u in uses)
+    n = sum(u["multipliers"] for u in uses)
+    if e["family"] == "ice40":
+        return (f"DSP: {_f(used, 0) if used is not None else 0} used of {e['available']['dsp']:,}. The design has {n} "
+                f"multiplier(s): {what}; yosys synth_ice40 (no -dsp) builds them from logic cells, so they are "
+                "in the LUT count.")
+    return (f"DSP: {_f(used, 0) if used is not None else '—'} used ({e['utilization_basis']}) of "
+            f"{e['available']['dsp']:,} on the board, estimate {e['estimate']['dsp']}: {what}; one DSP block each. "
+            "Everything else is shift-and-add logic.")
 
 
 def _board_notes(e: dict[str, Any]) -> list[str]:
@@ -358,28 +461,31 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
     lines = []
     if s:
         parts = [f"Open synthesis: {s.get('tool', '—')}", s.get("note") or "",
-                 f"failed: {s['error']}" if s.get("error") else "", f"logs in `{s['logs']}/`" if s.get("logs") else ""]
+                 f"failed: {s['error']}" if s.get("error") else "", f"logs in `{s['logs']}/`" if s.get("logs") else "",
+                 f"re-used from {s['reused_from']}" if s.get("reused_from") else ""]
         lines.append("; ".join(p for p in parts if p) + ".")
     else:
         lines.append("No open synthesis run (no RTL, or --no-synth); figures are the analytic estimate.")
+    if e["estimate"].get("lut_unit") == "LUT4":
+        lines.append("The LUT estimate is in LUT4 cells for this Lattice part (the LUT6 formula times a measured "
+                     "LUT4/LUT6 ratio).")
     lat = e["latency"]
     if lat["cycles"] is not None:
-        at = f"{_f(lat['ns_at_board_clock'])} ns at the board's {e['clock_mhz']:g} MHz"
-        if lat["fmax_mhz"]:
-            at += (f", {_f(lat['ns_at_fmax'])} ns at the achieved {_f(lat['fmax_mhz'])} MHz "
-                   f"({'meets' if lat['meets_board_clock'] else 'MISSES'} the board clock)")
         ii = lat.get("initiation_interval") or 1
-        lines.append(f"Latency {lat['cycles']} cycles (estimate {lat['cycles_estimate']}): {at}; "
-                     + ("a new input every cycle (II = 1)." if ii == 1 else
-                        f"a new frame every {ii} cycles (II = {ii}, AXI4-Stream core)."))
+        at = (f"{_f(lat['ns_at_board_clock'])} ns and {_fps(lat['frames_per_s_at_board_clock'])} frames/s at the "
+              f"board's {e['clock_mhz']:g} MHz")
+        if lat["fmax_mhz"]:
+            at += (f"; {_f(lat['ns_at_fmax'])} ns and {_fps(lat['frames_per_s_at_fmax'])} frames/s at the achieved "
+                   f"{_f(lat['fmax_mhz'])} MHz ({'meets' if lat['meets_board_clock'] else 'MISSES'} the board clock)")
+        lines.append(f"Latency {lat['cycles']} cycles (estimate {lat['cycles_estimate']}); "
+                     + ("a new input every cycle (II = 1)" if ii == 1 else
+                        f"a new frame every {ii} cycles (II = {ii}, AXI4-Stream core)") + f": {at}.")
     else:
         lines.append(f"Latency, estimated: {lat['cycles_estimate']} cycles (no RTL generated).")
-    io = e["io"]
-    lines.append(f"I/O: {io['bits_in']} input + {io['bits_out']} output bits + clock = {io['pins_needed_parallel']} "
-                 f"pins in parallel; the board has {io['pins']} user I/O"
-                 + (". Fits in parallel." if io["fits_parallel"] else
-                    f": serialize ×{io['serialization_factor']} (shift registers at the ports) or keep the core "
-                    "on-chip behind a bus."))
+    dsp = _dsp_note(e)
+    if dsp:
+        lines.append(dsp)
+    lines.append(_io_note(e["io"]))
     v = e["vendor_report"]
     if v:
         lines.append(f"{v['kind']} `{v['file']}`: LUT {_f(v['lut'], 0)}, FF {_f(v['ff'], 0)}, DSP {_f(v['dsp'], 0)}, "
@@ -394,11 +500,43 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
     return lines
 
 
+FIT_HEAD = ["candidate", "II", "latency", "pins", "est. LUT / FF / DSP", "synth LUT / FF / DSP", "fmax MHz",
+            "verdict"]
+
+
+def _fit_rows(fit: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for c in fit["candidates"]:
+        s = c["synthesis"] or {}
+        est = c["estimate"]
+        rows.append([c["label"], str(c["initiation_interval"]), str(c["latency_cycles"]), str(c["pins"]),
+                     f"{est['lut']:,} / {est['ff']:,} / {est['dsp']}",
+                     f"{_f(s.get('lut'))} / {_f(s.get('ff'))} / {_f(s.get('dsp'))}" if s else "—",
+                     _f(s.get("fmax_mhz")), f"{c['verdict']}" + (f": {c['why']}" if c["why"] else "")])
+    return rows
+
+
+def _fit_intro(fit: dict[str, Any]) -> str:
+    return (f"`rtl.mode: auto` for {fit['board']} ({fit['clock_mhz']:g} MHz) chose **{fit['chosen']}**: the least "
+            f"folded candidate (lowest II, then fewest LUTs) that fits the board's LUT/FF/DSP and pins"
+            + (" and meets its clock (nextpnr)" if fit["clock_checked"] else
+               "" if "no synthesis" in fit["method"] else " (clock not checked: no open timing model for this part)")
+            + f". Judged by {fit['method']}; estimates above the board by more than the screening margin are not "
+            "synthesized.")
+
+
 def render_markdown(rep: dict[str, Any]) -> str:
-    lines = ["# kdhw hardware report", "", f"Model `{rep['model']}`; RTL `{rep['rtl']}`.", "",
-             "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    lines = ["# kdhw hardware report", "",
+             f"Model `{rep['model']}`; RTL `{rep['rtl']}`" + (f" ({rep['mode']} form)" if rep.get("mode") else "") + ".",
+             "", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(rep)]
     lines += ["", f"Estimate formula: `{rep['estimate_formula']}`. {rep['estimate_note']}", ""]
+    fit = rep.get("fit")
+    if fit:
+        lines += ["## Fitting the board (rtl.mode: auto)", "", _fit_intro(fit), "",
+                  "| " + " | ".join(FIT_HEAD) + " |", "|" + "---|" * len(FIT_HEAD)]
+        lines += ["| " + " | ".join(r) + " |" for r in _fit_rows(fit)]
+        lines.append("")
     for e in rep["boards"]:
         lines += [f"## {e['board']}", ""]
         lines += [f"- {t}" for t in _board_notes(e)]
@@ -410,6 +548,13 @@ def render_html(rep: dict[str, Any]) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in HEAD)
     body = "".join("<tr>" + "".join(f"<td>{esc(c.replace('**', ''))}</td>" for c in r) + "</tr>" for r in _rows(rep))
+    fit = rep.get("fit")
+    fit_html = ""
+    if fit:
+        fit_html = (f"<h2>Fitting the board (rtl.mode: auto)</h2><p>{esc(_fit_intro(fit).replace('`', '').replace('**', ''))}"
+                    "</p><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in FIT_HEAD) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in _fit_rows(fit))
+                    + "</table>")
     boards = "".join(
         f"<h2>{esc(e['board'])}</h2><ul>" + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in _board_notes(e))
         + f"</ul><img src='hw_{esc(e['board'])}.png' alt='{esc(e['board'])} utilization'>" for e in rep["boards"])
@@ -418,4 +563,4 @@ def render_html(rep: dict[str, Any]) -> str:
             f"td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}</style></head><body>"
             f"<h1>kdhw hardware report</h1><p>Model {esc(rep['model'])}</p><table><tr>{head}</tr>{body}</table>"
             f"<p>Estimate formula: <code>{esc(rep['estimate_formula'])}</code>. {esc(rep['estimate_note'])}</p>"
-            f"{boards}</body></html>\n")
+            f"{fit_html}{boards}</body></html>\n")

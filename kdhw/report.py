@@ -113,16 +113,36 @@ def render_markdown(rep: dict[str, Any]) -> str:
     lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     for k, s in rep["timings_s"].items():
         lines.append(f"| {k} | {s:.1f} |")
-    if rep.get("hardware"):
-        lines += ["", "## Hardware (per board)", "", "| board | LUT (open synthesis) | LUT (estimate) | fmax MHz | "
-                  "latency cycles | fits |", "|---|---|---|---|---|---|"]
-        for h in rep["hardware"]:
-            fm = "—" if h["fmax_mhz"] is None else f"{h['fmax_mhz']:.1f}"
-            lines.append(f"| {h['board']} | {h['lut'] if h['lut'] is not None else '—'} | {h['lut_estimate']} | "
-                         f"{fm} | {h['latency_cycles']} | {'yes' if h['fits'] else 'no'} |")
-        lines += ["", f"Details, utilization charts and the I/O budget: [{rep['hardware_report']}]"
-                  f"({rep['hardware_report']}) (also hw_report.html)."]
+    lines += hardware_section(rep)
     return "\n".join(lines) + "\n"
+
+
+def hardware_section(rep: dict[str, Any]) -> list[str]:
+    """The run report's per-board hardware table (form, resources, latency and throughput, pins, fit)."""
+    if not rep.get("hardware"):
+        return []
+    hw = rep["hardware"]
+    lines: list[str] = []
+    form = f"RTL form: {hw[0].get('mode') or '—'}" + (
+        f" ({hw[0]['form']}, chosen by rtl.mode: auto for {hw[0]['fit_board']}: every candidate and why it was "
+        f"rejected in {rep['hardware_report']})" if hw[0].get("form") else "") + "."
+    lines += ["", "## Hardware (per board)", "", form, "",
+              "| board | LUT (open synthesis) | LUT (estimate) | DSP | fmax MHz | latency cycles / ns at board clock | "
+              "II cycles / frames/s at board clock / at fmax | pins needed / available | fits |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for h in hw:
+        fm = "—" if h["fmax_mhz"] is None else f"{h['fmax_mhz']:.1f}"
+        ns = h.get("latency_ns_at_board_clock")
+        fps = [h.get(k) for k in ("frames_per_s_at_board_clock", "frames_per_s_at_fmax")]
+        lines.append(f"| {h['board']} | {h['lut'] if h['lut'] is not None else '—'} | {h['lut_estimate']} | "
+                     f"{h.get('dsp') if h.get('dsp') is not None else '—'} | {fm} | "
+                     f"{h['latency_cycles']} / {'—' if ns is None else f'{ns:,.1f}'} | "
+                     f"{h.get('initiation_interval', '—')} / "
+                     + " / ".join("—" if v is None else f"{v:,.0f}" for v in fps)
+                     + f" | {h.get('pins_needed', '—')} / {h.get('pins', '—')} | {'yes' if h['fits'] else 'no'} |")
+    lines += ["", f"Details, utilization charts and the I/O budget: [{rep['hardware_report']}]"
+              f"({rep['hardware_report']}) (also hw_report.html)."]
+    return lines
 
 
 def write_report(out_dir: Path, rep: dict[str, Any]) -> None:

@@ -25,6 +25,10 @@ from .errors import InputError, ToolMissing
 XILINX_FAMILY = {"zynq7000": "xc7", "artix7": "xc7", "kintex7": "xc7", "virtex7": "xc7",
                  "zynquplus": "xcup", "virtexuplus": "xcup", "kintexuplus": "xcup"}
 TIMEOUT_S = 900
+# LUTs of a Xilinx slice that a distributed-RAM or shift-register cell occupies (Vivado counts them as
+# "LUT as Memory" within Slice LUTs): a stream design's FIFOs map to RAM32M, untapped line-buffer runs to SRLs.
+LUTS_PER_MEMORY_CELL = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32X1S": 1,
+                        "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1}
 # pip puts the yowasp-* wrappers next to the virtualenv's Python, which need not be on PATH
 _VENV_BIN = Path(sys.executable).parent
 # Package data (pyproject [tool.setuptools.package-data]), so an installed kdhw writes the script too;
@@ -148,8 +152,9 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
             return {"tool": "yosys synth_xilinx", "ok": False, "error": _first_error(r.stderr + r.stdout)}
         c = _cells(work / "stat.json")
         lut = sum(v for k, v in c.items() if k.startswith("LUT") or k == "INV")
+        lutram = sum(v * LUTS_PER_MEMORY_CELL[k] for k, v in c.items() if k in LUTS_PER_MEMORY_CELL)
         return {
-            "tool": f"yosys synth_xilinx -family {fam}", "ok": True, "lut": lut,
+            "tool": f"yosys synth_xilinx -family {fam}", "ok": True, "lut": lut + lutram, "lut_memory": lutram,
             "ff": sum(v for k, v in c.items() if k.startswith("FD")),
             "carry": sum(v for k, v in c.items() if k.startswith("CARRY")),
             "dsp": sum(v for k, v in c.items() if k.startswith("DSP48")),

@@ -11,6 +11,7 @@ from ..errors import InputError
 from ._stream_hdl import (
     datapath_modules, fifo_module, input_unit, output_unit, stream_geometry, top_module, unit_module,
 )
+from ._stream_inventory import stream_inventory
 from ._stream_plan import OUTPUT_MODES, StreamPlan, kif_width, plan_json, plan_stream
 from ._stream_time import stream_timing
 
@@ -60,7 +61,7 @@ def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
     rec: dict[str, Any] = {"unit": u.name, "kind": u.kind, "nodes": u.nodes, "beats_in": u.beats_in,
                            "beats_out": u.beats_out, "cycles_per_frame": cycles,
                            "datapath_stages": u.dp.stages, "fifo_depth": u.dp.stages + 3,
-                           "datapath_cost": float(u.dp.pipe.cost),
+                           "datapath_cost": float(u.dp.pipe.cost), "datapath_reg_bits": int(u.dp.pipe.reg_bits),
                            "in_lane_bits": [kif_width(k) for k in u.in_lanes],
                            "out_lane_bits": [kif_width(k) for k in u.out_lanes]}
     if u.kind == "window":
@@ -150,6 +151,7 @@ def build_stream(mw: Any, tmp: Path, top: str, cutoff: float, parallelism: int, 
             "beats_in": plan.beats_in, "beats_out": geo["beats_out"], "in_elements": plan.in_lanes,
             "out_elements": eo if output != "class" else None, "output": output, "class_bits": geo["class_bits"],
             "logit_beats": geo["logit_beats"], "parallelism": parallelism, "dense": dense,
+            "vector_input": plan.vector_input,
             "in_beat": (f"element j of the beat (j < {plan.in_lanes}) at s_axis_tdata[j*{fin.bits} +: {fin.bits}]; "
                         + (f"beat b carries elements b*{plan.in_lanes} .. b*{plan.in_lanes}+{plan.in_lanes - 1} of the "
                            "row-major (channels-first) flattened input (past the last element: ignored)"
@@ -167,6 +169,7 @@ def build_stream(mw: Any, tmp: Path, top: str, cutoff: float, parallelism: int, 
         "ports": ports,
         "layers": [_layer_record(u, c) for u, c in zip(plan.units, timing["unit_cycles_per_frame"])],
         "verilog_files": files,
+        "inventory": stream_inventory(plan, geo, output, eo),
         "da4ml_estimate": {
             "lut": int(round(cost)), "cost": cost,
             "ff": int(sum(u.dp.pipe.reg_bits for u in plan.units)),

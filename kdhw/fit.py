@@ -1,0 +1,261 @@
+"""Fit a board: the least folded RTL form of a student that a board can take (``rtl.mode: auto``).
+
+A board limits a design four ways: logic (LUT, FF, DSP), pins, and clock.  The parallel form (every input
+and output at once, a new input every cycle) is the fastest and needs the most of all four; the stream
+form trades throughput for size and pins through its parallelism knob.  ``choose_form`` walks a fixed
+ladder of candidates from the least to the most folded and takes the first that fits:
+
+1. ``parallel``;
+2. ``stream`` at parallelism 8, 4, 2, 1, each with the dense layers unrolled and then folded over their
+   input beats (``dense: unrolled`` / ``auto``); an MLP's input beat carries as many elements as the lanes
+   use (``in_elements`` = parallelism) and the board's pins allow.
+
+Every candidate is generated (seconds: RTL generation is cheap), then judged in order of throughput
+(initiation interval, then estimated LUTs): pins from the real ports of its top, then the analytic estimate
+(``kdhw.estimate``) against the board with a margin for the estimate's error, and only a candidate that
+passes both is confirmed by open synthesis (yosys; nextpnr place-and-route and its fmax against the board
+clock on iCE40/ECP5; Xilinx parts have no open timing model, so their clock is not checked).  Without
+synthesis (``synth=False``) the estimate decides, without margin.  Every candidate's figures and the reason
+it was rejected are kept (``rtl.json`` -> ``fit``), and the hardware report prints them.
+
+``pareto`` uses the same function for its per-board pick (with ``parallel_pins=False`` the parallel form
+is judged behind the serial pin wrapper the Lattice flow synthesizes, i.e. without a pin check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .boards import Board
+from .errors import InputError
+
+PARALLELISMS = (8, 4, 2, 1)
+# A candidate whose estimate exceeds the board by more than this is not synthesized: the estimate's LUT
+# error is ~5-15 % sMAPE (README), Lattice LUT4 conversions are rougher; synthesis decides the rest.
+SCREEN_MARGIN = 1.25
+FIT_DIR = "fit"
+
+
+def _label(opts: dict[str, Any]) -> str:
+    if opts["mode"] == "parallel":
+        return "parallel"
+    parts = [f"stream p={opts['parallelism']}", "dense unrolled" if opts["dense"] == "unrolled" else "dense folded"]
+    if opts.get("in_elements"):
+        parts.append(f"{opts['in_elements']} input element(s)/beat")
+    return ", ".join(parts)
+
+
+def _pins_limit_in_elements(board: Board, bits: int, tdata_out: int) -> int:
+    """The most input elements per beat whose tdata (rounded to bytes) leaves the pins for the rest."""
+    from .rtl._stream_hdl import round_bytes
+
+    e = 1
+    while round_bytes((e + 1) * bits) + tdata_out + STREAM_CONTROL_PINS <= board.io_pins and e < 4096:
+        e += 1
+    return e
+
+
+# clk, aresetn, s_axis_tvalid/tready/tlast, m_axis_tvalid/tready/tlast, tlast_err
+STREAM_CONTROL_PINS = 9
+
+
+def _verilog_hash(d: Path, meta: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for f in meta["verilog_files"]:
+        h.update((d / f).read_bytes())
+    return h.hexdigest()
+
+
+def _generate(onnx_path: Path, work: Path, board: Board, latency_cutoff: float | None, output: str | None,
+              out_elements: int | None, log: Any) -> list[dict[str, Any]]:
+    """Every candidate of the ladder, generated under ``work``; identical designs appear once."""
+    from .rtl import qonnx_to_rtl
+
+    cands: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(opts: dict[str, Any]) -> None:
+        d = work / f"c{len(cands)}"
+        kw = {k: v for k, v in opts.items() if k != "mode" and v is not None}
+        if opts["mode"] == "stream":
+            kw.update(output=output, out_elements=out_elements)
+        meta = qonnx_to_rtl(onnx_path, d, mode=opts["mode"], latency_cutoff=latency_cutoff,
+                            clock_period_ns=board.clock_period_ns, **kw)
+        h = _verilog_hash(d, meta)
+        if h in seen:
+            shutil.rmtree(d)
+            return
+        seen.add(h)
+        cands.append({"label": _label(opts), "options": opts, "dir": d, "meta": meta})
+
+    add({"mode": "parallel"})
+    # the first stream design tells whether the model is an MLP (beats carry elements of a vector)
+    probe = work / "probe"
+    pm = qonnx_to_rtl(onnx_path, probe, mode="stream", latency_cutoff=latency_cutoff, output=output,
+                      out_elements=out_elements)
+    vector = bool(pm["stream"].get("vector_input"))
+    e_max = min(_pins_limit_in_elements(board, pm["input_format"]["bits"], pm["ports"]["m_axis_tdata"]["width"]),
+                int(pm["n_inputs"])) if vector else None
+    shutil.rmtree(probe)
+    for p in PARALLELISMS:
+        for dense in ("unrolled", "auto"):
+            add({"mode": "stream", "parallelism": p, "dense": dense,
+                 "in_elements": min(p, e_max) if vector else None})
+    log(f"[fit] {board.name}: {len(cands)} candidate designs generated")
+    return cands
+
+
+def _screen(c: dict[str, Any], board: Board, margin: float, parallel_pins: bool) -> str | None:
+    """Why the candidate cannot fit by its ports and estimate, or None."""
+    if c["options"]["mode"] == "stream" or parallel_pins:
+        if c["pins"] > board.io_pins:
+            return f"pins {c['pins']:,} > {board.io_pins}"
+    est = c["estimate"]
+    over = []
+    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)):
+        if est[k] > cap * margin:
+            over.append(f"{k.upper()} {est[k]:,} > {cap:,}" + (f" x {margin:g}" if margin != 1 else ""))
+    return ("estimate: " + ", ".join(over)) if over else None
+
+
+def _confirm(c: dict[str, Any], board: Board, work: Path) -> tuple[dict[str, Any], str | None]:
+    """Open synthesis of the candidate for the board; (result, why it does not fit or None)."""
+    from .synth import synthesize
+
+    syn = synthesize(c["dir"], board, work / f"syn_{c['dir'].name}")
+    if not syn.get("ok"):
+        return syn, f"{'place-and-route' if board.vendor == 'lattice' else 'synthesis'} failed: {syn.get('error')}"
+    over = []
+    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)):
+        if (syn.get(k) or 0) > cap:
+            over.append(f"{k.upper()} {syn[k]:,} > {cap:,}")
+    if syn.get("fits") is False:
+        over.append("does not fit the part (nextpnr)")
+    fmax = syn.get("fmax_mhz")
+    if fmax is not None and fmax < board.clock_mhz:
+        over.append(f"fmax {fmax:.1f} MHz < {board.clock_mhz:g} MHz")
+    return syn, ("synthesis: " + ", ".join(over)) if over else None
+
+
+def _record(c: dict[str, Any]) -> dict[str, Any]:
+    m = c["meta"]
+    syn = c.get("synthesis")
+    return {"label": c["label"], "options": {k: v for k, v in c["options"].items() if v is not None},
+            "initiation_interval": m["initiation_interval"], "latency_cycles": m["latency_cycles"],
+            "pins": c["pins"], "estimate": {k: c["estimate"][k] for k in ("lut", "ff", "dsp")},
+            "estimate_lut_unit": c["estimate"].get("lut_unit", "LUT6"),
+            "synthesis": None if syn is None else {k: syn.get(k) for k in ("tool", "lut", "ff", "dsp", "fmax_mhz", "ok")},
+            "verdict": c["verdict"], "why": c["why"]}
+
+
+def choose_form(onnx_path: str | Path, board: Board, work: str | Path, *, synth: bool = True,
+                parallel_pins: bool = True, latency_cutoff: float | None = None, output: str | None = None,
+                out_elements: int | None = None, known: dict[str, dict[str, Any]] | None = None,
+                log: Any = print) -> dict[str, Any]:
+    """Judge the ladder of candidates for ``board`` (module docstring) under ``work``.
+
+    Returns {"board", "method", "chosen" (index into candidates or None), "candidates": [records], "dir":
+    the chosen candidate's RTL directory}.  ``known`` maps a candidate label to a synthesis result already
+    at hand for this board (pareto has the parallel form's), which is used instead of synthesizing again.
+    """
+    from .estimate import estimate_design
+    from .hwreport import port_pins
+
+    onnx_path, work = Path(onnx_path), Path(work)
+    cands = _generate(onnx_path, work, board, latency_cutoff, output, out_elements, log)
+    for c in cands:
+        c["pins"] = sum(port_pins(c["meta"]).values())
+        c["estimate"] = estimate_design(onnx_path, c["meta"], board)
+        c["verdict"], c["why"] = "not tried", None
+    # least folded first: throughput, then size; the parallel form leads (II = 1)
+    cands.sort(key=lambda c: (c["meta"]["initiation_interval"], c["options"]["mode"] != "parallel",
+                              c["estimate"]["lut"]))
+    margin = SCREEN_MARGIN if synth else 1.0
+    chosen = None
+    for i, c in enumerate(cands):
+        why = _screen(c, board, margin, parallel_pins)
+        if why is None and synth:
+            if known and c["label"] in known:
+                c["synthesis"] = known[c["label"]]
+                why = None if _known_fits(known[c["label"]], board) else "synthesis: over the board's resources"
+            else:
+                log(f"[fit] {board.name}: synthesizing {c['label']} ...")
+                c["synthesis"], why = _confirm(c, board, work)
+        c["verdict"], c["why"] = ("rejected", why) if why else ("chosen", "fits" + (
+            "" if synth else " (by the estimate; not synthesized)"))
+        log(f"[fit] {board.name}: {c['label']}: {c['verdict']}" + (f" ({why})" if why else ""))
+        if why is None:
+            chosen = i
+            break
+    return {"board": board.name, "clock_mhz": board.clock_mhz,
+            "method": "pins, estimate, then open synthesis" if synth else "pins and estimate (no synthesis)",
+            "clock_checked": bool(synth and board.vendor == "lattice"),
+            "chosen": None if chosen is None else cands[chosen]["label"],
+            "candidates": [_record(c) for c in cands], "dir": None if chosen is None else str(cands[chosen]["dir"]),
+            "synthesis_of_chosen": None if chosen is None else cands[chosen].get("synthesis")}
+
+
+def _known_fits(syn: dict[str, Any], board: Board) -> bool:
+    return all((syn.get(k) or 0) <= cap for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)))
+
+
+def refusal(onnx_path: str | Path, board: Board, res: dict[str, Any]) -> InputError:
+    """Nothing fits: one line naming the smallest candidate and its figures."""
+    cands = res["candidates"]
+    small = min(cands, key=lambda r: ((r["synthesis"] or {}).get("lut") or r["estimate"]["lut"]))
+    syn = small["synthesis"] or {}
+    figs = (f"{syn['lut']:,} LUT, {syn.get('ff') or 0:,} FF, {syn.get('dsp') or 0} DSP (open synthesis)" if syn.get("lut")
+            else f"{small['estimate']['lut']:,} LUT, {small['estimate']['ff']:,} FF, {small['estimate']['dsp']} DSP "
+                 "(estimate)")
+    return InputError(f"{onnx_path}: no RTL form fits board {board.name} ({board.lut:,} LUT, {board.ff:,} FF, "
+                      f"{board.dsp} DSP, {board.io_pins} pins, {board.clock_mhz:g} MHz); the smallest candidate, "
+                      f"{small['label']}, needs {figs}, {small['pins']} pins ({small['why']})")
+
+
+def fit_board(onnx_path: str | Path, out_dir: str | Path, board: Board, *, synth: bool = True,
+              latency_cutoff: float | None = None, output: str | None = None, out_elements: int | None = None,
+              log: Any = print) -> dict[str, Any]:
+    """``kdhw rtl --mode auto --board B``: write the chosen form into ``out_dir`` (atomically) with the
+    decision in its rtl.json (``fit``); InputError (exit 2) when no candidate fits."""
+    from .atomic import atomic_dir, write_json
+    from .rtl import META_FILE
+
+    with tempfile.TemporaryDirectory(prefix="kdhw_fit_") as tmp:
+        res = choose_form(onnx_path, board, tmp, synth=synth, latency_cutoff=latency_cutoff, output=output,
+                          out_elements=out_elements, log=log)
+        if res["chosen"] is None:
+            raise refusal(onnx_path, board, res)
+        src = Path(res.pop("dir"))
+        syn = res.pop("synthesis_of_chosen")
+        with atomic_dir(out_dir) as d:
+            shutil.rmtree(d)
+            shutil.copytree(src, d)
+            meta = json.loads((d / META_FILE).read_text())
+            if syn is not None:  # the report re-uses it for this board instead of synthesizing again
+                logs = Path(tmp) / f"syn_{src.name}"
+                if logs.is_dir():
+                    shutil.copytree(logs, d / FIT_DIR)
+                res["synthesis"] = {**syn, "logs": FIT_DIR if logs.is_dir() else None,
+                                    "verilog_sha256": _verilog_hash(d, meta)}
+            meta["fit"] = res
+            write_json(d / META_FILE, meta)
+    return meta
+
+
+def rtl_for_config(onnx_path: Path, out_dir: Path, rtl_cfg: dict[str, Any], board: Board, *, synth: bool,
+                   log: Any = print) -> dict[str, Any]:
+    """The RTL a config asks for: ``rtl.mode: auto`` fits ``board``; otherwise the mode given."""
+    from .rtl import qonnx_to_rtl, rtl_options
+
+    if rtl_cfg.get("mode") == "auto":
+        return fit_board(onnx_path, out_dir, board, synth=synth, latency_cutoff=rtl_cfg.get("latency_cutoff"),
+                         output=rtl_cfg.get("output"), out_elements=rtl_cfg.get("out_elements"), log=log)
+    return qonnx_to_rtl(onnx_path, out_dir, **rtl_options(rtl_cfg), clock_period_ns=board.clock_period_ns)
+
+
+__all__ = ["PARALLELISMS", "SCREEN_MARGIN", "choose_form", "fit_board", "refusal", "rtl_for_config"]
