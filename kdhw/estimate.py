@@ -70,9 +70,9 @@ ADDER_EXTRA_BITS = 2
 POST_DELAY = 3  # bias add, ReLU, requantization after each linear layer, in da4ml delay units
 DEFAULT_CUTOFF = 5.0  # = kdhw.rtl.DEFAULT_LATENCY_CUTOFF
 # stream designs: fitted by benchmarks/estimate_vs_yosys.py --stream --calibrate
-K_S_DP = 1.0
-K_S_LOGIC = 1.0
-K_S_FF = 1.0
+K_S_DP = 0.987
+K_S_LOGIC = 0.765
+K_S_FF = 0.867
 # LUT4 cells per LUT6 of the formula on Lattice parts, measured on the designs of
 # benchmarks/stream_vs_parallel.py (yosys synth_ice40 / synth_ecp5 + nextpnr vs synth_xilinx)
 LUT4_PER_LUT6 = {"ice40": 1.7, "ecp5": 1.8}

@@ -10,10 +10,11 @@ ladder of candidates from the least to the most folded and takes the first that 
    input beats (``dense: unrolled`` / ``auto``); an MLP's input beat carries as many elements as the lanes
    use (``in_elements`` = parallelism) and the board's pins allow.
 
-Every candidate is generated (seconds: RTL generation is cheap), then judged in order of throughput
-(initiation interval, then estimated LUTs): pins from the real ports of its top, then the analytic estimate
-(``kdhw.estimate``) against the board with a margin for the estimate's error, and only a candidate that
-passes both is confirmed by open synthesis (yosys; nextpnr place-and-route and its fmax against the board
+The parallel form is judged first; only when it does not fit are the stream rungs generated (RTL generation
+takes seconds; a parallelism no layer can use gives the same Verilog and appears once) and judged in order of
+throughput (initiation interval, then estimated LUTs).  Each judgement: pins from the real ports of its top,
+then the analytic estimate (``kdhw.estimate``) against the board with a margin for the estimate's error, and
+only a candidate that passes both is confirmed by open synthesis (yosys; nextpnr place-and-route and its fmax against the board
 clock on iCE40/ECP5; Xilinx parts have no open timing model, so their clock is not checked).  Without
 synthesis (``synth=False``) the estimate decides, without margin.  Every candidate's figures and the reason
 it was rejected are kept (``rtl.json`` -> ``fit``), and the hardware report prints them.
@@ -71,43 +72,52 @@ def _verilog_hash(d: Path, meta: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _generate(onnx_path: Path, work: Path, board: Board, latency_cutoff: float | None, output: str | None,
-              out_elements: int | None, log: Any) -> list[dict[str, Any]]:
-    """Every candidate of the ladder, generated under ``work``; identical designs appear once."""
-    from .rtl import qonnx_to_rtl
+class _Ladder:
+    """Generates candidates under ``work``; identical Verilog (a parallelism a layer cannot use) appears once."""
 
-    cands: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    def __init__(self, onnx_path: Path, work: Path, board: Board, latency_cutoff: float | None,
+                 output: str | None, out_elements: int | None) -> None:
+        self.onnx, self.work, self.board = onnx_path, work, board
+        self.cutoff, self.output, self.out_elements = latency_cutoff, output, out_elements
+        self.seen: set[str] = set()
+        self.n = 0
 
-    def add(opts: dict[str, Any]) -> None:
-        d = work / f"c{len(cands)}"
+    def make(self, opts: dict[str, Any]) -> dict[str, Any] | None:
+        from .rtl import qonnx_to_rtl
+
+        d = self.work / f"c{self.n}"
+        self.n += 1
         kw = {k: v for k, v in opts.items() if k != "mode" and v is not None}
         if opts["mode"] == "stream":
-            kw.update(output=output, out_elements=out_elements)
-        meta = qonnx_to_rtl(onnx_path, d, mode=opts["mode"], latency_cutoff=latency_cutoff,
-                            clock_period_ns=board.clock_period_ns, **kw)
+            kw.update(output=self.output, out_elements=self.out_elements)
+        meta = qonnx_to_rtl(self.onnx, d, mode=opts["mode"], latency_cutoff=self.cutoff,
+                            clock_period_ns=self.board.clock_period_ns, **kw)
         h = _verilog_hash(d, meta)
-        if h in seen:
+        if h in self.seen:
             shutil.rmtree(d)
-            return
-        seen.add(h)
-        cands.append({"label": _label(opts), "options": opts, "dir": d, "meta": meta})
+            return None
+        self.seen.add(h)
+        return {"label": _label(opts), "options": opts, "dir": d, "meta": meta}
 
-    add({"mode": "parallel"})
-    # the first stream design tells whether the model is an MLP (beats carry elements of a vector)
-    probe = work / "probe"
-    pm = qonnx_to_rtl(onnx_path, probe, mode="stream", latency_cutoff=latency_cutoff, output=output,
-                      out_elements=out_elements)
-    vector = bool(pm["stream"].get("vector_input"))
-    e_max = min(_pins_limit_in_elements(board, pm["input_format"]["bits"], pm["ports"]["m_axis_tdata"]["width"]),
-                int(pm["n_inputs"])) if vector else None
-    shutil.rmtree(probe)
-    for p in PARALLELISMS:
-        for dense in ("unrolled", "auto"):
-            add({"mode": "stream", "parallelism": p, "dense": dense,
-                 "in_elements": min(p, e_max) if vector else None})
-    log(f"[fit] {board.name}: {len(cands)} candidate designs generated")
-    return cands
+    def streams(self) -> list[dict[str, Any]]:
+        """The stream rungs.  The first one generated tells whether the model is an MLP (its beats carry
+        elements of a vector, as many as the lanes use and the pins allow)."""
+        first = self.make({"mode": "stream", "parallelism": PARALLELISMS[0], "dense": "unrolled", "in_elements": None})
+        assert first is not None
+        pm = first["meta"]
+        if not pm["stream"].get("vector_input"):
+            out = [first]
+            opts = [(p, d) for p in PARALLELISMS for d in ("unrolled", "auto")][1:]
+            out += [c for p, d in opts if (c := self.make({"mode": "stream", "parallelism": p, "dense": d,
+                                                             "in_elements": None})) is not None]
+            return out
+        shutil.rmtree(first["dir"])
+        self.seen.clear()
+        e_max = min(_pins_limit_in_elements(self.board, pm["input_format"]["bits"],
+                                            pm["ports"]["m_axis_tdata"]["width"]), int(pm["n_inputs"]))
+        return [c for p in PARALLELISMS for d in ("unrolled", "auto")
+                if (c := self.make({"mode": "stream", "parallelism": p, "dense": d,
+                                    "in_elements": min(p, e_max)})) is not None]
 
 
 def _screen(c: dict[str, Any], board: Board, margin: float, parallel_pins: bool) -> str | None:
@@ -167,17 +177,16 @@ def choose_form(onnx_path: str | Path, board: Board, work: str | Path, *, synth:
     from .hwreport import port_pins
 
     onnx_path, work = Path(onnx_path), Path(work)
-    cands = _generate(onnx_path, work, board, latency_cutoff, output, out_elements, log)
-    for c in cands:
+    ladder = _Ladder(onnx_path, work, board, latency_cutoff, output, out_elements)
+    margin = SCREEN_MARGIN if synth else 1.0
+
+    def prepare(c: dict[str, Any]) -> dict[str, Any]:
         c["pins"] = sum(port_pins(c["meta"]).values())
         c["estimate"] = estimate_design(onnx_path, c["meta"], board)
-        c["verdict"], c["why"] = "not tried", None
-    # least folded first: throughput, then size; the parallel form leads (II = 1)
-    cands.sort(key=lambda c: (c["meta"]["initiation_interval"], c["options"]["mode"] != "parallel",
-                              c["estimate"]["lut"]))
-    margin = SCREEN_MARGIN if synth else 1.0
-    chosen = None
-    for i, c in enumerate(cands):
+        c["verdict"], c["why"], c["synthesis"] = "not tried", None, None
+        return c
+
+    def judge(c: dict[str, Any]) -> bool:
         why = _screen(c, board, margin, parallel_pins)
         if why is None and synth:
             if known and c["label"] in known:
@@ -189,9 +198,21 @@ def choose_form(onnx_path: str | Path, board: Board, work: str | Path, *, synth:
         c["verdict"], c["why"] = ("rejected", why) if why else ("chosen", "fits" + (
             "" if synth else " (by the estimate; not synthesized)"))
         log(f"[fit] {board.name}: {c['label']}: {c['verdict']}" + (f" ({why})" if why else ""))
-        if why is None:
-            chosen = i
-            break
+        return why is None
+
+    # the parallel form leads (II = 1); the stream rungs are generated only when it does not fit, and judged
+    # least folded first: throughput, then size
+    cands = [prepare(ladder.make({"mode": "parallel"}))]
+    chosen = 0 if judge(cands[0]) else None
+    if chosen is None:
+        rest = sorted((prepare(c) for c in ladder.streams()),
+                      key=lambda c: (c["meta"]["initiation_interval"], c["estimate"]["lut"]))
+        log(f"[fit] {board.name}: {len(rest)} stream candidates")
+        cands += rest
+        for i, c in enumerate(rest, 1):
+            if judge(c):
+                chosen = i
+                break
     return {"board": board.name, "clock_mhz": board.clock_mhz,
             "method": "pins, estimate, then open synthesis" if synth else "pins and estimate (no synthesis)",
             "clock_checked": bool(synth and board.vendor == "lattice"),
