@@ -257,3 +257,17 @@ def test_auto_confirms_its_choice_with_nextpnr_and_the_report_reuses_it(tiny_onn
     assert e["latency"]["frames_per_s_at_fmax"] == pytest.approx(syn["fmax_mhz"] * 1e6 / meta["initiation_interval"])
     assert not (d / "hw_synth" / "ice40_up5k-sg48").exists()
     shutil.rmtree(d)
+
+
+def test_a_run_with_rtl_mode_auto_checks_its_board_before_any_training(monkeypatch) -> None:
+    """``kdhw run`` fits rtl.board (default hls.board): an unknown board or a missing tool for it fails first."""
+    from kdhw import synth
+    from kdhw.errors import ToolMissing
+    from kdhw.flow import check_hardware_tools
+
+    with pytest.raises(InputError, match="unknown board 'no-such'"):
+        check_hardware_tools(validate({"rtl": {"mode": "auto", "board": "no-such"}}), [])
+    monkeypatch.setattr(synth, "_find", lambda *names: None if any("nextpnr" in n for n in names) else ["yosys"])
+    with pytest.raises(ToolMissing, match="nextpnr-ice40 not found"):
+        check_hardware_tools(validate({"rtl": {"mode": "auto", "board": "icebreaker"}}), [])
+    check_hardware_tools(validate({"rtl": {"mode": "auto"}}), [])  # pynq-z2 (hls.board): yosys only
