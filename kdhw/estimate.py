@@ -70,9 +70,9 @@ ADDER_EXTRA_BITS = 2
 POST_DELAY = 3  # bias add, ReLU, requantization after each linear layer, in da4ml delay units
 DEFAULT_CUTOFF = 5.0  # = kdhw.rtl.DEFAULT_LATENCY_CUTOFF
 # stream designs: fitted by benchmarks/estimate_vs_yosys.py --stream --calibrate
-K_S_DP = 0.987
-K_S_LOGIC = 0.765
-K_S_FF = 0.867
+K_S_DP = 0.944
+K_S_LOGIC = 0.781
+K_S_FF = 0.850
 # LUT4 cells per LUT6 of the formula on Lattice parts, measured on the designs of
 # benchmarks/stream_vs_parallel.py (yosys synth_ice40 / synth_ecp5 + nextpnr vs synth_xilinx)
 LUT4_PER_LUT6 = {"ice40": 1.7, "ecp5": 1.8}
@@ -222,7 +222,8 @@ def stream_features(meta: dict[str, Any]) -> dict[str, float]:
     if not inv:
         raise ValueError("rtl.json of a stream design without an inventory (regenerate it with this kdhw)")
     f = {"dp_cost": 0.0, "mux_luts": 0.0, "rom_luts": 0.0, "adder_luts": 0.0, "lutram_luts": 0.0, "ff_bits": 0.0,
-         "fifo_bits": 0.0, "multipliers": 0.0, "soft_mult_bits": 0.0, "line_buffer_bits": 0.0}
+         "fifo_bits": 0.0, "multipliers": 0.0, "soft_mult_bits": 0.0, "multipliers_ecp5": 0.0, "mult_bits": 0.0,
+         "line_buffer_bits": 0.0}
     for u in inv["units"]:
         dp = u.get("dp")
         if dp:
@@ -240,10 +241,23 @@ def stream_features(meta: dict[str, Any]) -> dict[str, float]:
             f["lutram_luts"] += 4 * math.ceil(width / 6) * math.ceil(depth / 32)
             f["fifo_bits"] += depth * width
         for a, b, n in u.get("mult", []):
-            f["multipliers"] += n * (math.ceil(a / 25) * math.ceil(b / 18) if min(a, b) >= 2 else 0)
-            f["soft_mult_bits"] += n * a * b
-    f["logic_luts"] = f["mux_luts"] + f["rom_luts"] + f["adder_luts"] + f["lutram_luts"]
+            if _maps_to_dsp(a, b, "xc7"):
+                f["multipliers"] += n * math.ceil(a / 25) * math.ceil(b / 18)
+            else:
+                f["soft_mult_bits"] += n * a * b
+            if _maps_to_dsp(a, b, "ecp5"):
+                f["multipliers_ecp5"] += n * math.ceil(a / 18) * math.ceil(b / 18)
+            f["mult_bits"] += n * a * b
+    f["logic_luts"] = f["mux_luts"] + f["rom_luts"] + f["adder_luts"] + f["lutram_luts"] + f["soft_mult_bits"]
     return f
+
+
+def _maps_to_dsp(a: int, b: int, family: str) -> bool:
+    """Does yosys put an a x b multiplier into a DSP block?  Its mul2dsp rules: both operands at least 2 bits,
+    and on Xilinx (synth_xilinx) a product of at least 9 bits; iCE40 (synth_ice40 without -dsp): never."""
+    if family == "ice40":
+        return False
+    return a >= 2 and b >= 2 and (family == "ecp5" or a + b >= 9)
 
 
 def estimate_stream(meta: dict[str, Any]) -> dict[str, Any]:
@@ -264,15 +278,19 @@ def estimate_stream(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dsp_use(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """What would take DSP blocks: the MAC lanes of folded dense layers (kind, unit, count, operand bits)."""
+    """What may take DSP blocks: the MAC lanes of folded dense layers, one entry per unit."""
     out = []
     for u in meta.get("inventory", {}).get("units", []):
-        for a, b, n in u.get("mult", []):
-            layer = next((l for l in meta.get("layers", []) if l["unit"] == u["unit"]), {})
-            out.append({"unit": u["unit"], "nodes": layer.get("nodes", []), "multipliers": n, "a_bits": a,
-                        "b_bits": b, "what": f"MAC lanes of the folded dense layer {u['unit']} "
-                                             f"({layer.get('parallelism', '?')} lane(s) x {layer.get('outputs', '?')} "
-                                             f"outputs, {a} x {b}-bit signed multipliers)"})
+        mults = u.get("mult") or []
+        if not mults:
+            continue
+        layer = next((rec for rec in meta.get("layers", []) if rec["unit"] == u["unit"]), {})
+        n = sum(m[2] for m in mults)
+        ops = ", ".join(f"{c} of {a} x {b} bits" for a, b, c in mults)
+        out.append({"unit": u["unit"], "nodes": layer.get("nodes", []), "multipliers": n, "operands": mults,
+                    "what": f"the MAC lanes of the folded dense layer {u['unit']} ({layer.get('parallelism', '?')} "
+                            f"lane(s) x {layer.get('outputs', '?')} outputs: {n} multiplier(s) with non-zero weights, "
+                            f"{ops})"})
     return out
 
 
@@ -293,11 +311,12 @@ def estimate_design(onnx_path: str | Path, rtl_meta: dict[str, Any] | None = Non
         return res
     if board.vendor == "lattice":
         res["lut6"] = res["lut"]
-        soft = res["features"].get("soft_mult_bits", 0.0) if board.family == "ice40" else 0.0
+        f = res["features"]
+        # iCE40 builds every multiplier from logic: those the LUT6 formula put into DSP48s come on top
+        soft = f.get("mult_bits", 0.0) - f.get("soft_mult_bits", 0.0) if board.family == "ice40" else 0.0
         res["lut"] = int(round(LUT4_PER_LUT6.get(board.family, 1.0) * res["lut6"] + soft))
         res["lut_unit"] = "LUT4"
-        if board.family == "ice40":
-            res["dsp"] = 0
+        res["dsp"] = 0 if board.family == "ice40" else int(f.get("multipliers_ecp5", res["dsp"]))
     res["utilization_pct"] = {"lut": 100.0 * res["lut"] / board.lut, "ff": 100.0 * res["ff"] / board.ff,
                               "dsp": 100.0 * res["dsp"] / board.dsp if board.dsp else (0.0 if not res["dsp"] else None),
                               "bram36": 0.0}

@@ -452,8 +452,9 @@ def _dsp_note(e: dict[str, Any]) -> str | None:
                 f"multiplier(s): {what}; yosys synth_ice40 (no -dsp) builds them from logic cells, so they are "
                 "in the LUT count.")
     return (f"DSP: {_f(used, 0) if used is not None else '—'} used ({e['utilization_basis']}) of "
-            f"{e['available']['dsp']:,} on the board, estimate {e['estimate']['dsp']}: {what}; one DSP block each. "
-            "Everything else is shift-and-add logic.")
+            f"{e['available']['dsp']:,} on the board, estimate {e['estimate']['dsp']}: {what}. yosys puts a multiplier "
+            "into a DSP block when both operands have at least 2 bits (on Xilinx also a product of at least 9 bits); "
+            "smaller ones become logic, as does everything else (shift-and-add).")
 
 
 def _board_notes(e: dict[str, Any]) -> list[str]:

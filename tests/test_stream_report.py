@@ -124,7 +124,7 @@ def test_dsp_use_is_named_and_counted_against_the_board(forms, tmp_path) -> None
     rep = hardware_report(d, [load_board("pynq-z2"), load_board("icebreaker")], onnx, d, synth=False,
                           log=lambda *a: None)
     notes = (d / "hw_report.md").read_text()
-    assert "MAC lanes of the folded dense layer u4 (1 lane(s) x 10 outputs" in notes
+    assert "MAC lanes of the folded dense layer u4 (1 lane(s) x 10 outputs: 10 multiplier(s)" in notes
     assert "builds them from logic cells" in notes
     assert rep["boards"][0]["used"]["dsp"] == 10 and rep["boards"][0]["utilization_pct"]["dsp"] == pytest.approx(
         100 * 10 / 220)

@@ -12,6 +12,7 @@ unit, so the estimate prices the design that was generated and nothing else.  Ea
 * ``mux``: ``[width, sources]`` per multiplexer (line-buffer taps, MAC operand select, output beats);
 * ``rom``: weight ROM words and bits per word (folded dense);
 * ``mult``: ``[a_bits, b_bits, count]`` of the MAC lane multipliers (DSP blocks where the family maps them);
+  a lane and output whose weights are all 0 has none (synthesis removes a product with a constant 0);
 * ``adders``: ``[bits, count]`` (accumulators, argmax comparators); ``counters``: bits of frame/step counters;
 * ``dp``: the da4ml datapath's cost (its LUT estimate), pipeline register bits and stages.
 """
@@ -98,8 +99,26 @@ def _mac(u: Unit) -> dict[str, Any]:
             srcs += 1  # the zero default
         if srcs > 1:
             mux.append([xw, srcs])
-    return {"ff": ff, "fifo": [D, wo], "mux": mux, "rom": [S, P * O * ww], "mult": [[xw, ww, P * O]],
+    return {"ff": ff, "fifo": [D, wo], "mux": mux, "rom": [S, P * O * ww], "mult": _mult_widths(u, xw, ww),
             "adders": [[int(b), P] for b in s["acc_bits"]], "counters": sw + qw, "dp": _dp(u)}
+
+
+def _mult_widths(u: Unit, xw: int, ww: int) -> list[list[int]]:
+    """[a_bits, b_bits, count] of the MAC multipliers: one per (lane, output) that reads a non-zero weight."""
+    s = u.spec
+    J, NB, P, Q, O = s["J"], s["NB"], s["P"], s["Q"], s["O"]
+    live = [kif_width(k) > 0 for k in u.in_lanes]
+    n = 0
+    for p in range(P):
+        for o in range(O):
+            for step in range(NB * Q):
+                b, qq = divmod(step, Q)
+                j = qq * P + p
+                e = s["elem_of"][b][j] if j < J else -1
+                if e >= 0 and live[j] and int(s["wcodes"][e][o]):
+                    n += 1
+                    break
+    return [[xw, ww, n]] if n else []
 
 
 def _collect(u: Unit) -> dict[str, Any]:
