@@ -169,6 +169,7 @@ def main() -> None:
 
     by_key = load_done(jsonl) if a.render else {r["key"]: r for r in done}
     rows = summarize(recs, designs, by_key, tasks)
+    lattice = lattice_fit(rows)
     if a.quick:
         print(markdown(rows, recs, {}))
         return
@@ -176,11 +177,50 @@ def main() -> None:
             "python": platform.python_version(), "seconds_this_run": round(time.perf_counter() - t0, 1),
             "flows": {k: v for k, v in FLOWS.items()}, "skip_over": SKIP_OVER}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stream_vs_parallel.json").write_text(json.dumps({"students": recs, "rows": rows, **meta},
+    (RESULTS / "stream_vs_parallel.json").write_text(json.dumps({"students": recs, "rows": rows,
+                                                                 "lattice_cells_fit": lattice, **meta},
                                                                 indent=1) + "\n")
-    (RESULTS / "stream_vs_parallel.md").write_text(markdown(rows, recs, meta))
+    (RESULTS / "stream_vs_parallel.md").write_text(markdown(rows, recs, meta) + lattice_markdown(lattice))
     plot(rows, RESULTS / "stream_vs_parallel.png")
-    print(markdown(rows, recs, meta))
+    print(markdown(rows, recs, meta) + lattice_markdown(lattice))
+
+
+def lattice_fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Lattice logic cells ~ a * LUT6 estimate + b * FF estimate (+ iCE40 soft multipliers), per family, on the
+    placed designs: least squares on relative error (kdhw.estimate.LATTICE_CELLS takes the constants)."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for flow in ("ice40", "ecp5"):
+        pts = [(r["flows"][flow], r) for r in rows if flow in r["flows"] and r["flows"][flow].get("ok")
+               and r["flows"][flow].get("fits", True) and r["flows"][flow].get("lut")]
+        if len(pts) < 3:
+            continue
+        y = np.array([x["lut"] for x, _ in pts], float)
+        soft = np.array([x.get("estimate_soft", 0.0) for x, _ in pts], float)
+        a = np.array([[r["estimate_xc7"]["lut"], r["estimate_xc7"]["ff"]] for _, r in pts], float)
+        k = np.linalg.lstsq(a / y[:, None], (y - soft) / y, rcond=None)[0]
+        pred = a @ k + soft
+        smape = float(100 * np.mean(2 * np.abs(pred - y) / (np.abs(pred) + np.abs(y))))
+        old = np.array([x["estimate"] for x, _ in pts], float)
+        out[flow] = {"a_lut6": round(float(k[0]), 3), "b_ff": round(float(k[1]), 3), "designs": len(pts),
+                     "smape_pct_in_sample": round(smape, 1),
+                     "smape_pct_with_constants_at_run_time": round(float(100 * np.mean(
+                         2 * np.abs(old - y) / (np.abs(old) + np.abs(y)))), 1)}
+    return out
+
+
+def lattice_markdown(fit: dict[str, Any]) -> str:
+    if not fit:
+        return ""
+    lines = ["", "Lattice logic cells vs the LUT6/FF estimate (placed designs above, least squares on relative error, "
+                 "in sample; `kdhw.estimate.LATTICE_CELLS`):", ""]
+    for flow, f in fit.items():
+        lines.append(f"- {flow}: cells = {f['a_lut6']} x LUT6 + {f['b_ff']} x FF"
+                     + (" + MAC multiplier bits" if flow == "ice40" else "")
+                     + f" over {f['designs']} designs: sMAPE {f['smape_pct_in_sample']} % (with the constants in "
+                       f"kdhw/estimate.py when this ran: {f['smape_pct_with_constants_at_run_time']} %)")
+    return "\n".join(lines) + "\n"
 
 
 def _vector(work: Path, name: str) -> bool:
@@ -213,7 +253,11 @@ def summarize(recs: dict[str, Any], designs: dict[tuple[str, str], dict[str, Any
             keep = {k: r.get(k) for k in ("ok", "fits", "lut", "ff", "dsp", "carry", "lut_memory", "fmax_mhz",
                                            "error", "skipped", "seconds", "meets_clock")}
             if b.vendor == "lattice":
-                keep["estimate"] = estimate_design(Path(d["rtl"]).parent / "model.onnx", meta, b)["lut"]
+                eb = estimate_design(Path(d["rtl"]).parent / "model.onnx", meta, b)
+                f = eb["features"]
+                keep["estimate"] = eb["lut"]
+                keep["estimate_soft"] = (f.get("mult_bits", 0.0) - f.get("soft_mult_bits", 0.0)
+                                         if flow == "ice40" else 0.0)
                 keep["pins_fit"] = pins <= b.io_pins
                 ns, fps = throughput(meta["latency_cycles"], meta["initiation_interval"], r.get("fmax_mhz"))
                 keep.update(latency_ns_at_fmax=ns, frames_per_s_at_fmax=fps,
