@@ -18,12 +18,28 @@ import numpy as np
 from .errors import CheckFailed, InputError, KdhwError
 
 
+# Third-party warnings that say nothing about the user's model or data, each silenced by its exact text;
+# everything else (brevitas' and hls4ml's precision and quantization warnings among them) is shown.
+_NOISE = (
+    (UserWarning, r"fast_hadamard_transform package not found"),  # brevitas: an optional speed-up, unused here
+    (UserWarning, r"The GemmToMatMul transformation only offers explicit support"),  # qonnx, on every export
+    (DeprecationWarning, r"brevitas\.fx is deprecated"),
+    (FutureWarning, r"You are using `torch\.load` with `weights_only=False`"),
+)
+
+
 def _quiet_libraries() -> None:
-    warnings.filterwarnings("ignore")
+    """The CLI is an application: it may set process-wide logging.  Noise is silenced where it is made
+    (onnxruntime's logger, named warnings), never by hiding every warning (``kdhw.quiet`` for the API)."""
+    from .quiet import silence_onnxruntime
+
+    for cat, msg in _NOISE:
+        warnings.filterwarnings("ignore", message=msg, category=cat)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    silence_onnxruntime()
     from .pipeline import set_torch_threads
 
     set_torch_threads()
