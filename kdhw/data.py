@@ -304,8 +304,12 @@ class _CifarUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name}")
+            raise _Refused(f"{module}.{name}")
         return super().find_class(module, name)
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names something outside ``_CifarUnpickler.ALLOWED``."""
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -313,10 +317,10 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as fh:
             blob = _CifarUnpickler(fh, encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise InputError(f"{path}: refused to unpickle {e}: a CIFAR-10 batch holds only numpy arrays, lists and "
                          "bytes, so this file is not one (kdhw never loads arbitrary pickles)") from None
-    except (OSError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError):
         raise InputError(f"{path}: not a readable CIFAR-10 python batch") from None
     if not isinstance(blob, dict):
         raise InputError(f"{path}: a CIFAR-10 batch is a dict with b'data' and b'labels'; this pickle holds "
