@@ -17,7 +17,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -226,15 +226,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 COLORS = ("gray", "rgb")
 
 
-def _fit_images(imgs: list[Any], size: tuple[int, int] | None, color: str, where: list[str]) -> np.ndarray:
-    """PIL images -> (N, C, H, W) float32 in [0, 1]: converted to gray (C = 1) or RGB (C = 3) and resized to
-    ``size`` = (H, W) (area averaging when shrinking, bilinear when enlarging); without a size every image
-    must already have the first one's."""
+def _fit_images(items: Iterable[tuple[Any, str]], size: tuple[int, int] | None, color: str) -> np.ndarray:
+    """(PIL image, where it came from) pairs -> (N, C, H, W) float32 in [0, 1]: each converted to gray (C = 1)
+    or RGB (C = 3) and resized to ``size`` = (H, W) (area averaging when shrinking, bilinear when enlarging)
+    as it arrives, so a folder of large scans never sits in memory at full size; without a size every
+    image must already have the first one's."""
     from PIL import Image
 
     out = []
     want = None if size is None else (int(size[1]), int(size[0]))  # PIL speaks (W, H)
-    for img, src in zip(imgs, where):
+    for img, src in items:
         if img.mode.startswith("I;16") or img.mode in ("I", "F"):
             a = np.asarray(img, dtype=np.float64)
             a = a / (65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0)
@@ -267,25 +268,30 @@ def load_image_folder(path: Path, size: Any = None, color: str = "gray") -> tupl
     if len(classes) < 2:
         raise InputError(f"{path}: found {len(classes)} class subfolder(s); an image folder needs one subfolder "
                          "per class (at least 2), each holding that class's PNG/JPEG files")
-    imgs, ys, where = [], [], []
+    files: list[Path] = []
+    ys: list[int] = []
     for c, name in enumerate(classes):
-        files = sorted(f for f in (path / name).iterdir() if f.is_file() and not f.name.startswith("."))
-        if not files:
+        mine = sorted(f for f in (path / name).iterdir() if f.is_file() and not f.name.startswith("."))
+        if not mine:
             raise InputError(f"{path / name}: class folder holds no images")
-        for f in files:
+        for f in mine:
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InputError(f"{f}: not an image kdhw reads (allowed: {', '.join(IMAGE_SUFFIXES)}); move it out "
                                  "of the class folder")
+        files += mine
+        ys += [c] * len(mine)
+
+    def opened() -> Iterator[tuple[Any, str]]:
+        for f in files:
             try:
-                with Image.open(f) as im:
-                    im.load()
-                    imgs.append(im.copy())
+                im = Image.open(f)
+                im.load()
             except (UnidentifiedImageError, OSError, ValueError) as e:
                 raise InputError(f"{f}: not a readable image ({type(e).__name__})") from None
-            ys.append(c)
-            where.append(str(f))
-    x = _fit_images(imgs, _size(size), color, where)
-    return x, np.asarray(ys, dtype=np.int64), {"classes": classes}
+            with im:
+                yield im, str(f)
+
+    return _fit_images(opened(), _size(size), color), np.asarray(ys, dtype=np.int64), {"classes": classes}
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -354,8 +360,8 @@ def load_cifar10(path: Path, size: Any = None, color: str = "rgb") -> tuple[np.n
     extra = {"files": [f.name for f in files]}
     if size is None and color == "rgb":
         return (raw / 255.0).astype(np.float32), y, extra
-    imgs = [Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))) for a in raw]
-    return _fit_images(imgs, _size(size), color, [f"{path} row {i}" for i in range(len(imgs))]), y, extra
+    imgs = ((Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))), f"{path} row {i}") for i, a in enumerate(raw))
+    return _fit_images(imgs, _size(size), color), y, extra
 
 
 def _size(size: Any) -> tuple[int, int] | None:
