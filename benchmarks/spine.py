@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-VERSION = "spine-v2"  # part of every task key: a change to what a task records reruns it
+VERSION = "spine-v3"  # part of every task key: a change to what a task records reruns it
 
 
 def _cpu_seconds() -> float:
@@ -43,7 +44,8 @@ def _board(e: dict[str, Any]) -> dict[str, Any]:
             "fmax_mhz": lat["fmax_mhz"], "meets_board_clock": lat["meets_board_clock"],
             "clock_mhz": e["clock_mhz"], "latency_cycles": lat["cycles"], "ns_at_board_clock": lat["ns_at_board_clock"],
             "pins_needed": io["pins_needed_parallel"], "pins": io["pins"],
-            "serialization_factor": io["serialization_factor"], "synth_seconds": s.get("seconds")}
+            "serialization_factor": io["serialization_factor"], "synth_seconds": s.get("seconds"),
+            "error": s.get("error")}
 
 
 def run_seed(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def run_seed(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     cfg.distill["seed"] = task["seed"]
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / f"seed{task['seed']}"
-        t, c = time.perf_counter(), _cpu_seconds()
+        t, c, load0 = time.perf_counter(), _cpu_seconds(), os.getloadavg()[0]
         rep = run(cfg, out, progress=False, log=lambda *_: None)
         wall, cpu = time.perf_counter() - t, _cpu_seconds() - c
         hw = json.loads((out / "hw_report.json").read_text()) if (out / "hw_report.json").is_file() else None
@@ -66,6 +68,7 @@ def run_seed(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
             "sim_rows": rep["verify"]["levels"].get("rtl_sim", {}).get("rows"),
             "teacher_params": rep["teacher"]["params"], "student_params": rep["student"]["params"],
             "timings_s": rep["timings_s"], "total_s": wall, "cpu_s": cpu,
+            "load_avg_before_after": [load0, os.getloadavg()[0]],
             "boards": [_board(e) for e in hw["boards"]] if hw else []}
 
 
@@ -81,9 +84,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     boards: dict[str, dict[str, Any]] = {}
     for r in rows:
         for b in r["boards"]:
-            e = boards.setdefault(b["board"], {"lut": [], "fmax_mhz": []})
+            e = boards.setdefault(b["board"], {"lut": [], "fmax_mhz": [], "fits": []})
             e["lut"].append(b["lut"])
             e["fmax_mhz"].append(b["fmax_mhz"])
+            e["fits"].append(b["fits"])
     return {
         "seeds": len(rows), "accuracy_mean_std": acc,
         "kd_minus_scratch_points": [100 * (r["kd"] - r["scratch"]) for r in rows],
@@ -92,12 +96,15 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "stage_mean_s": stages, "total_mean_s": statistics.mean(totals), "total_min_s": min(totals),
         "total_max_s": max(totals), "cpu_mean_s": statistics.mean(r["cpu_s"] for r in rows),
         "report_share_pct": 100 * stages.get("report", 0.0) / sum(stages.values()),
+        "cpu_min_s": min(r["cpu_s"] for r in rows), "cpu_max_s": max(r["cpu_s"] for r in rows),
+        "load_avg": [x for r in rows for x in r.get("load_avg_before_after", [])],
         "report_min_s": min(r["timings_s"].get("report", 0.0) for r in rows),
         "report_max_s": max(r["timings_s"].get("report", 0.0) for r in rows),
         "boards_over_seeds": {k: {"lut_min": min(v["lut"]) if None not in v["lut"] else None,
                                   "lut_max": max(v["lut"]) if None not in v["lut"] else None,
-                                  "fmax_min": min(v["fmax_mhz"]) if None not in v["fmax_mhz"] else None,
-                                  "fmax_max": max(v["fmax_mhz"]) if None not in v["fmax_mhz"] else None}
+                                  "fmax_min": min((f for f in v["fmax_mhz"] if f), default=None),
+                                  "fmax_max": max((f for f in v["fmax_mhz"] if f), default=None),
+                                  "fits": sum(v["fits"]), "seeds": len(v["fits"])}
                               for k, v in boards.items()},
     }
 
@@ -131,7 +138,8 @@ STAGE_LABELS = {
 def stage_table(res: dict[str, Any]) -> str:
     s = res["summary"]
     out = [f"| stage | seconds (mean over {s['seeds']} seeds) |", "|---|---|"]
-    out += [f"| {STAGE_LABELS.get(k, k)} | {v:.1f} |" for k, v in s["stage_mean_s"].items()]
+    order = [k for k in STAGE_LABELS if k in s["stage_mean_s"]] + [k for k in s["stage_mean_s"] if k not in STAGE_LABELS]
+    out += [f"| {STAGE_LABELS.get(k, k)} | {s['stage_mean_s'][k]:.1f} |" for k in order]
     out.append(f"| **total `kdhw run`** | **{s['total_mean_s']:.1f}** ({_min_s(s['total_mean_s'])}) |")
     return "\n".join(out)
 
@@ -145,14 +153,15 @@ def hardware_table(res: dict[str, Any]) -> str:
         return "—" if v is None else (f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}")
 
     out = ["| board | est. LUT | synth LUT | synth FF | LUT util | fmax MHz | latency cycles / at board clock | fits "
-           f"| I/O pins needed / available | synth LUT, fmax over {res['summary']['seeds']} seeds |",
+           f"| I/O pins needed / available | over the {res['summary']['seeds']} seeds: synth LUT, fmax, fits |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for b in run0["boards"]:
         o = over[b["board"]]
         fm = "—" if b["fmax_mhz"] is None else f"{b['fmax_mhz']:.1f}" + ("" if b["meets_board_clock"] else
                                                                          " (misses the board clock)")
         rng = f"{f(o['lut_min'])}–{f(o['lut_max'])}" + ("" if o["fmax_min"] is None else
-                                                         f", {o['fmax_min']:.1f}–{o['fmax_max']:.1f} MHz")
+                                                         f", {o['fmax_min']:.1f}–{o['fmax_max']:.1f} MHz") \
+            + f"; fits {o['fits']} of {o['seeds']}"
         io = f"{b['pins_needed']} / {b['pins']}" + ("" if b["serialization_factor"] == 1 else
                                                      f" (serialize ×{b['serialization_factor']})")
         out.append(f"| {b['board']} | {f(b['lut_estimate'])} | {f(b['lut'])} | {f(b['ff'])} | "
@@ -174,9 +183,12 @@ def render_md(res: dict[str, Any]) -> str:
         f"Total wall time per run: mean {s['total_mean_s']:.1f} s ({_min_s(s['total_mean_s'])}), "
         f"min {s['total_min_s']:.1f} s ({_min_s(s['total_min_s'])}), max {s['total_max_s']:.1f} s "
         f"({_min_s(s['total_max_s'])}); {s['total_min_s'] / 60:.1f}–{s['total_max_s'] / 60:.1f} min. "
-        f"CPU time (kdhw + the tools it starts) mean {s['cpu_mean_s']:.1f} s. "
         f"The report stage is {s['report_share_pct']:.0f} % of the stage time "
-        f"({s['report_min_s']:.0f}–{s['report_max_s']:.0f} s).", "",
+        f"({s['report_min_s']:.0f}–{s['report_max_s']:.0f} s). CPU time per run (kdhw and the tools it "
+        f"starts: g++, yosys, nextpnr, Icarus) {s['cpu_min_s']:.0f}–{s['cpu_max_s']:.0f} s, mean "
+        f"{s['cpu_mean_s']:.0f} s ({_min_s(s['cpu_mean_s'])})"
+        + (f"; load average {min(s['load_avg']):.1f}–{max(s['load_avg']):.1f} before and after the runs"
+           if s["load_avg"] else "") + ".", "",
         "## Hardware, seed 0 (= `kdhw run --out out/`)", "",
         hardware_table(res), "",
         f"Measured on {res['machine']}.", ""])
@@ -201,7 +213,6 @@ def main() -> None:
     for r in rows:
         print(f"seed {r['seed']}: teacher {100 * r['teacher']:.2f}  scratch {100 * r['scratch']:.2f}  "
               f"kd {100 * r['kd']:.2f}  exported {r['chosen']}  bit-exact {r['bit_exact']}  {r['total_s']:.0f} s", flush=True)
-    import os
     import platform
 
     res = {"script": "benchmarks/spine.py", "smoke": a.smoke,

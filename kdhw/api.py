@@ -147,9 +147,11 @@ def export_qonnx(student: Students | nn.Module, out: str | Path, *,
 
 def build_hls(onnx: str | Path, out: str | Path, *, board: str = "pynq-z2", backend: str = "Vitis",
               io_type: str = "io_parallel", reuse_factor: int = 1, strategy: str = "Latency",
-              clock_period_ns: float | None = None, compile_csim: bool = True) -> dict[str, Any]:
+              clock_period_ns: float | None = None, compile_csim: bool = False) -> dict[str, Any]:
     """The hls stage: an hls4ml project for ``board`` (its part and clock) with the input type set to the
-    QONNX input quantizer's; returns what ``kdhw_hls.json`` records."""
+    QONNX input quantizer's; returns what ``kdhw_hls.json`` records.  ``verify_design`` compiles its own
+    C-sim from the header weights synthesis uses, so hls4ml's library is compiled only on request
+    (``compile_csim=True``, for hls4ml's own ``predict``)."""
     from .boards import load_board
     from .hls import build_hls_project
 

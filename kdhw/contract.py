@@ -164,15 +164,15 @@ def _fmt_num(v: float) -> str:
 
 
 def _suggest(all_x: np.ndarray, fmt: IOFormat) -> str:
-    """A format of the same width that clamps none of the values, or what to do when none exists."""
+    """'use' a format of the same width that clamps none of the values, or what to do when none exists."""
     signed = fmt.signed or bool(all_x.min() < 0)
     k = needed_int_bits(all_x, fmt.bits, signed)
     if k is not None:
-        return str(IOFormat(fmt.bits, k, signed))
+        return f"use {IOFormat(fmt.bits, k, signed)}"
     for bits in range(fmt.bits + 1, 17):
         k = needed_int_bits(all_x, bits, signed)
         if k is not None:
-            return f"{IOFormat(bits, k, signed)} (or scale the data into a smaller range)"
+            return f"use {IOFormat(bits, k, signed)} (or scale the data into a smaller range)"
     return "scale the data into a range 16 bits can hold (e.g. standardize it)"
 
 
@@ -193,7 +193,7 @@ def check_input(splits: dict[str, np.ndarray], spec_input: Any, data_name: str, 
         if fmt is None:
             raise InputError(f"{src}: student.input.int_bits = auto: the training inputs of {data_name} reach "
                              f"{_fmt_num(float(np.abs(x_train).max()))}, more than {p['bits']} bits can hold at "
-                             f"any int_bits; use {_suggest(x_train, IOFormat(p['bits'], 0, bool(x_train.min() < 0)))}")
+                             f"any int_bits; {_suggest(x_train, IOFormat(p['bits'], 0, bool(x_train.min() < 0)))}")
     else:
         fmt = IOFormat(p["bits"], p["int_bits"], p["signed"])
     per = {k: measure(a, fmt) for k, a in splits.items() if a is not None}
@@ -208,7 +208,7 @@ def check_input(splits: dict[str, np.ndarray], spec_input: Any, data_name: str, 
         raise InputError(
             f"{src}: student.input = {fmt}{' (auto)' if auto else ''} clips {100 * whole['clipped_share']:.1f} % of "
             f"the values of {data_name} ({where}: {100 * share:.1f} %; range {_fmt_num(whole['min'])} .. "
-            f"{_fmt_num(whole['max'])}, the format holds {_fmt_num(fmt.lo)} .. {_fmt_num(fmt.hi)}); use "
+            f"{_fmt_num(whole['max'])}, the format holds {_fmt_num(fmt.lo)} .. {_fmt_num(fmt.hi)}); "
             f"{_suggest(everything, fmt)} or set student.input.allow_clip: {math.ceil(share * 100) / 100:g}")
     return fmt, rec
 

@@ -202,6 +202,25 @@ def test_a_missed_board_clock_keeps_fmax_and_still_fits(tiny_dir: Path, report: 
     assert "misses the board clock (400 MHz)" in row and "| yes |" in row
 
 
+@pytest.mark.slow
+def test_a_part_too_small_reports_the_logic_cells_the_design_needs(tiny_dir: Path, report: dict[str, Any],
+                                                                    tmp_path: Path) -> None:
+    """Placement fails on a 384-cell iCE40: the design does not fit, and the count reported is the packed
+    logic cells it needs (the same as on the UP5K, where it was placed), not yosys' smaller LUT4 count."""
+    import dataclasses
+
+    from kdhw.boards import load_board
+
+    tiny = dataclasses.replace(load_board("icebreaker"), name="ice40-lp384", part="lp384-qn32", lut=384, ff=384)
+    ice = _entry(report, "icebreaker")["synthesis"]
+    work = tmp_path / "lp384 !"
+    work.mkdir()
+    shutil.copy(tiny_dir / ice["logs"] / "net.json", work / "net.json")
+    s = synth.place_and_route(work, tiny, lut4_synth=ice["lut4"])
+    assert s["ok"] is False and s["fits"] is False and s["error"]
+    assert s["lut"] == ice["lut"] > 384 and s["over"] == ["ICESTORM_LC"] and s["packed_only"]
+
+
 def test_nextpnr_report_fit_is_decided_on_resources() -> None:
     rep = {"utilization": {"ICESTORM_LC": {"used": 6000, "available": 5280}, "ICESTORM_RAM": {"used": 0, "available": 30}},
            "fmax": {"clk": {"achieved": 31.5, "constraint": 12}}}
