@@ -33,6 +33,7 @@ from .data import Dataset
 from .errors import InputError
 from .augment import Augment, mixup
 from .losses import METHODS, ensemble_logits, get_method, hint_loss, one_hot_like
+from .resource import build_trainable
 from .student import StudentNet, build_student, param_count
 from .training import FitResult, FloatWarmup, accuracy, fit, predict_logits
 
@@ -59,7 +60,7 @@ def student_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 def embedding_layer(model: StudentNet) -> str:
     """The student's penultimate representation: the output feeding its last dense layer."""
-    last = max(i for i, m in enumerate(model.layers) if isinstance(m, qnn.QuantLinear))
+    last = max(i for i, m in enumerate(model.layers) if isinstance(m, qnn.QuantLinear) or getattr(m, "is_linear", 0))
     return model.names[last - 1]
 
 
@@ -177,7 +178,7 @@ def train_arm(
     x_unlab = student_input(data.unlab, spec)
     seed = int(dcfg["seed"])
     torch.manual_seed(seed)
-    model = build_student(spec, xs["train"].shape[1:], data.n_classes, src)
+    model = build_trainable(spec, xs["train"].shape[1:], data.n_classes, src)  # resource-aware when asked
     if init_state is not None:
         model.load_state_dict(init_state)
     extras = list(extra_teachers or [])
@@ -244,7 +245,9 @@ def train_arm(
             s_emb = feats[s_emb_name].flatten(1)
         else:
             out = m(x)
-        return meth.loss(out, t.get("logits"), y, params, s_emb=s_emb, t_emb=t.get("emb"))
+        loss = meth.loss(out, t.get("logits"), y, params, s_emb=s_emb, t_emb=t.get("emb"))
+        resource = getattr(m, "resource_loss", None)  # a resource-aware student owns its cost term
+        return loss if resource is None else loss + resource()
 
     if uses_teacher:
         for tm in online_models:
@@ -270,7 +273,8 @@ def train_arm(
                          "adapter_params": sum(p.numel() for p in adapter.parameters()),
                          "hint_loss_last": res1.history[-1]["loss"] if res1.history else None})
         res = fit(model, loss_fn, x_fit, y_fit, xs["val"], data.y_val, epochs=epochs - h,
-                  desc=name, on_epoch=lambda e: warm(e + h), select_from=max(0, warm.epochs - h), **common)
+                  desc=name, on_epoch=lambda e: (warm(e + h), getattr(model, "set_epoch", int)(e + h)),
+                  select_from=max(0, warm.epochs - h, getattr(model, "select_from", 0) - h), **common)
     finally:
         warm.finish()
     if h > 0:
