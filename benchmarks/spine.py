@@ -170,6 +170,18 @@ def hardware_table(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def misfit_lines(res: dict[str, Any]) -> list[str]:
+    """Every seed's board that did not fit, with what it needed (packed logic cells for Lattice parts)."""
+    out = []
+    for r in res["runs"]:
+        for b in r["boards"]:
+            if not b["fits"]:
+                avail = round(100 * b["lut"] / b["lut_util_pct"])
+                out.append(f"- seed {r['seed']}, {b['board']}: does not fit; needs {b['lut']:,} LUT / logic cells "
+                           f"of {avail:,} ({b['lut_util_pct']:.1f} %)" + (f"; {b['error']}" if b.get("error") else ""))
+    return out or ["Every seed's student fits every board."]
+
+
 def render_md(res: dict[str, Any]) -> str:
     s = res["summary"]
     diffs = ", ".join(f"{d:+.2f}" for d in s["kd_minus_scratch_points"])
@@ -191,6 +203,7 @@ def render_md(res: dict[str, Any]) -> str:
            if s["load_avg"] else "") + ".", "",
         "## Hardware, seed 0 (= `kdhw run --out out/`)", "",
         hardware_table(res), "",
+        *misfit_lines(res), "",
         f"Measured on {res['machine']}.", ""])
 
 
