@@ -98,8 +98,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     },
     "rtl": {
         "enabled": (bool, True),
+        "mode": (str, "parallel"),  # parallel: one unrolled block; stream: AXI4-Stream core, one datapath per layer
         "latency_cutoff": (_Num, None),
-        "pipeline": (int, None),
+        "pipeline": (int, None),  # parallel mode: exact latency in cycles
+        "parallelism": (int, None),  # stream: output positions per issue (conv/pool), MAC lanes (folded dense); 1
+        "in_elements": (int, None),  # stream, MLPs (first layer dense): input elements per beat (default 1)
+        "out_elements": (int, None),  # stream: logits per output beat (default 1)
+        "output": (str, None),  # stream: logits | class | both (default logits)
+        "dense": (str, None),  # stream: auto | folded | unrolled (default auto)
         "simulator": (str, "icarus"),
         "sim_rows": (int, 1000),
     },
@@ -146,6 +152,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
     "rtl.simulator": ("icarus", "verilator"),
+    "rtl.mode": ("parallel", "stream"),
+    "rtl.output": ("logits", "class", "both"),
+    "rtl.dense": ("auto", "folded", "unrolled"),
     "pareto.granularity": ("weight", "channel"),
     "pareto.pins": ("serialize", "parallel"),
 }
@@ -233,6 +242,7 @@ def _check_ranges(cfg: Config) -> None:
             raise InputError(f"{src}: {sec}.{key} must be >= 1")
     _check_distill_ranges(cfg)
     _check_label_budget(cfg)
+    _check_rtl(cfg)
     _check_pareto(cfg)
     if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv", "image_folder", "cifar10") and not cfg.data["path"]:
         what = "a folder" if cfg.data["dataset"] == "image_folder" else "a file"
@@ -244,6 +254,32 @@ def _check_ranges(cfg: Config) -> None:
     from .contract import parse_input
 
     parse_input(cfg.student["input"], src)
+
+
+RTL_STREAM_KEYS = ("parallelism", "in_elements", "out_elements", "output", "dense")
+
+
+def _check_rtl(cfg: Config) -> None:
+    """The rtl section's keys belong to one mode each: a key of the other mode is a mistake, not a no-op."""
+    src, r = cfg.source, cfg.rtl
+    if r["mode"] == "parallel":
+        given = [k for k in RTL_STREAM_KEYS if r[k] is not None]
+        if given:
+            raise InputError(f"{src}: rtl.{given[0]} applies to rtl.mode: stream (the mode here is parallel)")
+    elif r["pipeline"] is not None:
+        raise InputError(f"{src}: rtl.pipeline applies to rtl.mode: parallel; in stream mode set rtl.latency_cutoff "
+                         "(pipeline depth of each layer's datapath)")
+    if r["pipeline"] is not None and r["latency_cutoff"] is not None:
+        raise InputError(f"{src}: give rtl.latency_cutoff or rtl.pipeline, not both")
+    if r["latency_cutoff"] is not None and not r["latency_cutoff"] > 0:
+        raise InputError(f"{src}: rtl.latency_cutoff = {r['latency_cutoff']} must be > 0")
+    if r["pipeline"] is not None and not 1 <= r["pipeline"] <= 64:
+        raise InputError(f"{src}: rtl.pipeline = {r['pipeline']} must be in [1, 64]")
+    for key, hi in (("parallelism", 64), ("in_elements", 4096), ("out_elements", 4096)):
+        if r[key] is not None and not 1 <= r[key] <= hi:
+            raise InputError(f"{src}: rtl.{key} = {r[key]} must be in [1, {hi}]")
+    if r["sim_rows"] < 0:
+        raise InputError(f"{src}: rtl.sim_rows = {r['sim_rows']} must be >= 0")
 
 
 def _check_pareto(cfg: Config) -> None:

@@ -92,6 +92,8 @@ def _sources(rtl_dir: Path) -> tuple[list[Path], dict[str, Any]]:
 
 
 def _wrapper(meta: dict[str, Any]) -> str:
+    if meta.get("mode") == "stream":
+        return _stream_wrapper(meta)
     n_in, n_out = int(meta["input_bits_total"]), int(meta["output_bits_total"])
     return f"""module kdhw_io_wrap (input clk, input sin, output sout);
   reg [{n_in - 1}:0] sh;
@@ -141,6 +143,26 @@ def pnr_result(rep: dict[str, Any], clock_mhz: float, lut4_synth: int) -> dict[s
     if over:
         out["over"] = over
     return out
+
+
+def _stream_wrapper(meta: dict[str, Any]) -> str:
+    """A stream top's handshake pins go straight to pins; its tdata buses through the same shift-register /
+    XOR wrapper as a parallel top's ports (a few FFs and LUTs)."""
+    p = meta["ports"]
+    n_in, n_out = int(p["s_axis_tdata"]["width"]), int(p["m_axis_tdata"]["width"])
+    return f"""module kdhw_io_wrap (input clk, input aresetn, input sin, input s_tvalid, input s_tlast, output s_tready,
+                    input m_tready, output m_tvalid, output m_tlast, output sout, output err);
+  reg [{n_in - 1}:0] sh;
+  always @(posedge clk) sh <= {{sh[{n_in - 2}:0], sin}};
+  wire [{n_out - 1}:0] o;
+  {meta['top']} u (.clk(clk), .aresetn(aresetn), .s_axis_tdata(sh), .s_axis_tvalid(s_tvalid), .s_axis_tready(s_tready),
+    .s_axis_tlast(s_tlast), .m_axis_tdata(o), .m_axis_tvalid(m_tvalid), .m_axis_tready(m_tready),
+    .m_axis_tlast(m_tlast), .tlast_err(err));
+  reg r;
+  always @(posedge clk) r <= ^o;
+  assign sout = r;
+endmodule
+"""
 
 
 def _cells(stat_json: Path) -> dict[str, int]:
