@@ -18,12 +18,28 @@ import numpy as np
 from .errors import CheckFailed, InputError, KdhwError
 
 
+# Third-party warnings that say nothing about the user's model or data, each silenced by its exact text;
+# everything else (brevitas' and hls4ml's precision and quantization warnings among them) is shown.
+_NOISE = (
+    (UserWarning, r"fast_hadamard_transform package not found"),  # brevitas: an optional speed-up, unused here
+    (UserWarning, r"The GemmToMatMul transformation only offers explicit support"),  # qonnx, on every export
+    (DeprecationWarning, r"brevitas\.fx is deprecated"),
+    (FutureWarning, r"You are using `torch\.load` with `weights_only=False`"),
+)
+
+
 def _quiet_libraries() -> None:
-    warnings.filterwarnings("ignore")
+    """The CLI is an application: it may set process-wide logging.  Noise is silenced where it is made
+    (onnxruntime's logger, named warnings), never by hiding every warning (``kdhw.quiet`` for the API)."""
+    from .quiet import silence_onnxruntime
+
+    for cat, msg in _NOISE:
+        warnings.filterwarnings("ignore", message=msg, category=cat)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    silence_onnxruntime()
     from .pipeline import set_torch_threads
 
     set_torch_threads()
@@ -50,11 +66,11 @@ def cmd_teacher(a: argparse.Namespace) -> int:
 
     from .atomic import atomic_dir, write_json
     from .config import load_config
-    from .data import load_dataset
+    from .data import load_data
     from .teacher import save_teacher, teacher_accuracy, teacher_logits, train_teacher
 
     cfg = load_config(a.config)
-    data = load_dataset(cfg.data, cfg.source)
+    data = load_data(cfg, enforce=False)  # laid out as the student will read it; no student is trained here
     with atomic_dir(a.out) as d:
         model, res = train_teacher(cfg.teacher, data, not a.no_progress)
         save_teacher(model, cfg.teacher, data.shape, data.n_classes, d / "teacher.pt")
@@ -69,13 +85,15 @@ def cmd_teacher(a: argparse.Namespace) -> int:
 def cmd_distill(a: argparse.Namespace) -> int:
     from .atomic import atomic_dir, write_json
     from .config import load_config
-    from .data import load_dataset
+    from .data import load_data
     from .distill import choose, distill, student_input, summary
     from .student import build_student, save_student
     from .teacher import obtain_teacher, teacher_logits
 
     cfg = load_config(a.config)
-    data = load_dataset(cfg.data, cfg.source)
+    if a.teacher:
+        cfg.teacher["path"] = a.teacher  # the handed-over teacher's input shape decides an open layout
+    data = load_data(cfg)
     build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
     tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, a.teacher or cfg.teacher["path"], not a.no_progress,
                                      cfg.source)

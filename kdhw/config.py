@@ -29,6 +29,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "mnist1d_samples": (int, 4000),
         "labels": (dict, None),  # label budget: {fraction: f} or {per_class: n} (+ seed, val); dropped labels -> transfer set
         "unlabeled": (str, None),  # transfer-set file of inputs without labels (.npz x, IDX images, CSV)
+        "layout": (str, None),  # flat | signal | image; absent: from the student's first layer / the teacher
+        "image_size": (list, None),  # image_folder / cifar10: [H, W] every image is resized to
+        "color": (str, None),  # image_folder / cifar10: gray | rgb (defaults: gray for folders, rgb for CIFAR)
     },
     "teacher": {
         "arch": (str, "cnn2d"),
@@ -43,7 +46,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "seed": (int, 0),
     },
     "student": {
-        "input": (dict, {"bits": 8, "int_bits": 1, "signed": False}),
+        "input": (object, {"bits": 8, "int_bits": 1, "signed": False}),  # or auto; + allow_clip (kdhw.contract)
         "output": (dict, {"bits": 8}),
         "weight_bits": (int, 4),
         "bias_bits": (int, 16),
@@ -138,7 +141,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv"),
+    "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv", "image_folder", "cifar10"),
+    "data.layout": ("flat", "signal", "image"),
+    "data.color": ("gray", "rgb"),
     "teacher.arch": ("mlp", "cnn1d", "cnn2d"),
     "student.scaling": ("po2",),
     "distill.method": ("hinton", "none", "logits_mse", "kl_mae", "fitnets", "rkd", "born_again", "tf_kd",
@@ -241,8 +246,16 @@ def _check_ranges(cfg: Config) -> None:
     _check_label_budget(cfg)
     _check_rtl(cfg)
     _check_pareto(cfg)
-    if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
-        raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+    if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv", "image_folder", "cifar10") and not cfg.data["path"]:
+        what = "a folder" if cfg.data["dataset"] == "image_folder" else "a file"
+        raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path ({what})")
+    size = cfg.data["image_size"]
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                        and 1 <= v <= 512 for v in size)):
+        raise InputError(f"{src}: data.image_size = {size!r} must be [height, width], integers in [1, 512]")
+    from .contract import parse_input
+
+    parse_input(cfg.student["input"], src)
 
 
 RTL_STREAM_KEYS = ("parallelism", "in_elements", "out_elements", "output", "dense")

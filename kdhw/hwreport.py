@@ -212,7 +212,7 @@ def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vend
     util = {k: _pct(used[k], avail[k]) for k in RESOURCES}
     fits = all(used[k] is None or used[k] <= avail[k] for k in RESOURCES)
     if basis == "open synthesis" and syn is not None and syn.get("fits") is False:
-        fits = False  # place-and-route failed: the design does not fit the part
+        fits = False  # place-and-route failed or used more cells than the part has (a missed clock is not this)
     if vendor is not None:
         vendor = {**vendor, "utilization_pct": {k: _pct(vendor.get(k), avail[k]) for k in RESOURCES},
                   "fits": all(vendor.get(k) is None or vendor[k] <= avail[k] for k in RESOURCES)}
@@ -407,7 +407,8 @@ def _rows(rep: dict[str, Any]) -> list[list[str]]:
             e["board"], _f(e["estimate"]["lut"]), _f(s.get("lut")), _f(s.get("ff")),
             f"{_f(dsp_used, 0) if dsp_used is not None else '—'} / {e['available']['dsp']:,}",
             f"{_f(e['utilization_pct']['lut'])} % ({e['utilization_basis']})",
-            _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else ""),
+            _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else "")
+            + (f", misses the board clock ({e['clock_mhz']:g} MHz)" if lat["meets_board_clock"] is False else ""),
             f"{lat['cycles'] if lat['cycles'] is not None else '—'} / {_f(lat['ns_at_board_clock'])} / "
             f"{_f(lat['ns_at_fmax'])}",
             f"{lat['initiation_interval'] if lat['initiation_interval'] is not None else '—'} / "
@@ -477,7 +478,10 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
               f"board's {e['clock_mhz']:g} MHz")
         if lat["fmax_mhz"]:
             at += (f"; {_f(lat['ns_at_fmax'])} ns and {_fps(lat['frames_per_s_at_fmax'])} frames/s at the achieved "
-                   f"{_f(lat['fmax_mhz'])} MHz ({'meets' if lat['meets_board_clock'] else 'MISSES'} the board clock)")
+                   f"{_f(lat['fmax_mhz'])} MHz "
+                   + ("(meets the board clock)" if lat["meets_board_clock"] else
+                      "(misses the board clock: a deeper pipeline, `kdhw rtl --latency-cutoff` lower, or a "
+                      "slower clock; fit is decided on resources)"))
         lines.append(f"Latency {lat['cycles']} cycles (estimate {lat['cycles_estimate']}); "
                      + ("a new input every cycle (II = 1)" if ii == 1 else
                         f"a new frame every {ii} cycles (II = {ii}, AXI4-Stream core)") + f": {at}.")
