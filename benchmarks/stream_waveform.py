@@ -129,7 +129,8 @@ def diagram(trace: list[dict[str, Any]], in_words: list[int]) -> str:
                 row.append(cell)
             else:
                 row.append(("‾" if r[s] == "1" else "_") * (W - 1) + " ")
-        lines.append(s.ljust(pad) + "".join(row))
+        lines.append((s.ljust(pad) + "".join(row)).rstrip())
+    lines[0] = lines[0].rstrip()
     return "\n".join(lines)
 
 
