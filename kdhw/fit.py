@@ -40,9 +40,12 @@ PARALLELISMS = (8, 4, 2, 1)
 # error is ~5-15 % sMAPE (README), Lattice LUT4 conversions are rougher; synthesis decides the rest.
 SCREEN_MARGIN = 1.25
 FIT_DIR = "fit"
+# clk, aresetn, s_axis_tvalid/tready/tlast, m_axis_tvalid/tready/tlast, tlast_err
+STREAM_CONTROL_PINS = 9
 
 
 def _label(opts: dict[str, Any]) -> str:
+    """``dense folded``: every dense layer whose input arrives in several beats is folded (``dense: auto``)."""
     if opts["mode"] == "parallel":
         return "parallel"
     parts = [f"stream p={opts['parallelism']}", "dense unrolled" if opts["dense"] == "unrolled" else "dense folded"]
@@ -59,10 +62,6 @@ def _pins_limit_in_elements(board: Board, bits: int, tdata_out: int) -> int:
     while round_bytes((e + 1) * bits) + tdata_out + STREAM_CONTROL_PINS <= board.io_pins and e < 4096:
         e += 1
     return e
-
-
-# clk, aresetn, s_axis_tvalid/tready/tlast, m_axis_tvalid/tready/tlast, tlast_err
-STREAM_CONTROL_PINS = 9
 
 
 def _verilog_hash(d: Path, meta: dict[str, Any]) -> str:

@@ -469,8 +469,8 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
     else:
         lines.append("No open synthesis run (no RTL, or --no-synth); figures are the analytic estimate.")
     if e["estimate"].get("lut_unit") == "LUT4":
-        lines.append("The LUT estimate is in LUT4 cells for this Lattice part (the LUT6 formula times a measured "
-                     "LUT4/LUT6 ratio).")
+        lines.append("The LUT estimate is in logic cells (LUT4 + flip-flop) for this Lattice part: the LUT6 and FF "
+                     "figures converted with ratios measured on open synthesis (kdhw.estimate.LATTICE_CELLS).")
     lat = e["latency"]
     if lat["cycles"] is not None:
         ii = lat.get("initiation_interval") or 1
