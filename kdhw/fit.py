@@ -10,9 +10,10 @@ ladder of candidates from the least to the most folded and takes the first that 
    input beats (``dense: unrolled`` / ``auto``); an MLP's input beat carries as many elements as the lanes
    use (``in_elements`` = parallelism) and the board's pins allow.
 
-The parallel form is judged first; only when it does not fit are the stream rungs generated (RTL generation
-takes seconds; a parallelism no layer can use gives the same Verilog and appears once) and judged in order of
-throughput (initiation interval, then estimated LUTs).  Each judgement: pins from the real ports of its top,
+The parallel form is judged first.  Only when it does not fit is the most folded stream form generated and
+screened; when even that cannot fit, nothing can, and no other rung is generated.  Otherwise the other rungs
+are generated (seconds each; a parallelism no layer can use gives the same Verilog and appears once) and all
+are judged in order of throughput (initiation interval, then estimated LUTs).  Each judgement: pins from the real ports of its top,
 then the analytic estimate (``kdhw.estimate``) against the board with a margin for the estimate's error, and
 only a candidate that passes both is confirmed by open synthesis (yosys; nextpnr place-and-route and its fmax against the board
 clock on iCE40/ECP5; Xilinx parts have no open timing model, so their clock is not checked).  Without
@@ -98,25 +99,24 @@ class _Ladder:
         self.seen.add(h)
         return {"label": _label(opts), "options": opts, "dir": d, "meta": meta}
 
-    def streams(self) -> list[dict[str, Any]]:
-        """The stream rungs.  The first one generated tells whether the model is an MLP (its beats carry
-        elements of a vector, as many as the lanes use and the pins allow)."""
-        first = self.make({"mode": "stream", "parallelism": PARALLELISMS[0], "dense": "unrolled", "in_elements": None})
-        assert first is not None
-        pm = first["meta"]
-        if not pm["stream"].get("vector_input"):
-            out = [first]
-            opts = [(p, d) for p in PARALLELISMS for d in ("unrolled", "auto")][1:]
-            out += [c for p, d in opts if (c := self.make({"mode": "stream", "parallelism": p, "dense": d,
-                                                             "in_elements": None})) is not None]
-            return out
-        shutil.rmtree(first["dir"])
-        self.seen.clear()
-        e_max = min(_pins_limit_in_elements(self.board, pm["input_format"]["bits"],
-                                            pm["ports"]["m_axis_tdata"]["width"]), int(pm["n_inputs"]))
-        return [c for p in PARALLELISMS for d in ("unrolled", "auto")
+    def most_folded(self) -> dict[str, Any]:
+        """The smallest stream rung (parallelism 1, dense layers folded, one input element per beat): when it
+        cannot fit, no rung can, and the others are not generated."""
+        c = self.make({"mode": "stream", "parallelism": 1, "dense": "auto", "in_elements": None})
+        assert c is not None
+        return c
+
+    def others(self, smallest: dict[str, Any]) -> list[dict[str, Any]]:
+        """The other stream rungs.  An MLP's beats carry elements of a vector: as many as its lanes use and the
+        pins allow."""
+        pm = smallest["meta"]
+        e_max = None
+        if pm["stream"].get("vector_input"):
+            e_max = min(_pins_limit_in_elements(self.board, pm["input_format"]["bits"],
+                                                pm["ports"]["m_axis_tdata"]["width"]), int(pm["n_inputs"]))
+        return [c for p in PARALLELISMS for d in ("unrolled", "auto") if (p, d) != (1, "auto")
                 if (c := self.make({"mode": "stream", "parallelism": p, "dense": d,
-                                    "in_elements": min(p, e_max)})) is not None]
+                                    "in_elements": None if e_max is None or p == 1 else min(p, e_max)})) is not None]
 
 
 def _screen(c: dict[str, Any], board: Board, margin: float, parallel_pins: bool) -> str | None:
@@ -204,14 +204,21 @@ def choose_form(onnx_path: str | Path, board: Board, work: str | Path, *, synth:
     cands = [prepare(ladder.make({"mode": "parallel"}))]
     chosen = 0 if judge(cands[0]) else None
     if chosen is None:
-        rest = sorted((prepare(c) for c in ladder.streams()),
-                      key=lambda c: (c["meta"]["initiation_interval"], c["estimate"]["lut"]))
-        log(f"[fit] {board.name}: {len(rest)} stream candidates")
-        cands += rest
-        for i, c in enumerate(rest, 1):
-            if judge(c):
-                chosen = i
-                break
+        smallest = prepare(ladder.most_folded())
+        why = _screen(smallest, board, margin, parallel_pins)
+        if why is not None:  # nothing smaller exists: no stream rung can fit
+            smallest["verdict"], smallest["why"] = "rejected", why
+            log(f"[fit] {board.name}: {smallest['label']} (the most folded form): rejected ({why})")
+            cands.append(smallest)
+        else:
+            rest = sorted([smallest, *(prepare(c) for c in ladder.others(smallest))],
+                          key=lambda c: (c["meta"]["initiation_interval"], c["estimate"]["lut"]))
+            log(f"[fit] {board.name}: {len(rest)} stream candidates")
+            cands += rest
+            for i, c in enumerate(rest, 1):
+                if judge(c):
+                    chosen = i
+                    break
     return {"board": board.name, "clock_mhz": board.clock_mhz,
             "method": "pins, estimate, then open synthesis" if synth else "pins and estimate (no synthesis)",
             "clock_checked": bool(synth and board.vendor == "lattice"),
