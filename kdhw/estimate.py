@@ -205,8 +205,8 @@ def estimate(onnx_path: str | Path, board: Board | None = None,
                            "latency_cycles": int(f["boundaries"]) + 1, "formula": FORMULA, "features": f,
                            "layers": rows,
                            "note": ("Calibrated on yosys synth_xilinx LUT6/FF counts of kdhw's da4ml RTL; "
-                                    "out-of-sample sMAPE in README (benchmarks/estimate_vs_yosys.py). "
-                                    "Lattice LUT4 counts run higher.")}
+                                    "out-of-sample sMAPE in README (benchmarks/estimate_vs_yosys.py). On Lattice "
+                                    "parts the report shows logic cells converted from it (LATTICE_CELLS).")}
     if board is not None:
         res["utilization_pct"] = {"lut": 100.0 * res["lut"] / board.lut, "ff": 100.0 * res["ff"] / board.ff,
                                   "dsp": 0.0, "bram36": 0.0}
@@ -274,8 +274,8 @@ def estimate_stream(meta: dict[str, Any]) -> dict[str, Any]:
         "formula": STREAM_FORMULA, "features": f, "mode": "stream",
         "dsp_use": _dsp_use(meta),
         "note": ("Stream design priced from its inventory (rtl.json); LUT6/FF calibrated on yosys synth_xilinx "
-                 "counts of stream designs; DSP = MAC multipliers (iCE40: built from LUTs). Lattice LUT4 counts "
-                 "run higher.")}
+                 "counts of stream designs; DSP = MAC multipliers (iCE40: built from LUTs). On Lattice parts: "
+                 "logic cells from the LUT6 and FF figures (LATTICE_CELLS).")}
     return res
 
 

@@ -114,9 +114,13 @@ class _Ladder:
         if pm["stream"].get("vector_input"):
             e_max = min(_pins_limit_in_elements(self.board, pm["input_format"]["bits"],
                                                 pm["ports"]["m_axis_tdata"]["width"]), int(pm["n_inputs"]))
-        return [c for p in PARALLELISMS for d in ("unrolled", "auto") if (p, d) != (1, "auto")
-                if (c := self.make({"mode": "stream", "parallelism": p, "dense": d,
-                                    "in_elements": None if e_max is None or p == 1 else min(p, e_max)})) is not None]
+        rungs = []
+        for p in PARALLELISMS:
+            e = None if e_max is None or p == 1 else min(p, e_max)
+            for d in ("unrolled", "auto"):
+                if (p, d) != (1, "auto"):  # an MLP's lanes cannot outnumber the elements of a beat
+                    rungs.append({"mode": "stream", "parallelism": p if e is None else e, "dense": d, "in_elements": e})
+        return [c for opts in rungs if (c := self.make(opts)) is not None]
 
 
 def _screen(c: dict[str, Any], board: Board, margin: float, parallel_pins: bool) -> str | None:
