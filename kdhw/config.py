@@ -51,6 +51,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "scaling": (str, "po2"),
         "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]),
         "auto": (dict, None),  # {board: B}: kdhw run trains the pareto grid and exports its best point for B
+        "resource": (dict, None),  # resource-aware QAT (kdhw.resource): {beta, ramp, granularity, ...}
     },
     "distill": {
         "method": (str, "hinton"),
@@ -229,8 +230,35 @@ def _check_ranges(cfg: Config) -> None:
     _check_distill_ranges(cfg)
     _check_label_budget(cfg)
     _check_pareto(cfg)
+    _check_resource(cfg)
     if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
         raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+
+
+# student.resource keys (kdhw.resource.FineNet reads them); epochs defaults to distill.epochs in kdhw run
+RESOURCE_KEYS = ("beta", "epochs", "ramp", "granularity", "target_ebops")
+
+
+def _check_resource(cfg: Config) -> None:
+    src, res = cfg.source, cfg.student["resource"]
+    if res is None:
+        return
+    for k in res:
+        if k not in RESOURCE_KEYS:
+            raise InputError(f"{src}: unknown key 'student.resource.{k}'; allowed: {', '.join(RESOURCE_KEYS)}")
+    for k in ("beta", "ramp", "target_ebops", "epochs"):
+        v = res.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise InputError(f"{src}: student.resource.{k} = {v!r} must be a number >= 0")
+    if "beta" not in res and "target_ebops" not in res:
+        raise InputError(f"{src}: student.resource needs beta (weight of the EBOPs term) or target_ebops")
+    if not 0 <= res.get("ramp", 0.3) < 1:
+        raise InputError(f"{src}: student.resource.ramp = {res['ramp']} must be in [0, 1)")
+    if res.get("granularity", "weight") not in ("weight", "channel"):
+        raise InputError(f"{src}: student.resource.granularity = {res['granularity']!r} is not allowed; choose one "
+                         "of: weight, channel")
+    if cfg.student["auto"] is not None:
+        raise InputError(f"{src}: student.auto and student.resource exclude each other (auto trains the pareto grid)")
 
 
 def _check_pareto(cfg: Config) -> None:

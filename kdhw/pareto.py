@@ -46,7 +46,7 @@ POINTS_DIR = "points"
 
 def point_specs(cfg: Config) -> list[dict[str, Any]]:
     """``pareto.students`` merged over the student section (or the student section alone)."""
-    base = {k: v for k, v in cfg.student.items() if k != "auto" and v is not None}
+    base = {k: v for k, v in cfg.student.items() if k not in ("auto", "resource") and v is not None}
     entries = cfg.pareto["students"] or [{}]
     out = []
     for i, e in enumerate(entries):
@@ -391,7 +391,8 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
                  board_name: str, progress: bool = False, log: Any = print) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """``student: {auto: {board: B}}`` in ``kdhw run``: train the pareto grid into ``work``, pick the most accurate
     front point that fits ``B``; returns (arms {"scratch", "kd"} of that point as brevitas students, the arm
-    to export, what was chosen and why).  No point fitting is an InputError naming the smallest point."""
+    to export, what was chosen and why, with ``arm_specs``: each arm's folded spec).  No point fitting is an
+    InputError naming the smallest point."""
     from .boards import load_board
     from .distill import Arm
     from .student import load_student
@@ -411,15 +412,17 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
                                                   f"the smallest point found has {small['lut']:,} LUT / {small['ff']:,} "
                                                   f"FF at {100 * small['test_acc']:.1f} % test"))
     chosen = next(p for p in points if p["id"] == pick["pick"])
-    arms = {}
+    arms, arm_specs = {}, {}
     for p in points:
         if (p["student"], p["beta"], p["seed"]) == (chosen["student"], chosen["beta"], chosen["seed"]):
             fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
             arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
+            arm_specs[p["kind"]] = p["spec"]
     why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}, "
            f"{chosen['lut']:,} LUT (yosys, {synth_board.name}), beta {chosen['beta']:g}")
     info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"],
-            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"]}
+            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"],
+            "arm_specs": arm_specs}
     return arms, chosen["kind"], {"reason": why, **info}
 
 

@@ -116,6 +116,12 @@ def test_pareto_bad_input(tmp_path, capsys) -> None:
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "pareto.granularity = 'bit' is not allowed; choose one of: weight, channel" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", student={**STUDENT, "resource": {"beta": 1e-3,
+                                                                                                 "betta": 1}})))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown key 'student.resource.betta'; allowed: beta, epochs" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_run_with_auto_student(tmp_path, tiny, capsys) -> None:
@@ -134,3 +140,32 @@ def test_run_with_auto_student(tmp_path, tiny, capsys) -> None:
     assert rep["auto"]["board"] == "pynq-z2" and rep["auto"]["point"] in rep["auto"]["front"]
     assert rep["chosen"]["reason"].startswith("pareto point ")
     assert rep["auto"]["spec"]["layers"][0]["weight_frac_bits"] is not None
+
+
+def test_run_with_resource_student(tmp_path, tiny, capsys) -> None:
+    """``student.resource`` in kdhw run: both arms train resource-aware, each is folded with its own learned
+    precisions (each checkpoint rebuilds exactly the arm it names), and the exported one is bit-exact."""
+    import torch
+
+    from kdhw.distill import student_input
+    from kdhw.student import load_student
+
+    base = _cfg(tiny)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "student": {**STUDENT, "resource": {"beta": 0.001}},
+                                   "distill": {"epochs": 4, "lr": 0.05}, "verify": {"random_inputs": 40},
+                                   "rtl": {"enabled": False}, "report": {"boards": []}}))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    run = tmp_path / "run"
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["verify"]["bit_exact"] is True and rep["verify"]["levels"]["csim"]["exact_rows"] == rep["verify"]["rows"]
+    x = np.load(run / "verify_inputs.npy")[:rep["data"]["test"]]
+    y = np.load(run / "verify_labels.npy")[:rep["data"]["test"]]
+    for arm in ("scratch", "kd"):
+        info = rep["students"][arm]["info"]["resource"]
+        assert info["beta"] == 0.001 and 0 < info["live_weights"] < info["weights"]
+        m = load_student(run / f"student_{arm}.pt")
+        with torch.no_grad():
+            acc = float((m(torch.from_numpy(student_input(x, STUDENT))).argmax(1).numpy() == y).mean())
+        assert acc == rep["students"][arm]["test_acc"], arm
