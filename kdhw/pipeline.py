@@ -22,6 +22,7 @@ from .export import hls_input_type, load_qonnx
 from .flow import check_hardware_tools, hardware_summary, student_to_hardware
 from .flow import random_inputs  # noqa: F401 - kept importable from here for scripts
 from .report import training_plot, write_report
+from .resource import fold_arms, resource_spec
 from .runtime import set_torch_threads, torch_threads  # noqa: F401 - set_torch_threads: the CLI's
 from .student import build_student, describe, param_count, save_student
 from .teacher import obtain_teacher, save_teacher, teacher_accuracy, teacher_logits
@@ -80,14 +81,11 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
                                               progress, log)
             spec, reason, arm_specs = auto["spec"], auto["reason"], auto.pop("arm_specs")
         else:
-            if cfg.student["resource"] is not None:  # the beta ramp spans this run's epochs unless given
-                spec = {**spec, "resource": {"epochs": cfg.distill["epochs"], **cfg.student["resource"]}}
+            spec = resource_spec(spec, cfg.distill["epochs"])  # a resource entry's ramp spans the run's epochs
             arms = distill(spec, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
                            teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
             chosen, reason = choose(arms, cfg.distill["select"])
             if cfg.student["resource"] is not None:  # learned precisions -> brevitas students, checked exact
-                from .resource import fold_arms
-
                 arms, arm_specs = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))
                 spec = arm_specs[chosen]
         shape = student_input(data.x_test, spec).shape[1:]

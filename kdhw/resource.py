@@ -434,6 +434,14 @@ def fold(model: FineNet, check_x: np.ndarray | None = None) -> tuple[StudentNet,
     return student, spec
 
 
+def resource_spec(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The spec ``distill()`` trains for a config's student section: with a ``resource`` entry, its beta ramp
+    spans the arm's ``epochs`` unless the entry says otherwise; without one, the spec unchanged."""
+    if spec.get("resource") is None:
+        return spec
+    return {**spec, "resource": {"epochs": int(epochs), **spec["resource"]}}
+
+
 def fold_arms(arms: dict[str, Any], check_x: np.ndarray) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Every resource-aware arm of a ``distill()`` result as its folded brevitas student (exactness checked on
     ``check_x``); (arms, the folded spec of each arm).  Arms that are already brevitas students pass through.
@@ -458,4 +466,4 @@ def fold_arms(arms: dict[str, Any], check_x: np.ndarray) -> tuple[dict[str, Any]
     return out, specs
 
 
-__all__ = ["FineNet", "build_trainable", "fold", "fold_arms", "folded_spec"]
+__all__ = ["FineNet", "build_trainable", "fold", "fold_arms", "folded_spec", "resource_spec"]

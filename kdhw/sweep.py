@@ -106,10 +106,11 @@ def _train_arms(task: dict[str, Any], shared: dict[str, Any], scratch: Any) -> d
     """The sweep's only call to ``distill()``: every arm of every task is trained here, so new keyword
     arguments (label budgets, transfer sets) need adding in one place."""
     from .distill import distill
+    from .resource import resource_spec
 
     extras = shared["ensembles"].get(task["ensemble"]) if task.get("ensemble") else None
     data, t_train, t_unlab = _task_data(task, shared)
-    return distill(task["spec"], task["dcfg"], data, t_train, False, task["source"],
+    return distill(resource_spec(task["spec"], task["dcfg"]["epochs"]), task["dcfg"], data, t_train, False, task["source"],
                    teacher=shared["teacher"], teacher_cfg=shared["teacher_cfg"], extra_teachers=extras,
                    scratch=scratch, teacher_unlab=t_unlab)
 
@@ -168,12 +169,22 @@ def _arm_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     kind = task["kind"]
     scratch = _scratch_arm(task["scratch_pt"], task["scratch_rec"]) if kind == "kd" else None
     arm = _train_arms(task, shared, scratch)[kind]
+    spec = task["spec"]
+    if spec.get("resource") is not None:  # learned precisions: a brevitas student with the arm's own spec
+        import numpy as np
+
+        from .distill import student_input
+        from .resource import fold_arms
+
+        d = shared["data"]
+        folded, specs = fold_arms({kind: arm}, student_input(np.concatenate([d.x_val, d.x_test]), spec))
+        arm, spec = folded[kind], specs[kind]
     return {"kind": kind, "value": task.get("value"), "seed": task["dcfg"]["seed"], "method": task["dcfg"]["method"],
             "test_acc": arm.test_acc, "val_acc": arm.fit.best_val_acc, "best_epoch": arm.fit.best_epoch,
             "epochs_run": arm.fit.epochs_run, "s_per_epoch": arm.fit.seconds_per_epoch,
             "cpu_s_per_epoch": arm.fit.cpu_seconds_per_epoch, "params": param_count(arm.model),
             "info": json.loads(json.dumps(arm.info, default=float)),
-            "student_pt": _student_bytes(arm, task["spec"], shared["data"])}
+            "student_pt": _student_bytes(arm, spec, shared["data"])}
 
 
 # ---------------------------------------------------------------- the sweep

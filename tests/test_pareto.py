@@ -169,3 +169,34 @@ def test_run_with_resource_student(tmp_path, tiny, capsys) -> None:
         with torch.no_grad():
             acc = float((m(torch.from_numpy(student_input(x, STUDENT))).argmax(1).numpy() == y).mean())
         assert acc == rep["students"][arm]["test_acc"], arm
+
+
+def test_distill_and_sweep_verbs_fold_resource_students(tmp_path, tiny) -> None:
+    """``kdhw distill`` and ``kdhw sweep`` on a config with ``student.resource`` save every arm folded with its
+    own learned precisions: each checkpoint loads as a brevitas student and reproduces its arm's accuracy."""
+    import torch
+
+    from kdhw.data import load_dataset
+    from kdhw.config import validate
+    from kdhw.distill import student_input
+    from kdhw.student import load_student
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**_cfg(tiny), "student": {**STUDENT, "resource": {"beta": 0.001}},
+                                   "distill": {"epochs": 4, "lr": 0.05}}))
+    assert main(["distill", str(cfg), "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    assert main(["sweep", str(cfg), "--param", "distill.temperature", "--values", "2", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 0
+    data = load_dataset(validate({"data": {"dataset": "npz", "path": str(tiny)}}).data)
+    x = torch.from_numpy(student_input(data.x_test, STUDENT))
+
+    def acc(pt: Path) -> float:
+        with torch.no_grad():
+            return float((load_student(pt)(x).argmax(1).numpy() == data.y_test).mean())
+
+    arms = json.loads((tmp_path / "d" / "distill.json").read_text())["arms"]
+    for arm in ("scratch", "kd"):
+        assert acc(tmp_path / "d" / f"student_{arm}.pt") == arms[arm]["test_acc"], arm
+    runs = [json.loads(ln) for ln in (tmp_path / "s" / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 2 and all(acc(tmp_path / "s" / r["arm"]) == r["test_acc"] for r in runs)
+    assert {r["kind"]: r["test_acc"] for r in runs}["scratch"] == arms["scratch"]["test_acc"]  # same arm, both verbs
