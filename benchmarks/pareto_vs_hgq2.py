@@ -53,7 +53,7 @@ KDHW = {
         "student": {"input": {"bits": 5, "int_bits": 1, "signed": False}, "output": {"bits": 8},
                     "weight_bits": 4, "act_bits": 4, "bias_bits": 16,
                     "layers": [{"type": "dense", "units": 16}, {"type": "relu"}, {"type": "dense", "units": 10}]},
-        "pareto": {"betas": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3], "epochs": 150, "students": _DIGITS_IN},
+        "pareto": {"betas": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], "epochs": 150, "students": _DIGITS_IN},
     },
     "mnist1d": {
         "data": {"dataset": "mnist1d"},
