@@ -1,7 +1,8 @@
 """HGQ2 side of benchmarks/pareto_vs_hgq2.py; runs inside .hgq2-venv (KERAS_BACKEND=torch), never imports kdhw.
 
 Trains an HGQ2 model on the split kdhw exported (same arrays), with per-weight and per-activation learned
-bit widths and beta x EBOPs, beta growing log-linearly over training, keeping every Pareto checkpoint
+bit widths and beta x EBOPs, beta growing log-linearly over training (from 1e-7 after the first tenth of the
+epochs to ``--beta-max``), keeping every Pareto checkpoint
 (validation accuracy vs EBOPs).  Each checkpoint is traced by da4ml into pipelined Verilog; the da4ml
 interpreter is compared with the Keras model on the test rows (bit-exact check), and the driver synthesizes
 the Verilog with the same yosys as kdhw's.
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--split", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--beta-max", type=float, default=1e-4, help="beta at the end of the log ramp")
     a = ap.parse_args()
     from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
 
@@ -78,7 +80,7 @@ def main() -> None:
     ckpt = out / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     beta = BetaScheduler(PieceWiseSchedule([(0, 1e-7, "constant"), (epochs // 10, 1e-7, "log"),
-                                            (epochs, 1e-4, "constant")]))
+                                            (epochs, a.beta_max, "constant")]))
     pf = ParetoFront(str(ckpt), ["val_accuracy", "ebops"], [1, -1], fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops}.keras")
     model.fit(xtr, ytr, validation_data=(xva, yva), epochs=epochs, batch_size=64, verbose=0,
               callbacks=[FreeEBOPs(), beta, pf])
@@ -99,7 +101,7 @@ def main() -> None:
                        "latency_cycles": meta["latency_cycles"]})
         print(f"epoch {ep}: test {points[-1]['test_acc']:.4f} ebops {ebops:.0f} exact {points[-1]['bit_exact_test']}",
               flush=True)
-    (out / "points.json").write_text(json.dumps({"epochs": epochs, "points": points}, indent=1))
+    (out / "points.json").write_text(json.dumps({"epochs": epochs, "beta_max": a.beta_max, "points": points}, indent=1))
 
 
 if __name__ == "__main__":

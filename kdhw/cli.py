@@ -87,6 +87,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_data
     from .distill import choose, distill, student_input, summary
+    from .resource import fold_arms, resource_spec
     from .student import build_student, save_student
     from .teacher import obtain_teacher, teacher_logits
 
@@ -98,14 +99,16 @@ def cmd_distill(a: argparse.Namespace) -> int:
     tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, a.teacher or cfg.teacher["path"], not a.no_progress,
                                      cfg.source)
     tl = teacher_logits(tmodel, tcfg["arch"], data)
-    arms = distill(cfg.student, cfg.distill, data, tl["train"], not a.no_progress, cfg.source, teacher=tmodel,
+    spec = resource_spec(cfg.student, cfg.distill["epochs"])
+    arms = distill(spec, cfg.distill, data, tl["train"], not a.no_progress, cfg.source, teacher=tmodel,
                    teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
     chosen, reason = choose(arms, cfg.distill["select"])
+    arms, specs = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))  # resource-aware
     shape = student_input(data.x_test, cfg.student).shape[1:]
     with atomic_dir(a.out) as d:
         for k, arm in arms.items():
-            save_student(arm.model, cfg.student, shape, d / f"student_{k}.pt")
-        save_student(arms[chosen].model, cfg.student, shape, d / "student.pt")
+            save_student(arm.model, specs[k] or cfg.student, shape, d / f"student_{k}.pt")
+        save_student(arms[chosen].model, specs[chosen] or cfg.student, shape, d / "student.pt")
         write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason})
     print(", ".join(f"{k}: test {100 * v.test_acc:.2f} %" for k, v in arms.items()) + f"; exported {chosen}")
     return 0

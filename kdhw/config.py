@@ -54,6 +54,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "scaling": (str, "po2"),
         "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]),
         "auto": (dict, None),  # {board: B}: kdhw run trains the pareto grid and exports its best point for B
+        "resource": (dict, None),  # resource-aware QAT (kdhw.resource): {beta, ramp, granularity, ...}
     },
     "distill": {
         "method": (str, "hinton"),
@@ -246,6 +247,7 @@ def _check_ranges(cfg: Config) -> None:
     _check_label_budget(cfg)
     _check_rtl(cfg)
     _check_pareto(cfg)
+    _check_resource(cfg)
     if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv", "image_folder", "cifar10") and not cfg.data["path"]:
         what = "a folder" if cfg.data["dataset"] == "image_folder" else "a file"
         raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path ({what})")
@@ -289,6 +291,32 @@ def _check_rtl(cfg: Config) -> None:
             raise InputError(f"{src}: rtl.{key} = {r[key]} must be in [1, {hi}]")
     if r["sim_rows"] < 0:
         raise InputError(f"{src}: rtl.sim_rows = {r['sim_rows']} must be >= 0")
+
+
+# student.resource keys (kdhw.resource.FineNet reads them); epochs defaults to distill.epochs in kdhw run
+RESOURCE_KEYS = ("beta", "epochs", "ramp", "granularity", "target_ebops")
+
+
+def _check_resource(cfg: Config) -> None:
+    src, res = cfg.source, cfg.student["resource"]
+    if res is None:
+        return
+    for k in res:
+        if k not in RESOURCE_KEYS:
+            raise InputError(f"{src}: unknown key 'student.resource.{k}'; allowed: {', '.join(RESOURCE_KEYS)}")
+    for k in ("beta", "ramp", "target_ebops", "epochs"):
+        v = res.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise InputError(f"{src}: student.resource.{k} = {v!r} must be a number >= 0")
+    if "beta" not in res and "target_ebops" not in res:
+        raise InputError(f"{src}: student.resource needs beta (weight of the EBOPs term) or target_ebops")
+    if not 0 <= res.get("ramp", 0.3) < 1:
+        raise InputError(f"{src}: student.resource.ramp = {res['ramp']} must be in [0, 1)")
+    if res.get("granularity", "weight") not in ("weight", "channel"):
+        raise InputError(f"{src}: student.resource.granularity = {res['granularity']!r} is not allowed; choose one "
+                         "of: weight, channel")
+    if cfg.student["auto"] is not None:
+        raise InputError(f"{src}: student.auto and student.resource exclude each other (auto trains the pareto grid)")
 
 
 def _check_pareto(cfg: Config) -> None:

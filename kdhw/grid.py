@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,16 @@ from typing import Any, Callable
 from . import errors
 from .atomic import jsonable as _jsonable
 from .errors import InputError, KdhwError
+
+def task_digest(*parts: Any) -> str:
+    """Short content hash that goes into a task key: a changed config, teacher or data set gets new keys,
+    so a rerun into the same JSONL never mistakes an old result for the new question."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:10]
+
 
 # fn(task, shared) -> JSON-serialisable dict; module-level, so Ray can ship it by reference
 TaskFn = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]

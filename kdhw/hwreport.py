@@ -154,7 +154,8 @@ def _parse_vivado_timing(p: Path) -> dict[str, Any]:
             "fmax_mhz": 1000.0 / (period - wns) if period - wns > 0 else None}
 
 
-def _flow_key(b: Board) -> str:
+def synth_flow_key(b: Board) -> str:
+    """Boards with the same key get the same open-synthesis result (Xilinx: one yosys run per family)."""
     return XILINX_FAMILY.get(b.family, b.family) if b.vendor == "xilinx" else f"{b.family}:{b.part}"
 
 
@@ -287,7 +288,7 @@ def hardware_report(run_dir: str | Path, boards: list[Board], onnx_path: str | P
         reused = _fit_synthesis(Path(rtl_dir), rtl_meta, run_dir)
         flows: dict[str, Board] = {}
         for b in sorted(boards, key=lambda b: b.name != (reused or {}).get("board")):
-            flows.setdefault(_flow_key(b), b)
+            flows.setdefault(synth_flow_key(b), b)
         log("[report] open synthesis: " + ", ".join(
             f"{b.name} ({key}{', from rtl.mode auto' if reused and b.name == reused['board'] else ''})"
             for key, b in flows.items()) + " ...")
@@ -309,7 +310,7 @@ def hardware_report(run_dir: str | Path, boards: list[Board], onnx_path: str | P
                 tcls[b.name] = vivado_tcl(rtl_dir, b, run_dir / f"hw_vivado_{b.name}.tcl").name
     entries = []
     for b in boards:
-        syn = syn_by_flow.get(_flow_key(b))
+        syn = syn_by_flow.get(synth_flow_key(b))
         v = vendor if b.name in vendor_boards else None
         entries.append(_board_entry(b, ests[b.name], syn, v, rtl_meta, par_bits, tcls.get(b.name)))
     rep = {"model": _rel(onnx_path, run_dir), "rtl": _rel(rtl_dir, run_dir) if rtl_dir else None,

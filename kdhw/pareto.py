@@ -46,7 +46,7 @@ POINTS_DIR = "points"
 
 def point_specs(cfg: Config) -> list[dict[str, Any]]:
     """``pareto.students`` merged over the student section (or the student section alone)."""
-    base = {k: v for k, v in cfg.student.items() if k != "auto" and v is not None}
+    base = {k: v for k, v in cfg.student.items() if k not in ("auto", "resource") and v is not None}
     entries = cfg.pareto["students"] or [{}]
     out = []
     for i, e in enumerate(entries):
@@ -173,12 +173,12 @@ def _fits(point: dict[str, Any], board: Any, out: Path, pins: str) -> dict[str, 
     yosys + nextpnr place-and-route of the core behind the serial pin wrapper; the achieved fmax must reach
     the board clock.  This is the parallel RTL (II = 1); the streaming RTL would bring its own figures here.
     """
-    from .hwreport import _flow_key
+    from .hwreport import synth_flow_key
     from .synth import synthesize
 
     if point.get("lut") is None:
         return {"fits": False, "why": "no synthesis result"}
-    same_flow = board.vendor == "xilinx" and _flow_key(board) == point.get("_synth_flow")
+    same_flow = board.vendor == "xilinx" and synth_flow_key(board) == point.get("_synth_flow")
     if same_flow:
         syn = {"lut": point["lut"], "ff": point["ff"], "dsp": point.get("dsp") or 0, "ok": True, "fmax_mhz": None}
     else:
@@ -232,12 +232,11 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     """Every (student, beta, arm) of the grid as a resumable task in ``out/runs.jsonl``; the records, with
     checkpoints and QONNX files under ``out/points/`` and the front marked (``pareto``, ``pareto_test``)."""
     from .atomic import write_bytes
-    from .grid import Grid
-    from .hwreport import _flow_key
-    from .sweep import _digest
+    from .grid import Grid, task_digest
+    from .hwreport import synth_flow_key
 
     pc = cfg.pareto
-    fp = _digest(data.manifest["sha256_16"], b"" if tl is None else tl["train"].tobytes(),
+    fp = task_digest(data.manifest["sha256_16"], b"" if tl is None else tl["train"].tobytes(),
                  b"" if tl is None or "unlab" not in tl else tl["unlab"].tobytes())
     epochs = int(pc["epochs"] or cfg.distill["epochs"])
     dcfg0 = {**cfg.distill, "epochs": epochs, "lr": pc["lr"] or cfg.distill["lr"], "select": "best_val",
@@ -249,7 +248,7 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
                                           "granularity": pc["granularity"]}}
             for kind in (("scratch", "kd") if kd_on else ("scratch",)):
                 dcfg = dict(dcfg0) if kind == "kd" else {**dcfg0, "method": "none"}
-                h = _digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
+                h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
                 tasks.append({"key": f"{kind} s{si} beta={beta:g} #{h}", "kind": kind, "student": si,
                               "label": _label(spec), "beta": float(beta), "spec": rspec, "dcfg": dcfg,
                               "source": cfg.source, "synth_board": synth_board.name,
@@ -273,7 +272,7 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
         points = grid.run(_point_task, tasks, shared, jsonl, desc="pareto points", on_result=save)
         stats = grid.stats
     for p, t in zip(points, tasks):
-        p["id"], p["_synth_flow"] = t["file"], _flow_key(synth_board)
+        p["id"], p["_synth_flow"] = t["file"], synth_flow_key(synth_board)
     for p, flag in zip(points, mark_front(points)):
         p["pareto"] = flag
     for p, flag in zip(points, mark_front(points, "test_acc")):
@@ -319,15 +318,14 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
                 synth_board: Any, teacher_path: str | None, progress: bool, log: Any, workers: int | None,
                 address: str | None, t_start: float) -> dict[str, Any]:
     from .atomic import write_json, write_text
-    from .grid import Grid
-    from .sweep import _digest, _sweep_teacher
-    from .teacher import teacher_accuracy, teacher_logits
+    from .grid import Grid, task_digest
+    from .teacher import shared_teacher, teacher_accuracy, teacher_logits
 
     pc = cfg.pareto
     kd_on = pc["kd"] and cfg.distill["method"] != "none"
     tl, tacc, tmodel, how = None, None, None, "none"
     if kd_on:
-        tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
+        tmodel, tcfg, how = shared_teacher(cfg, data, out, teacher_path, progress)
         tl = teacher_logits(tmodel, tcfg["arch"], data)
         tacc = teacher_accuracy(tl, data)
         log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how})")
@@ -344,7 +342,7 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
     vtasks = []
     for p in front:
         p["dir"] = f"{POINTS_DIR}/{p['id']}"
-        vtasks.append({"key": f"verify {p['id']} #{_digest(p['onnx'], (out / p['arm']).read_bytes(), vcfg.verify)}",
+        vtasks.append({"key": f"verify {p['id']} #{task_digest(p['onnx'], (out / p['arm']).read_bytes(), vcfg.verify)}",
                        "dir": str(out / p["dir"]), "root": str(out), "arm": p["arm"], "spec": specs[p["student"]]})
     with Grid(1, None, progress) as vgrid:
         vres = vgrid.run(_verify_task, vtasks, {"data": data, "cfg": vcfg,
@@ -393,7 +391,8 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
                  board_name: str, progress: bool = False, log: Any = print) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """``student: {auto: {board: B}}`` in ``kdhw run``: train the pareto grid into ``work``, pick the most accurate
     front point that fits ``B``; returns (arms {"scratch", "kd"} of that point as brevitas students, the arm
-    to export, what was chosen and why).  No point fitting is an InputError naming the smallest point."""
+    to export, what was chosen and why, with ``arm_specs``: each arm's folded spec).  No point fitting is an
+    InputError naming the smallest point."""
     from .boards import load_board
     from .distill import Arm
     from .student import load_student
@@ -413,15 +412,17 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
                                                   f"the smallest point found has {small['lut']:,} LUT / {small['ff']:,} "
                                                   f"FF at {100 * small['test_acc']:.1f} % test"))
     chosen = next(p for p in points if p["id"] == pick["pick"])
-    arms = {}
+    arms, arm_specs = {}, {}
     for p in points:
         if (p["student"], p["beta"], p["seed"]) == (chosen["student"], chosen["beta"], chosen["seed"]):
             fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
             arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
+            arm_specs[p["kind"]] = p["spec"]
     why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}, "
            f"{chosen['lut']:,} LUT (yosys, {synth_board.name}), beta {chosen['beta']:g}")
     info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"],
-            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"]}
+            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"],
+            "arm_specs": arm_specs}
     return arms, chosen["kind"], {"reason": why, **info}
 
 

@@ -23,6 +23,7 @@ from .export import hls_input_type, load_qonnx
 from .flow import check_hardware_tools, hardware_summary, student_to_hardware
 from .flow import random_inputs  # noqa: F401 - kept importable from here for scripts
 from .report import training_plot, write_report
+from .resource import fold_arms, resource_spec
 from .runtime import set_torch_threads, torch_threads  # noqa: F401 - set_torch_threads: the CLI's
 from .student import build_student, describe, param_count, save_student
 from .teacher import obtain_teacher, save_teacher, teacher_accuracy, teacher_logits
@@ -75,19 +76,24 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
 
         t = time.perf_counter()
         spec, auto = cfg.student, None
+        arm_specs: dict[str, Any] = {}  # resource-aware arms: each learned its own precisions, so its own spec
         if cfg.student["auto"]:  # resource-aware grid; its best point for the board is this run's student
             from .pareto import auto_student
 
             arms, chosen, auto = auto_student(cfg, data, tmodel, tl, d / "pareto", cfg.student["auto"]["board"],
                                               progress, log)
-            spec, reason = auto["spec"], auto["reason"]
+            spec, reason, arm_specs = auto["spec"], auto["reason"], auto.pop("arm_specs")
         else:
-            arms = distill(cfg.student, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
+            spec = resource_spec(spec, cfg.distill["epochs"])  # a resource entry's ramp spans the run's epochs
+            arms = distill(spec, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
                            teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
             chosen, reason = choose(arms, cfg.distill["select"])
+            if cfg.student["resource"] is not None:  # learned precisions -> brevitas students, checked exact
+                arms, arm_specs = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))
+                spec = arm_specs[chosen]
         shape = student_input(data.x_test, spec).shape[1:]
         for k, a in arms.items():
-            save_student(a.model, spec, shape, d / f"student_{k}.pt")
+            save_student(a.model, arm_specs.get(k) or spec, shape, d / f"student_{k}.pt")
         save_student(arms[chosen].model, spec, shape, d / "student.pt")
         timings["distill"] = time.perf_counter() - t
         summ = summary(arms)

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import RESOURCE_KEYS
 from .errors import InputError
 from .student import IOFormat, StudentNet, build_student
 
@@ -41,7 +42,6 @@ LN2 = math.log(2.0)
 F_MIN, F_MAX = -8.0, 8.0  # learned fractional bits of weights (8: products stay exact in float32)
 A_MIN, A_MAX = -4.0, 8.0  # learned fractional bits of activations
 CODE_MAX = 2 ** 15 - 1  # weight codes: the folded tensor stays within 16 bits
-RESOURCE_KEYS = ("beta", "epochs", "ramp", "granularity", "target_ebops")
 
 
 def _exact_plus(q0: torch.Tensor, *zeros: torch.Tensor) -> torch.Tensor:
@@ -434,4 +434,36 @@ def fold(model: FineNet, check_x: np.ndarray | None = None) -> tuple[StudentNet,
     return student, spec
 
 
-__all__ = ["FineNet", "build_trainable", "fold", "folded_spec"]
+def resource_spec(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The spec ``distill()`` trains for a config's student section: with a ``resource`` entry, its beta ramp
+    spans the arm's ``epochs`` unless the entry says otherwise; without one, the spec unchanged."""
+    if spec.get("resource") is None:
+        return spec
+    return {**spec, "resource": {"epochs": int(epochs), **spec["resource"]}}
+
+
+def fold_arms(arms: dict[str, Any], check_x: np.ndarray) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every resource-aware arm of a ``distill()`` result as its folded brevitas student (exactness checked on
+    ``check_x``); (arms, the folded spec of each arm).  Arms that are already brevitas students pass through.
+
+    Each arm learned its own precisions, so each has its own spec: a checkpoint saved with another arm's
+    spec would rebuild different quantizers.  The arm's ``info["resource"]`` records what the hardware will
+    read (EBOPs, live weights, inputs read) before folding.
+    """
+    import dataclasses
+
+    out, specs = {}, {}
+    for k, a in arms.items():
+        if not isinstance(a.model, FineNet):
+            out[k], specs[k] = a, None
+            continue
+        stats = a.model.stats()
+        student, spec = fold(a.model, check_x=check_x)
+        out[k] = dataclasses.replace(a, model=student, info={**a.info, "resource": {
+            "beta": a.model.beta_target, "ebops": stats["ebops"], "weights": stats["weights"],
+            "live_weights": stats["live_weights"], "inputs": stats["inputs"], "inputs_read": stats["inputs_read"]}})
+        specs[k] = spec
+    return out, specs
+
+
+__all__ = ["FineNet", "build_trainable", "fold", "fold_arms", "folded_spec", "resource_spec"]

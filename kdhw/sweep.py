@@ -27,6 +27,7 @@ from typing import Any
 
 from .config import SCHEMA, Config, validate
 from .errors import InputError
+from .grid import task_digest as _digest  # the sweep's task keys
 
 STUDENT_KEYS = ("weight_bits", "act_bits", "bias_bits")
 _NOT_SWEPT = ("teachers", "select")
@@ -95,16 +96,6 @@ def _stats(v: list[float]) -> tuple[float, float]:
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
-def _digest(*parts: Any) -> str:
-    """Short content hash that goes into a task key: a changed config, teacher or data set gets new keys,
-    so a rerun into the same --out never mistakes an old result for the new question."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:10]
-
-
 def _safe(v: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(v))
 
@@ -115,10 +106,11 @@ def _train_arms(task: dict[str, Any], shared: dict[str, Any], scratch: Any) -> d
     """The sweep's only call to ``distill()``: every arm of every task is trained here, so new keyword
     arguments (label budgets, transfer sets) need adding in one place."""
     from .distill import distill
+    from .resource import resource_spec
 
     extras = shared["ensembles"].get(task["ensemble"]) if task.get("ensemble") else None
     data, t_train, t_unlab = _task_data(task, shared)
-    return distill(task["spec"], task["dcfg"], data, t_train, False, task["source"],
+    return distill(resource_spec(task["spec"], task["dcfg"]["epochs"]), task["dcfg"], data, t_train, False, task["source"],
                    teacher=shared["teacher"], teacher_cfg=shared["teacher_cfg"], extra_teachers=extras,
                    scratch=scratch, teacher_unlab=t_unlab)
 
@@ -177,41 +169,25 @@ def _arm_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     kind = task["kind"]
     scratch = _scratch_arm(task["scratch_pt"], task["scratch_rec"]) if kind == "kd" else None
     arm = _train_arms(task, shared, scratch)[kind]
+    spec = task["spec"]
+    if spec.get("resource") is not None:  # learned precisions: a brevitas student with the arm's own spec
+        import numpy as np
+
+        from .distill import student_input
+        from .resource import fold_arms
+
+        d = shared["data"]
+        folded, specs = fold_arms({kind: arm}, student_input(np.concatenate([d.x_val, d.x_test]), spec))
+        arm, spec = folded[kind], specs[kind]
     return {"kind": kind, "value": task.get("value"), "seed": task["dcfg"]["seed"], "method": task["dcfg"]["method"],
             "test_acc": arm.test_acc, "val_acc": arm.fit.best_val_acc, "best_epoch": arm.fit.best_epoch,
             "epochs_run": arm.fit.epochs_run, "s_per_epoch": arm.fit.seconds_per_epoch,
             "cpu_s_per_epoch": arm.fit.cpu_seconds_per_epoch, "params": param_count(arm.model),
             "info": json.loads(json.dumps(arm.info, default=float)),
-            "student_pt": _student_bytes(arm, task["spec"], shared["data"])}
+            "student_pt": _student_bytes(arm, spec, shared["data"])}
 
 
 # ---------------------------------------------------------------- the sweep
-
-def _sweep_teacher(cfg: Config, data: Any, out: Path, teacher_path: str | None,
-                   progress: bool) -> tuple[Any, dict[str, Any], str]:
-    """The one teacher every task shares: a given file, the one this --out already holds for the same
-    teacher config and data (a resumed sweep does not retrain it), or a new one saved there."""
-    from .atomic import write_json
-    from .teacher import load_teacher, obtain_teacher, save_teacher, train_teacher
-
-    tpath = teacher_path or cfg.teacher["path"]
-    if tpath:  # checked against the data like every other verb's handed-over teacher
-        tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, tpath, progress, cfg.source)
-        return tmodel, tcfg, f"loaded from {tpath}"
-    pt, meta = out / "teacher.pt", out / "teacher.json"
-    want = {"cfg": cfg.teacher, "data_sha256_16": data.manifest["sha256_16"]}
-    if pt.is_file() and meta.is_file():
-        try:
-            same = {k: json.loads(meta.read_text()).get(k) for k in want} == json.loads(json.dumps(want))
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if same:
-            return load_teacher(pt)[0], dict(cfg.teacher), f"reused {pt}"
-    tmodel, _ = train_teacher(cfg.teacher, data, progress)
-    save_teacher(tmodel, cfg.teacher, data.shape, data.n_classes, pt)
-    write_json(meta, want)
-    return tmodel, dict(cfg.teacher), f"trained, saved to {pt}"
-
 
 def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, seeds: int = 1,
               teacher_path: str | None = None, progress: bool = False, log: Any = print,
@@ -254,9 +230,9 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
     from .atomic import write_json, write_text
     from .distill import ensemble_members
     from .grid import Grid, load_done
-    from .teacher import teacher_accuracy, teacher_logits
+    from .teacher import shared_teacher, teacher_accuracy, teacher_logits
 
-    tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
+    tmodel, tcfg, how = shared_teacher(cfg, data, out, teacher_path, progress)
     tl = teacher_logits(tmodel, tcfg["arch"], data)
     tacc = teacher_accuracy(tl, data)
     log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how}; shared by every value)")

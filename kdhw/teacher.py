@@ -98,6 +98,34 @@ def load_teacher_for(path: str | Path, data: Dataset, src: str = "config") -> tu
     return model, cfg
 
 
+def shared_teacher(cfg: Any, data: Dataset, out: Path, teacher_path: str | None,
+                   progress: bool) -> tuple[nn.Module, dict[str, Any], str]:
+    """The one teacher every task of a grid verb (sweep, pareto) shares: a given file, the one ``out`` already
+    holds for the same teacher config and data (a resumed grid does not retrain it), or a new one saved there.
+    ``cfg`` is the run's Config; returns (model, its config, how it was obtained)."""
+    import json
+
+    from .atomic import write_json
+
+    tpath = teacher_path or cfg.teacher["path"]
+    if tpath:  # checked against the data like every other verb's handed-over teacher
+        tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, tpath, progress, cfg.source)
+        return tmodel, tcfg, f"loaded from {tpath}"
+    pt, meta = Path(out) / "teacher.pt", Path(out) / "teacher.json"
+    want = {"cfg": cfg.teacher, "data_sha256_16": data.manifest["sha256_16"]}
+    if pt.is_file() and meta.is_file():
+        try:
+            same = {k: json.loads(meta.read_text()).get(k) for k in want} == json.loads(json.dumps(want))
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if same:
+            return load_teacher(pt)[0], dict(cfg.teacher), f"reused {pt}"
+    tmodel, _ = train_teacher(cfg.teacher, data, progress)
+    save_teacher(tmodel, cfg.teacher, data.shape, data.n_classes, pt)
+    write_json(meta, want)
+    return tmodel, dict(cfg.teacher), f"trained, saved to {pt}"
+
+
 def obtain_teacher(teacher_cfg: dict[str, Any], data: Dataset, path: str | Path | None = None, progress: bool = True,
                    src: str = "config") -> tuple[nn.Module, dict[str, Any], Any]:
     """The handed-over teacher at ``path`` (checked against the data), else a new one trained from

@@ -1,5 +1,12 @@
-"""``kdhw pareto`` end to end on a tiny grid: points trained, synthesized, front verified bit-exact, a board
-picked, an impossible board refused with the smallest point named, resume, and bad input."""
+"""``kdhw pareto`` end to end on a tiny grid: points trained (scratch and KD, paired), synthesized, the front
+verified bit-exact through kdhw.flow, a board picked, an impossible board refused with the smallest point
+named, resume; ``kdhw run`` with ``student.auto``; and bad input.
+
+Why a data set of its own: the digits students of the other tests read 64 pixels, and their resource-aware
+versions after a few epochs still synthesize to ~3,000 LUTs (yosys for each point, C-sim for each front
+point).  Digits classes 0-3 pooled to 4x4 pixels give students of a few hundred LUTs, so every stage runs
+for real on designs that take seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -14,13 +22,32 @@ from kdhw.cli import main
 
 pytestmark = pytest.mark.slow
 
-CFG = {
-    "teacher": {"epochs": 2, "patience": 2},
-    "student": {"input": {"bits": 5, "int_bits": 1, "signed": False},
-                "layers": [{"type": "dense", "units": 6}, {"type": "relu"}, {"type": "dense", "units": 10}]},
-    "distill": {"epochs": 3},
-    "pareto": {"betas": [0.001], "epochs": 3, "verify_random_inputs": 40, "sim_rows": 10},
-}
+STUDENT = {"input": {"bits": 4, "int_bits": 1, "signed": False}, "output": {"bits": 6},
+           "layers": [{"type": "dense", "units": 4}, {"type": "relu"}, {"type": "dense", "units": 4}]}
+
+
+def _cfg(data: Path, **over: dict) -> dict:
+    base = {
+        "data": {"dataset": "npz", "path": str(data)},
+        "teacher": {"arch": "mlp", "hidden": 16, "epochs": 3, "patience": 3},
+        "student": STUDENT,
+        "distill": {"epochs": 3},
+        "pareto": {"betas": [0.001], "epochs": 4, "lr": 0.05, "verify_random_inputs": 40, "sim_rows": 8},
+    }
+    return {**base, **over}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits 0-3, 2x2 average-pooled to 16 features in [0, 1] (ufixed<4,1> rounds them, never clips)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    keep = d.target < 4
+    x = d.images[keep].reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(-1, 16) / 16.0
+    p = tmp_path_factory.mktemp("tiny") / "digits4.npz"
+    np.savez(p, x=x.astype(np.float32), y=d.target[keep])
+    return p
 
 
 @pytest.fixture()
@@ -29,34 +56,40 @@ def boards_dir(tmp_path, monkeypatch):
     src = Path(__file__).resolve().parents[1] / "boards"
     d = tmp_path / "boards"
     shutil.copytree(src, d)
-    tiny = yaml.safe_load((d / "pynq-z2.yaml").read_text())
-    tiny.update(name="tiny", lut=50, ff=100)
-    (d / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    tiny_board = yaml.safe_load((d / "pynq-z2.yaml").read_text())
+    tiny_board.update(name="tiny", lut=5, ff=10)
+    (d / "tiny.yaml").write_text(yaml.safe_dump(tiny_board))
     monkeypatch.setenv("KDHW_BOARDS_DIR", str(d))
     return d
 
 
-def test_pareto_end_to_end(tmp_path, boards_dir, capsys) -> None:
+def test_pareto_end_to_end(tmp_path, tiny, boards_dir, capsys) -> None:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(CFG))
+    cfg.write_text(yaml.safe_dump(_cfg(tiny)))
     out = tmp_path / "out"
     rc = main(["pareto", str(cfg), "--out", str(out), "--board", "pynq-z2", "--board", "tiny", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1
-    assert err[0].startswith("kdhw pareto: error: board tiny: no point of the front fits (50 LUT")
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("kdhw pareto: error: board tiny: no point of the front fits (5 LUT")
     assert "the smallest point found is s0_b0.001_" in err[0] and " LUT / " in err[0]
     res = json.loads((out / "pareto.json").read_text())
     pts = {p["id"]: p for p in res["points"]}
     assert len(pts) == 2 and {p["kind"] for p in pts.values()} == {"scratch", "kd"}
     assert all(p["lut"] > 0 and p["spec"]["layers"][0]["weight_frac_bits"] is not None for p in pts.values())
+    # learned precision pruned something: fewer live weights than weights, and EBOPs recorded per point
+    assert all(0 < p["live_weights"] < p["weights"] and p["ebops"] > 0 for p in pts.values())
     front = [pts[i] for i in res["front"]]
     assert front and all(p["pareto"] and p["bit_exact"] is True for p in front)
-    assert all(p["verify"]["levels"]["csim"]["exact_rows"] == p["verify"]["rows"] for p in front)
+    assert all(p["verify"]["levels"][lv]["exact_rows"] == p["verify"]["rows"] for p in front
+               for lv in ("brevitas", "csim", "rtl"))
+    assert all(p["verify"]["levels"]["rtl_sim"]["exact_rows"] == 8 for p in front)
     assert all((out / p["dir"] / "hls" / "kdhw_hls.json").is_file() for p in front)
     pynq = next(b for b in res["boards"] if b["board"] == "pynq-z2")
     best = max(front, key=lambda p: (p["val_acc"], -p["lut"]))
     assert pynq["pick"] == best["id"]
-    assert res["pairs"][0]["scratch"]["id"] != res["pairs"][0]["kd"]["id"]
+    pair = res["pairs"][0]  # scratch and KD of the same point, side by side
+    assert pair["scratch"]["id"] != pair["kd"]["id"]
+    assert pair["kd_minus_scratch_test"] == pytest.approx(pair["kd"]["test_acc"] - pair["scratch"]["test_acc"])
     for f in ("pareto.md", "pareto.png"):
         assert (out / f).stat().st_size > 0
     # resume: nothing is trained or verified again, same result; a board that fits exits 0
@@ -65,37 +98,105 @@ def test_pareto_end_to_end(tmp_path, boards_dir, capsys) -> None:
     res2 = json.loads((out / "pareto.json").read_text())
     assert res2["grid"]["executed"] == 0 and res2["grid"]["resumed"] == 2
     assert [p["test_acc"] for p in res2["points"]] == [p["test_acc"] for p in res["points"]]
+    assert [p["bit_exact"] for p in res2["points"]] == [p["bit_exact"] for p in res["points"]]
 
 
 def test_pareto_bad_input(tmp_path, capsys) -> None:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(CFG))
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz")))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o"), "--board", "nosuchboard"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "unknown board 'nosuchboard'; known:" in err[0]
     assert not (tmp_path / "o").exists()
-    cfg.write_text(yaml.safe_dump({**CFG, "pareto": {"betas": [-1]}}))
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [-1]})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pareto.betas must be a non-empty list of numbers >= 0" in err[0]
-    cfg.write_text(yaml.safe_dump({**CFG, "pareto": {"betas": [1e-3], "granularity": "bit"}}))
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "granularity": "bit"})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "pareto.granularity = 'bit' is not allowed; choose one of: weight, channel" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", student={**STUDENT, "resource": {"beta": 1e-3,
+                                                                                                 "betta": 1}})))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown key 'student.resource.betta'; allowed: beta, epochs" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
-def test_run_with_auto_student(tmp_path, capsys) -> None:
+def test_run_with_auto_student(tmp_path, tiny, capsys) -> None:
     """``student: {auto: {board: B}}``: kdhw run trains the grid, exports the picked front point like any run
     student (bit-exact), and says which point and why."""
+    base = _cfg(tiny)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({**CFG, "student": {**CFG["student"], "auto": {"board": "pynq-z2"}},
-                                   "pareto": {**CFG["pareto"], "kd": False},
-                                   "verify": {"random_inputs": 40}, "rtl": {"sim_rows": 10},
+    cfg.write_text(yaml.safe_dump({**base, "student": {**STUDENT, "auto": {"board": "pynq-z2"}},
+                                   "pareto": {**base["pareto"], "kd": False},
+                                   "verify": {"random_inputs": 40}, "rtl": {"sim_rows": 8},
                                    "report": {"boards": []}}))
     rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     rep = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert rep["verify"]["bit_exact"] is True
+    assert rep["verify"]["bit_exact"] is True and rep["verify"]["levels"]["csim"]["exact_rows"] == rep["verify"]["rows"]
     assert rep["auto"]["board"] == "pynq-z2" and rep["auto"]["point"] in rep["auto"]["front"]
     assert rep["chosen"]["reason"].startswith("pareto point ")
     assert rep["auto"]["spec"]["layers"][0]["weight_frac_bits"] is not None
+
+
+def test_run_with_resource_student(tmp_path, tiny, capsys) -> None:
+    """``student.resource`` in kdhw run: both arms train resource-aware, each is folded with its own learned
+    precisions (each checkpoint rebuilds exactly the arm it names), and the exported one is bit-exact."""
+    import torch
+
+    from kdhw.distill import student_input
+    from kdhw.student import load_student
+
+    base = _cfg(tiny)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "student": {**STUDENT, "resource": {"beta": 0.001}},
+                                   "distill": {"epochs": 4, "lr": 0.05}, "verify": {"random_inputs": 40},
+                                   "rtl": {"enabled": False}, "report": {"boards": []}}))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    run = tmp_path / "run"
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["verify"]["bit_exact"] is True and rep["verify"]["levels"]["csim"]["exact_rows"] == rep["verify"]["rows"]
+    x = np.load(run / "verify_inputs.npy")[:rep["data"]["test"]]
+    y = np.load(run / "verify_labels.npy")[:rep["data"]["test"]]
+    for arm in ("scratch", "kd"):
+        info = rep["students"][arm]["info"]["resource"]
+        assert info["beta"] == 0.001 and 0 < info["live_weights"] < info["weights"]
+        m = load_student(run / f"student_{arm}.pt")
+        with torch.no_grad():
+            acc = float((m(torch.from_numpy(student_input(x, STUDENT))).argmax(1).numpy() == y).mean())
+        assert acc == rep["students"][arm]["test_acc"], arm
+
+
+def test_distill_and_sweep_verbs_fold_resource_students(tmp_path, tiny) -> None:
+    """``kdhw distill`` and ``kdhw sweep`` on a config with ``student.resource`` save every arm folded with its
+    own learned precisions: each checkpoint loads as a brevitas student and reproduces its arm's accuracy."""
+    import torch
+
+    from kdhw.data import load_dataset
+    from kdhw.config import validate
+    from kdhw.distill import student_input
+    from kdhw.student import load_student
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**_cfg(tiny), "student": {**STUDENT, "resource": {"beta": 0.001}},
+                                   "distill": {"epochs": 4, "lr": 0.05}}))
+    assert main(["distill", str(cfg), "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    assert main(["sweep", str(cfg), "--param", "distill.temperature", "--values", "2", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 0
+    data = load_dataset(validate({"data": {"dataset": "npz", "path": str(tiny)}}).data)
+    x = torch.from_numpy(student_input(data.x_test, STUDENT))
+
+    def acc(pt: Path) -> float:
+        with torch.no_grad():
+            return float((load_student(pt)(x).argmax(1).numpy() == data.y_test).mean())
+
+    arms = json.loads((tmp_path / "d" / "distill.json").read_text())["arms"]
+    for arm in ("scratch", "kd"):
+        assert acc(tmp_path / "d" / f"student_{arm}.pt") == arms[arm]["test_acc"], arm
+    runs = [json.loads(ln) for ln in (tmp_path / "s" / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 2 and all(acc(tmp_path / "s" / r["arm"]) == r["test_acc"] for r in runs)
+    assert {r["kind"]: r["test_acc"] for r in runs}["scratch"] == arms["scratch"]["test_acc"]  # same arm, both verbs

