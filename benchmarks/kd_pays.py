@@ -37,6 +37,7 @@ interrupted run resumes; teacher outputs are computed once per data set and shar
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -140,7 +141,9 @@ def shared_teachers(sets: list[str], log: Any = print) -> dict[str, Any]:
         acc = teacher_accuracy(tl, data)
         log(f"[{s}] handed-over teacher {cfg.teacher['arch']}: test {100 * acc['test']:.2f} % "
             f"({time.perf_counter() - t0:.0f} s, {len(data.y_train)} labelled training rows)")
-        out[s] = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl, "acc": acc}
+        digest = hashlib.sha256(tl["train"].tobytes() + tl["val"].tobytes()).hexdigest()[:8]
+        out[s] = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl, "acc": acc,
+                  "digest": digest}
     return out
 
 
@@ -216,6 +219,83 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         chosen, _ = choose(arms, "kd")
         return record(arms[chosen], scratch_test=arms["scratch"].test_acc)
     raise ValueError(f"unknown arm {arm}")
+
+
+# ---------------------------------------------------------------- the new default: recipe tasks
+
+RECIPE_ARMS = ("scratch", "scratch_aug", "fm")  # fm = the distilled arm of `distill.recipe: auto`
+RECIPE_JSONL = "benchmarks/results/kd_recipe.jsonl"  # shared with fm_schedule.py: identical tasks run once
+
+
+def recipe_tasks(sets: list[str], seeds: int, students: list[str] | None = None, budgets: tuple[float, ...] = (0.1,),
+                 factors: tuple[float, ...] | None = None, vals: tuple[str, ...] = ("full", "cut"),
+                 arms: tuple[str, ...] = RECIPE_ARMS, teachers: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Tasks of what ``kdhw run`` now does with a label budget and a handed-over teacher (``distill.recipe:
+    auto`` -> function matching): plain scratch, scratch_aug and fm per (student, budget, seed, validation
+    variant), at each ``epochs_factor`` (default: the library's).  Keys carry a digest of the teacher's
+    logits, so a task is reused (here or by fm_schedule.py) only for the same teacher."""
+    from kdhw.recipe import FM_EPOCHS_FACTOR
+
+    factors = factors or (FM_EPOCHS_FACTOR,)
+    tasks = []
+    for s in sets:
+        tag = (teachers or {}).get(s, {}).get("digest", "")
+        for stu in SETS[s]["students"]:
+            if students and stu not in students:
+                continue
+            for b in budgets:
+                for val in vals:
+                    for seed in range(seeds):
+                        for arm in arms:
+                            for f in (factors if arm != "scratch" else (None,)):
+                                key = (f"recipe/{s}/{stu}/{b:g}/{seed}/{arm}" + ("" if f is None else f"/x{f:g}")
+                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}")
+                                tasks.append({"key": key, "set": s, "student": stu, "budget": b, "seed": seed,
+                                              "arm": arm, "factor": f, "val": val})
+    return list({t["key"]: t for t in tasks}.values())
+
+
+def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """One arm of the recipe `kdhw run` resolves for this cell (the same `kdhw.recipe.resolve`, including the
+    teacher-following check), trained alone; returns accuracies, validation loss and CPU cost."""
+    import torch
+
+    from kdhw.config import validate
+    from kdhw.data import load_dataset
+    from kdhw.distill import train_arm
+    from kdhw.recipe import resolve
+    from kdhw.teacher import build_teacher
+
+    torch.set_num_threads(1)
+    spec_set = SETS[task["set"]]
+    dist: dict[str, Any] = {"epochs": spec_set["epochs"], "seed": task["seed"], "method": "hinton"}
+    if task["factor"] is not None:
+        dist["epochs_factor"] = task["factor"]
+    raw: dict[str, Any] = {"data": {**spec_set["data"], "labels": {"fraction": task["budget"], "seed": task["seed"],
+                                                                   "val": task["val"] == "cut"}},
+                           "teacher": spec_set["teacher"], "student": spec_set["students"][task["student"]],
+                           "distill": dist}
+    cfg = validate(raw, f"kd_pays:{task['key']}")
+    data = load_dataset(cfg.data)
+    sh = shared[task["set"]]
+    teacher = build_teacher(cfg.teacher, data.shape, data.n_classes)
+    teacher.load_state_dict(sh["state"])
+    teacher.eval()
+    full = sh["logits"]["train"]
+    t_train, t_unlab = full[data.train_index], full[data.dropped_index]
+    c0, t0 = time.process_time(), time.perf_counter()
+    recipe = resolve(cfg.distill, data, teacher, src=f"kd_pays:{task['key']}")
+    name = {"fm": "kd"}.get(task["arm"], task["arm"])
+    dcfg, method = recipe.arms(cfg.distill["method"])[name]
+    a = train_arm(name, cfg.student, dcfg, data, t_train, method, False, teacher=teacher, teacher_unlab=t_unlab)
+    out = {k: task[k] for k in ("key", "set", "student", "budget", "seed", "arm", "factor", "val")}
+    out.update(recipe=recipe.name, val_acc=a.fit.best_val_acc, val_loss=a.fit.best_val_loss, test=a.test_acc,
+               epochs=a.fit.epochs_run, best_epoch=a.fit.best_epoch, cpu_per_epoch=a.fit.cpu_seconds_per_epoch,
+               cpu_seconds=time.process_time() - c0, seconds=time.perf_counter() - t0, val_rows=int(len(data.y_val)))
+    if name != "scratch":
+        out["augmented"] = recipe.describe().get("augmented")
+        out["teacher_check"] = [{k: r[k] for k in r if k != "tried"} for r in recipe.teacher_check]
+    return out
 
 
 # ---------------------------------------------------------------- statistics

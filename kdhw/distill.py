@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,9 @@ from .data import Dataset
 from .errors import InputError
 from .augment import Augment, mixup
 from .losses import METHODS, Method, ensemble_logits, get_method, hint_loss, one_hot_like
+from .recipe import check as check_recipe
+from .recipe import plain_settings
+from .recipe import resolve as resolve_recipe
 from .student import StudentNet, build_student, param_count
 from .training import FitResult, FloatWarmup, LossFn, accuracy, fit, predict_logits
 
@@ -416,6 +420,7 @@ def train_arm(
     Methods that read a teacher train on labelled + transfer-set rows (the hard-label term sees only the
     labelled ones); label-only methods train on the labelled rows with the same number of steps per epoch.
     """
+    dcfg = plain_settings(dcfg)
     _require(method, dcfg, teacher_train, teacher, teacher_fn, src)
     if get_method(method).name == "born_again" and teacher_fn is None and teacher is None:
         raise InputError(f"{src}: distill.method = born_again is trained generation by generation by distill(); "
@@ -487,7 +492,7 @@ def _merged(results: list[FitResult]) -> FitResult:
     return FitResult(last.best_val_acc, last.best_epoch + offsets[-1], n,
                      [{**row, "epoch": row["epoch"] + o} for r, o in zip(results, offsets) for row in r.history],
                      sum(r.seconds_per_epoch * r.epochs_run for r in results) / max(n, 1),
-                     sum(r.cpu_seconds_per_epoch * r.epochs_run for r in results) / max(n, 1))
+                     sum(r.cpu_seconds_per_epoch * r.epochs_run for r in results) / max(n, 1), last.best_val_loss)
 
 
 def teacher_on_augmented(teacher_fn: TeacherFn, models: list[nn.Module], aug: Augment, x: np.ndarray,
@@ -564,31 +569,54 @@ def check_distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, src
                 raise InputError(f"{src}: distill.teachers: {p}: teacher file not found")
     if teacher_known:
         _require(method, dcfg, teacher_train, teacher, None, src)
+        check_recipe(dcfg, teacher, src)
 
 
 def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
             progress: bool = True, src: str = "config", *, teacher: nn.Module | None = None,
             teacher_cfg: dict[str, Any] | None = None, extra_teachers: list[nn.Module] | None = None,
-            scratch: Arm | None = None, teacher_unlab: np.ndarray | None = None) -> dict[str, Arm]:
-    """Train the scratch arm and (if a method is configured) the distilled arm.
+            scratch: Arm | None = None, teacher_unlab: np.ndarray | None = None,
+            scratch_aug: Arm | None = None) -> dict[str, Arm]:
+    """Train the arms of the run's recipe (``kdhw.recipe``): plain = scratch and (if a method is configured)
+    the distilled arm; function matching = scratch, ``scratch_aug`` (its control: the same augmentation and
+    schedule, labels only) and the distilled arm.
 
     Optional: ``teacher`` (the float network: hidden-layer methods, online teacher under augmentation),
     ``teacher_cfg`` (to train extra ensemble members), ``extra_teachers`` (ensemble members already built,
-    so a sweep trains them once), ``scratch`` (an already trained scratch arm with the same recipe),
-    ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``).
+    so a sweep trains them once), ``scratch`` / ``scratch_aug`` (arms already trained with the same
+    settings), ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``).
 
     ``distill.init: scratch`` is QKD's schedule: the distilled arm starts from the trained scratch student
     (quantized self-study first) instead of a fresh initialisation.
     """
     method = dcfg["method"]
     check_distill(spec, dcfg, data, src, teacher_train=teacher_train, teacher=teacher)
-    arms = {"scratch": scratch or train_arm("scratch", spec, dcfg, data, None, "none", progress, src)}
-    if method == "none":
-        return arms
-    init = arms["scratch"].model.state_dict() if dcfg.get("init", "fresh") == "scratch" else None
+    recipe = resolve_recipe(dcfg, data, teacher, src=src)
+    given = {"scratch": scratch, "scratch_aug": scratch_aug}
+    arms: dict[str, Arm] = {}
+    for name, (cfg, meth) in recipe.arms(method).items():
+        if given.get(name) is not None:
+            arms[name] = given[name]  # type: ignore[assignment]
+        elif name == "kd":
+            arms[name] = _distilled_arm(spec, cfg, data, teacher_train, arms["scratch"], progress, src,
+                                        teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers,
+                                        teacher_unlab=teacher_unlab)
+            arms[name].info["recipe"] = recipe.describe()
+        else:
+            arms[name] = train_arm(name, spec, cfg, data, None, meth, progress, src)
+    return arms
+
+
+def _distilled_arm(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
+                   scratch: Arm, progress: bool, src: str, *, teacher: nn.Module | None,
+                   teacher_cfg: dict[str, Any] | None, extra_teachers: list[nn.Module] | None,
+                   teacher_unlab: np.ndarray | None) -> Arm:
+    """The arm trained with ``distill.method``: born-again generations from the scratch arm, an ensemble's
+    members, or one arm (from the scratch student's weights under ``init: scratch``)."""
+    method = dcfg["method"]
     if method == "born_again":
-        arms["kd"] = _born_again(spec, dcfg, data, arms["scratch"], progress, src)
-        return arms
+        return _born_again(spec, dcfg, data, scratch, progress, src)
+    init = scratch.model.state_dict() if dcfg.get("init", "fresh") == "scratch" else None
     extras = None
     if method == "ensemble":
         extras = extra_teachers if extra_teachers is not None else ensemble_members(dcfg, data, teacher_cfg,
@@ -597,8 +625,7 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
                     extra_teachers=extras, teacher_unlab=teacher_unlab, init_state=init)
     if method == "ensemble":
         arm.info.update(_ensemble_info(teacher, teacher_train, extras or [], dcfg, data))
-    arms["kd"] = arm
-    return arms
+    return arm
 
 
 def _ensemble_info(teacher: nn.Module | None, teacher_train: Any, extras: list[nn.Module], dcfg: dict[str, Any],
@@ -626,19 +653,36 @@ def _born_again(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, gen0:
 
 
 def choose(arms: dict[str, Arm], select: str) -> tuple[str, str]:
-    """Pick the exported arm: forced by config, or the better validation accuracy (ties -> scratch)."""
-    if select in ("kd", "scratch"):
+    """Pick the exported arm: forced by ``distill.select``, or the best validation accuracy.
+
+    Ties in accuracy are common on a validation split of a few dozen rows (a label budget with
+    ``data.labels.val``); they go to the arm with the lower validation loss (cross-entropy at its best
+    epoch), a continuous score that separates a confident, right student from a lucky one, and only then
+    to scratch.
+    """
+    if select in ("kd", "scratch", "scratch_aug"):
         if select not in arms:
             raise InputError(f"distill.select = {select} but no {select} arm was trained")
         return select, "forced by distill.select"
-    best = max(arms, key=lambda k: (arms[k].fit.best_val_acc, k == "scratch"))
-    return best, "best validation accuracy"
+
+    def loss(k: str) -> float:
+        v = arms[k].fit.best_val_loss
+        return math.inf if v is None else v
+
+    best = max(arms, key=lambda k: (arms[k].fit.best_val_acc, -loss(k), k == "scratch"))
+    acc = arms[best].fit.best_val_acc
+    tied = [k for k in arms if arms[k].fit.best_val_acc == acc]
+    if len(tied) == 1:
+        return best, "best validation accuracy"
+    losses = ", ".join(f"{k} {loss(k):.3f}" for k in sorted(tied, key=loss))
+    return best, f"validation accuracy tied at {100 * acc:.2f} %; lowest validation loss ({losses})"
 
 
 def summary(arms: dict[str, Arm]) -> dict[str, Any]:
     out = {}
     for k, a in arms.items():
-        out[k] = {"val_acc": a.fit.best_val_acc, "test_acc": a.test_acc, "best_epoch": a.fit.best_epoch,
+        out[k] = {"val_acc": a.fit.best_val_acc, "val_loss": a.fit.best_val_loss, "test_acc": a.test_acc,
+                  "best_epoch": a.fit.best_epoch,
                   "epochs": a.fit.epochs_run, "seconds_per_epoch": a.fit.seconds_per_epoch,
                   "cpu_seconds_per_epoch": a.fit.cpu_seconds_per_epoch, "params": param_count(a.model)}
         if a.info:
