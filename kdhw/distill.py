@@ -43,6 +43,7 @@ from .recipe import check as check_recipe
 from .recipe import plain_settings
 from .recipe import resolve as resolve_recipe
 from .student import StudentNet, build_student, param_count
+from .teacher import ForeignTeacher
 from .training import FitResult, FloatWarmup, LossFn, accuracy, fit, predict_logits
 
 TeacherFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # student-space batch -> {"logits", "emb", "hint"}
@@ -142,13 +143,17 @@ def _run(fn: TeacherFn, models: list[nn.Module], x: np.ndarray, batch: int = 102
 def _require(method: str, dcfg: dict[str, Any], teacher_train: Any, teacher: Any, teacher_fn: Any,
              src: str) -> None:
     meth = get_method(method)
-    has_model = teacher is not None or teacher_fn is not None
-    if meth.needs_teacher and teacher_train is None and not has_model:
+    runs = (teacher is not None and getattr(teacher, "runnable", True)) or teacher_fn is not None
+    if meth.needs_teacher and teacher_train is None and teacher is None and teacher_fn is None:
         raise InputError(f"{src}: distill.method = {method} needs a teacher (teacher section or teacher.path)")
     if meth.needs_teacher_model and teacher is None:
         raise InputError(f"{src}: distill.method = {method} needs the teacher network (its hidden layers), "
                          "but only cached teacher logits were given")
-    if _online(dcfg) and meth.needs_teacher and not has_model:
+    if meth.needs_teacher_model and isinstance(teacher, ForeignTeacher):
+        raise InputError(f"{src}: distill.method = {method} needs the teacher's hidden layers, but teacher.path "
+                         f"{teacher.path} is a {teacher.describe()['format']} (outputs only); use a kdhw teacher or a "
+                         "method that reads logits (hinton, kl_mae, logits_mse, pseudo_label)")
+    if _online(dcfg) and meth.needs_teacher and not runs:
         raise InputError(f"{src}: distill.mixup_alpha / augment_* > 0 with method {method} needs the teacher "
                          "network (it is evaluated online on each augmented batch), but only cached teacher "
                          "logits were given")
