@@ -127,6 +127,7 @@ def cmd_hls(a: argparse.Namespace) -> int:
 def cmd_verify(a: argparse.Namespace) -> int:
     import numpy as np
 
+    from .flow import VERIFY_INPUTS, VERIFY_LABELS
     from .hls import META_FILE, read_meta
     from .verify import load_inputs, verify_project
 
@@ -137,10 +138,14 @@ def cmd_verify(a: argparse.Namespace) -> int:
     meta = read_meta(project)
     x = load_inputs(a.inputs, tuple(meta["input_shape"]))
     labels = None
+    run_labels = d / VERIFY_LABELS  # a run's own verification rows come with their labels
     if a.labels:
         labels = np.load(a.labels, allow_pickle=False)
         if labels.shape != (len(x),):
-            raise InputError(f"{a.labels}: labels must have shape ({len(x)},), got {labels.shape}")
+            raise InputError(f"{a.labels}: labels must have shape ({len(x)},) (-1 for a row without one), "
+                             f"got {labels.shape}")
+    elif run_labels.is_file() and Path(a.inputs).resolve() == (d / VERIFY_INPUTS).resolve():
+        labels = np.load(run_labels, allow_pickle=False)
     teacher_logits = _teacher_logits_for(d, x) if project != d else None
     rtl_dir = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else None
     res = verify_project(project, x, student_pt=d / "student.pt", rtl_dir=rtl_dir, simulator=a.simulator,
@@ -293,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="bit-exact check of every level present; exit 1 on mismatch")
     s.add_argument("dir")
     s.add_argument("--inputs", required=True)
-    s.add_argument("--labels")
+    s.add_argument("--labels", help="labels.npy, one per input row (-1 where there is none): fidelity figures; "
+                                    "a run's own verify_labels.npy is used by default")
     s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"])
     s.add_argument("--sim-rows", type=int, default=1000, help="rows driven through the RTL simulator")
     s.set_defaults(fn=cmd_verify)

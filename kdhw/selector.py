@@ -264,6 +264,13 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     compiles its private copy from the header weights synthesis uses, and nothing else here needs it.
     Everything lands in a sibling folder swapped in at the end, as for ``kdhw run``.
     """
+    from .runtime import torch_threads
+
+    with torch_threads():
+        return _run_select(cfg, Path(out), teacher_path, progress, log)
+
+
+def _run_select(cfg: Config, out: Path, teacher_path: str | None, progress: bool, log: Any) -> dict[str, Any]:
     import time
 
     from tqdm import tqdm
@@ -271,15 +278,10 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     from .atomic import atomic_dir
     from .boards import load_board
     from .data import load_dataset
-    from .export import export_qonnx
-    from .hls import build_hls_project
+    from .flow import check_hardware_tools, student_to_hardware
     from .losses import get_method
-    from .pipeline import check_hardware_tools, random_inputs, set_torch_threads
-    from .rtl import qonnx_to_rtl
     from .teacher import obtain_teacher, teacher_accuracy, teacher_logits
-    from .verify import verify_project
 
-    set_torch_threads()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     board = load_board(cfg.hls["board"])
@@ -311,40 +313,28 @@ def run_select(cfg: Config, out: str | Path, *, teacher_path: str | None = None,
     alone = ", ".join(f"{100 * s['test_acc']:.2f} %" for s in system.report["students"])
     log(f"[select] system test {100 * system.report['system']['test_acc']:.2f} % (students alone: {alone})")
 
-    period = cfg.hls["clock_period_ns"] or board.clock_period_ns
     parts: dict[str, Any] = {}
     out = Path(out)
     with atomic_dir(out) as d:
         items = part_inputs(system, data)
         bar = tqdm(items.items(), desc="export/hls/verify", unit="part", disable=not progress, leave=False)
         for k, (name, (model, spec, shape)) in enumerate(bar):
-            t = time.perf_counter()
             sub = d / name
             sub.mkdir()
             save_student(model, spec, shape, sub / "student.pt")
-            onnx_path = export_qonnx(model, shape, sub / "student.qonnx.onnx")
-            build_hls_project(onnx_path, sub / "hls", part=board.part, clock_period_ns=period,
-                              backend=cfg.hls["backend"], io_type=cfg.hls["io_type"],
-                              reuse_factor=cfg.hls["reuse_factor"], strategy=cfg.hls["strategy"], board=board.name,
-                              compile_csim=False)
+            # the selector reads the flattened input; a student reads it in its own layout
             x_test = data.x_test.reshape(len(data.x_test), -1) if name == "selector" else student_input(data.x_test,
                                                                                                        spec)
-            xr = random_inputs(cfg.verify["random_inputs"], shape, model.input_format, cfg.verify["random_seed"] + k)
-            xv = np.concatenate([x_test.astype(np.float32), xr])
-            np.save(sub / "verify_inputs.npy", xv)
-            rtl_dir = None
-            if cfg.rtl["enabled"]:  # the same RTL and RTL-sim levels as a `kdhw run` student
-                qonnx_to_rtl(onnx_path, sub / "rtl", latency_cutoff=cfg.rtl["latency_cutoff"],
-                             pipeline=cfg.rtl["pipeline"], clock_period_ns=board.clock_period_ns)
-                rtl_dir = sub / "rtl"
-            ver = verify_project(sub / "hls", xv, student_pt=sub / "student.pt", out_json=sub / "verify.json",
-                                 rtl_dir=rtl_dir, simulator=cfg.rtl["simulator"], sim_rows=cfg.rtl["sim_rows"])
-            parts[name] = {"dir": name, "bit_exact": bool(ver["bit_exact"]), "rows": ver["rows"],
+            y_test = None if name == "selector" else data.y_test  # the selector's outputs are not classes
+            hw = student_to_hardware(model, shape, sub, cfg, board, x_test, y_test=y_test,
+                                     student_pt=sub / "student.pt", seed_offset=k, log=lambda *_: None, name=name)
+            ver = hw.verify
+            parts[name] = {"dir": name, "bit_exact": hw.bit_exact, "rows": ver["rows"],
                            "levels": {lk: {kk: vv for kk, vv in lv.items() if kk != "layers"}
                                       for lk, lv in ver["levels"].items()},
                            "first_divergence": ver["first_divergence"], "params": param_count(model),
-                           "seconds": time.perf_counter() - t}
-            log(f"[{name}] QONNX -> hls4ml{' + RTL' if rtl_dir else ''} -> verify: "
+                           "seconds": sum(hw.timings.values())}
+            log(f"[{name}] QONNX -> hls4ml{' + RTL' if hw.rtl_dir else ''} -> verify: "
                 f"bit-exact={ver['bit_exact']} on {ver['rows']} rows")
         bar.close()
         timings["export_hls_verify"] = sum(p["seconds"] for p in parts.values())

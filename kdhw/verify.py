@@ -20,6 +20,27 @@ from .errors import InputError
 from .export import load_qonnx, reference
 from .hls import HLS_MODEL_FILE, read_meta
 
+UNLABELLED = -1  # label of a verification row that has none (an off-grid random input)
+
+
+def fidelity(ref: np.ndarray, labels: np.ndarray | None, teacher_logits: np.ndarray | None) -> dict[str, Any]:
+    """Accuracy and teacher agreement of the integer reference on the labelled rows.
+
+    ``labels``: one per row, ``UNLABELLED`` (-1) for rows without one (random inputs); ``teacher_logits``:
+    the teacher's logits on the same rows (None when no teacher is at hand).  Every key is always present
+    and means the same thing whichever verb wrote it; a figure that cannot be measured is None.
+    """
+    pred = np.asarray(ref).reshape(len(ref), -1).argmax(1)
+    mask = np.zeros(len(pred), bool) if labels is None else np.asarray(labels) != UNLABELLED
+    n = int(mask.sum())
+    y = None if labels is None else np.asarray(labels)[mask]
+    t = None if teacher_logits is None else np.asarray(teacher_logits)[mask].argmax(1)
+    return {
+        "fidelity_rows": n,
+        "student_accuracy": float((pred[mask] == y).mean()) if n else None,
+        "teacher_accuracy": float((t == y).mean()) if n and t is not None else None,
+        "teacher_agreement": float((pred[mask] == t).mean()) if n and t is not None else None,
+    }
 
 
 def rtl_levels(rtl_dir: Path, x: np.ndarray, ref: np.ndarray, simulator: str = "icarus",
@@ -153,11 +174,17 @@ def verify_project(
     out_json: Path | None = None,
     trace_rows: int = 32,
 ) -> dict[str, Any]:
-    """Check every level present; returns (and writes) the verify.json dict."""
+    """Check every level present; returns (and writes) the verify.json dict.
+
+    ``labels``: one per row, ``UNLABELLED`` for rows without one; ``teacher_logits``: the teacher's logits on
+    the rows.  They only feed the fidelity figures (``fidelity``), never the bit-exactness verdict.
+    """
     project_dir = Path(project_dir)
     meta = read_meta(project_dir)
     mw = load_qonnx(project_dir / "student.qonnx.onnx")
     x = check_inputs(np.asarray(x), tuple(meta["input_shape"]))
+    if labels is not None and np.shape(labels) != (len(x),):
+        raise InputError(f"labels must have one entry per input row ({len(x)}), got shape {np.shape(labels)}")
     ref = reference(mw, x)
     levels: dict[str, Any] = {}
     result: dict[str, Any] = {"rows": len(x), "first_divergence": None}
@@ -194,15 +221,7 @@ def verify_project(
     result["bit_exact"] = all(
         lv.get("exact_rows") == lv.get("rows") for lv in levels.values() if "rows" in lv
     ) and levels["weights"]["consistent"] and all(lv.get("latency_ok", True) for lv in levels.values())
-    pred = ref.argmax(1)
-    if teacher_logits is not None:
-        result["teacher_agreement"] = float((pred == teacher_logits.argmax(1)).mean())
-    else:
-        result["teacher_agreement"] = None
-    if labels is not None:
-        result["student_accuracy"] = float((y.argmax(1) == labels).mean())
-        if teacher_logits is not None:
-            result["teacher_accuracy"] = float((teacher_logits.argmax(1) == labels).mean())
+    result.update(fidelity(ref, labels, teacher_logits))
     if out_json is not None:
         write_json(out_json, result)
     return result

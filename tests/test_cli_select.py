@@ -54,7 +54,12 @@ def test_select_trains_exports_and_verifies_every_part(tmp_path: Path, capsys) -
     # each checkpoint is a plain student for `kdhw export`; a part folder holds what `kdhw verify` reads
     assert main(["export", str(out / "student_1.pt"), "--out", str(tmp_path / "s1.onnx")]) == 0
     assert {p.name for p in (out / "selector").iterdir()} == {"student.pt", "student.qonnx.onnx", "hls", "rtl",
-                                                              "verify.json", "verify_inputs.npy"}
+                                                              "verify.json", "verify_inputs.npy", "verify_labels.npy"}
+    # a student part's fidelity figures are measured on the labelled test rows; the selector's outputs are not
+    # classes, so its part has none
+    s1 = json.loads((out / "student_1" / "verify.json").read_text())
+    assert s1["fidelity_rows"] == test_rows and s1["student_accuracy"] == rep["students"][1]["test_acc"]
+    assert json.loads((out / "selector" / "verify.json").read_text())["fidelity_rows"] == 0
 
 
 @pytest.mark.slow
