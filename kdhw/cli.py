@@ -88,7 +88,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
         for k, arm in arms.items():
             save_student(arm.model, cfg.student, shape, d / f"student_{k}.pt")
         save_student(arms[chosen].model, cfg.student, shape, d / "student.pt")
-        write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason})
+        write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason,
+                                        "teacher": {k: tcfg.get(k) for k in ("arch", "path", "format", "outputs")}})
     print(", ".join(f"{k}: test {100 * v.test_acc:.2f} %" for k, v in arms.items()) + f"; exported {chosen}")
     return 0
 
@@ -180,8 +181,8 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
 
     model, tcfg = load_teacher(tp)
     shape = torch.load(tp, map_location="cpu", weights_only=True)["input_shape"]
-    if x[0].size != int(np.prod(shape)):
-        return None
+    if x[0].size != int(np.prod(shape)) or not getattr(model, "runnable", True):
+        return None  # a logits-file teacher has no outputs for the random verification rows
     return predict_logits(model, teacher_input(x.reshape(len(x), *shape), tcfg["arch"]))
 
 

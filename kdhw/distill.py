@@ -150,9 +150,10 @@ def _require(method: str, dcfg: dict[str, Any], teacher_train: Any, teacher: Any
         raise InputError(f"{src}: distill.method = {method} needs the teacher network (its hidden layers), "
                          "but only cached teacher logits were given")
     if meth.needs_teacher_model and isinstance(teacher, ForeignTeacher):
+        fmt = teacher.describe()["format"]
         raise InputError(f"{src}: distill.method = {method} needs the teacher's hidden layers, but teacher.path "
-                         f"{teacher.path} is a {teacher.describe()['format']} (outputs only); use a kdhw teacher or a "
-                         "method that reads logits (hinton, kl_mae, logits_mse, pseudo_label)")
+                         f"{teacher.path} is {'an' if fmt[0] in 'AEIOU' else 'a'} {fmt}, outputs only; use a kdhw "
+                         "teacher or a method that reads logits (hinton, kl_mae, logits_mse, pseudo_label)")
     if _online(dcfg) and meth.needs_teacher and not runs:
         raise InputError(f"{src}: distill.mixup_alpha / augment_* > 0 with method {method} needs the teacher "
                          "network (it is evaluated online on each augmented batch), but only cached teacher "

@@ -99,8 +99,8 @@ class Recipe:
         out: dict[str, Any] = {"name": self.name, "reason": self.reason}
         if self.augmented is not None:
             a = self.augmented
-            out["augmented"] = {k: a[k] for k in ("epochs", "mixup_alpha", "augment_shift", "augment_scale",
-                                                  "augment_noise", "alpha", "temperature")}
+            out["augmented"] = {k: a[k] for k in ("epochs", "epochs_factor", "mixup_alpha", "augment_shift",
+                                                  "augment_scale", "augment_noise", "alpha", "temperature")}
             out["plain_epochs"] = self.plain["epochs"]
             out["teacher_check"] = self.teacher_check
         return out
@@ -113,8 +113,8 @@ def _fm_refusal(dcfg: dict[str, Any], teacher: Any) -> str | None:
     if teacher is None:
         return "no teacher network was given (only cached logits)"
     if not getattr(teacher, "runnable", True):
-        return (f"the teacher ({getattr(teacher, 'kind', 'logits file')}) cannot run on new inputs; function "
-                "matching evaluates it on every augmented batch")
+        what = teacher.describe()["format"] if hasattr(teacher, "describe") else "cached outputs"
+        return f"the teacher is a {what}, which cannot run on the augmented inputs function matching feeds it"
     return None
 
 
@@ -170,6 +170,8 @@ def resolve(dcfg: dict[str, Any], data: Any, teacher: torch.nn.Module | None = N
                  "alpha": FM_ALPHA if dcfg.get("alpha") is None else dcfg["alpha"],
                  "mixup_alpha": FM_MIXUP if dcfg.get("mixup_alpha") is None else dcfg["mixup_alpha"],
                  "epochs_factor": factor, "epochs": int(round(factor * int(dcfg["epochs"])))}
+    # the plain scratch arm is the baseline both augmented arms are measured against: no augmentation at all
+    plain = {**plain, **{k: v for k, v in PLAIN.items() if k != "alpha"}}
     return Recipe("function_matching", reason, plain, augmented, measured)
 
 

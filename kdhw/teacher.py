@@ -165,6 +165,8 @@ def teacher_params(model: nn.Module) -> int | None:
 
 def row_hashes(x: np.ndarray) -> list[str]:
     """sha256 of each row's float32 values (C order): how a logits file's rows are matched to the data."""
+    if len(x) == 0:
+        return []
     flat = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
     return [hashlib.sha256(r.tobytes()).hexdigest() for r in flat]
 
