@@ -537,6 +537,15 @@ def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             lines.append(f"| {100 * e['budget']:g} % | {v} | {e['arm']} | {100 * e['mean']:.2f} ± {100 * e['std']:.2f} | "
                          f"{d} | {g} | {t} | {pk} | {e['cpu_seconds']:.0f} |")
         lines.append("")
+    for s, checks in (meta.get("teacher_check") or {}).items():
+        parts = []
+        for c in checks:
+            if c["augment"] == "all kept":
+                parts.append(f"kept {c['kept']}: teacher {100 * c['teacher_acc']:.1f} % (clean {100 * c['teacher_acc_clean']:.1f} %)")
+            else:
+                parts.append(f"{c['augment']} " + " -> ".join(f"{t['value']:g} ({100 * t['teacher_acc']:.1f} %)"
+                                                           for t in c["tried"]))
+        lines += [f"Teacher-following check ({s}, seed 0, labelled rows): " + "; ".join(parts) + ".", ""]
     goal = [e for e in table if e["arm"] == "exported_loss" and e["val"] == "cut"]
     if goal:
         met60 = all(e["gap_closed"] is not None and e["gap_closed"] >= 0.6 for e in goal)
@@ -577,6 +586,21 @@ def recipe_plot(table: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def teacher_check(s: str, teachers: dict[str, Any], budget: float = 0.1) -> list[dict[str, Any]]:
+    """The teacher-following check as the recipe runs it for seed 0 of set ``s`` (with every value tried)."""
+    from kdhw.config import validate
+    from kdhw.data import load_dataset
+    from kdhw.recipe import resolve
+    from kdhw.teacher import build_teacher
+
+    cfg = validate({"data": {**SETS[s]["data"], "labels": {"fraction": budget, "seed": 0}}, "teacher": SETS[s]["teacher"],
+                    "distill": {"epochs": SETS[s]["epochs"], "seed": 0}}, f"kd_pays:{s}")
+    data = load_dataset(cfg.data)
+    teacher = build_teacher(cfg.teacher, data.shape, data.n_classes)
+    teacher.load_state_dict(teachers[s]["state"])
+    return resolve(cfg.distill, data, teacher.eval()).teacher_check
+
+
 def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     """`--recipe`: the new default at the label budgets given (default 10 %), full and budget-cut validation."""
     from kdhw.grid import load_done, run_tasks
@@ -598,7 +622,7 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     table = summarize_recipe(rows, {s: teachers[s]["acc"]["test"] for s in sets})
     meta = {"seeds": a.seeds, "sets": sets, "budgets": budgets, "factor": factor, "vals": vals,
             "teachers": {s: teachers[s]["acc"] for s in sets}, "wall_seconds": time.perf_counter() - t0,
-            "jsonl": str(jsonl), "quick": a.quick}
+            "jsonl": str(jsonl), "quick": a.quick, "teacher_check": {s: teacher_check(s, teachers) for s in sets}}
     md = recipe_markdown(table, meta)
     print(md)
     out = Path(a.out if a.out != "benchmarks/results/kd_pays" else "benchmarks/results/kd_pays_recipe")
