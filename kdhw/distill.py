@@ -1,11 +1,13 @@
 """Quantization-aware training of the student, from scratch and with distillation, as paired arms.
 
-Every run trains the same student twice with the same seed, initial weights and batch order: once on
-labels alone (scratch) and once with the configured distillation method.  That pairing is what makes
-"KD helped by x points" a measurement rather than seed noise (tiny students swing several points with
-the seed).  The recipe options (mixup, float warm-up) apply to both arms, so a gain measured here is the
-teacher's and not the augmentation's or the schedule's.  The arm exported is chosen on validation
-accuracy unless the config forces one.
+Every run trains the same student with the same seed, initial weights and batch order at least twice: on
+labels alone (scratch) and with the configured distillation method (kd).  That pairing is what makes "KD
+helped by x points" a measurement rather than seed noise (tiny students swing several points with the
+seed).  Which arms and with what settings is the recipe's choice (``kdhw.recipe``): under plain the recipe
+options (mixup, augmentation, float warm-up) apply to both arms; under function matching a third arm,
+scratch_aug, gets the distilled arm's augmentation and schedule on labels only, so the teacher's own share
+of a gain is measured too.  The arm exported is chosen on validation accuracy (ties: validation loss)
+unless the config forces one.
 
 Each method is one ``Teaching`` object (built by ``teaching_for``) that owns what the method needs: how
 the teacher is read (cached logits, the network online, hidden-layer taps, a previous generation), the

@@ -2,7 +2,9 @@
 
 The teacher is trained (or loaded) once and shared by every value, and so are ensemble members; a scratch
 arm is trained once per seed unless the swept value changes something it depends on (student bits,
-epochs, seed, mixup, warm-up), because a temperature or method sweep leaves it identical.  Every value's
+epochs, seed, mixup, warm-up), because a temperature or method sweep leaves it identical.  Where the
+recipe is function matching (a transfer set and a runnable teacher), its control arm (scratch_aug) is
+planned the same way, once per seed and per setting it depends on.  Every value's
 config is validated before any training, so a bad value costs nothing.
 
 Each arm is an independent task on ``kdhw.grid`` (sequential, or on Ray with ``--workers``/``--address``):
