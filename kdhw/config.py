@@ -52,9 +52,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]),
     },
     "distill": {
+        "method": (str, "hinton"),
         # auto: function matching when there is a transfer set and a runnable teacher, else plain (kdhw.recipe)
         "recipe": (str, "auto"),
-        "method": (str, "hinton"),
         "temperature": (_Num, 1.0),
         "alpha": (_Num, None),  # unset: 0.5 (plain), 0.9 (function matching)
         "epochs": (int, 60),
