@@ -324,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
 
+    from .pareto import add_pareto_parser
+
+    add_pareto_parser(sub)
+
     s = sub.add_parser("select", help="several students + a brevitas selector; each part exported, "
                                       "converted and verified bit-exact")
     s.add_argument("config")

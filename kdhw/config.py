@@ -50,6 +50,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "act_bits": (int, 4),
         "scaling": (str, "po2"),
         "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]),
+        "auto": (dict, None),  # {board: B}: kdhw run trains the pareto grid and exports its best point for B
     },
     "distill": {
         "method": (str, "hinton"),
@@ -109,6 +110,19 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "vendor_report": (str, None),
         "require_fit": (bool, False),
     },
+    "pareto": {  # kdhw pareto: resource-aware students (kdhw.resource) over a grid of cost weights
+        "betas": (list, [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]),  # weights of the EBOPs term, one point each
+        "students": (list, []),  # student specs, each merged over the student section; [] = that section
+        "epochs": (int, 150),
+        "lr": (_Num, None),  # default: distill.lr
+        "ramp": (_Num, 0.3),  # beta ramps up over this fraction of the epochs; checkpoints are chosen after it
+        "granularity": (str, "weight"),  # learned precision per weight or per output channel
+        "kd": (bool, True),  # also a distilled arm per point, paired with its scratch arm
+        "synth_board": (str, "pynq-z2"),  # Xilinx board whose yosys flow measures the front's LUTs
+        "pins": (str, "serialize"),  # board fit: parallel RTL behind a serial pin wrapper, or parallel ports
+        "verify_random_inputs": (int, 300),  # off-grid rows (besides the test split) for front verification
+        "sim_rows": (int, 200),  # rows through the RTL simulator per front point
+    },
     "selector": {
         "students": (list, []),  # student specs, each merged over the student section
         "hidden": (int, 8),
@@ -132,6 +146,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
     "rtl.simulator": ("icarus", "verilator"),
+    "pareto.granularity": ("weight", "channel"),
+    "pareto.pins": ("serialize", "parallel"),
 }
 
 
@@ -148,6 +164,7 @@ class Config:
     rtl: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     selector: dict[str, Any] = field(default_factory=dict)
+    pareto: dict[str, Any] = field(default_factory=dict)
     source: str = "<default>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,8 +233,26 @@ def _check_ranges(cfg: Config) -> None:
             raise InputError(f"{src}: {sec}.{key} must be >= 1")
     _check_distill_ranges(cfg)
     _check_label_budget(cfg)
+    _check_pareto(cfg)
     if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
         raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+
+
+def _check_pareto(cfg: Config) -> None:
+    src, p = cfg.source, cfg.pareto
+    betas = p["betas"]
+    if not betas or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0 for b in betas):
+        raise InputError(f"{src}: pareto.betas must be a non-empty list of numbers >= 0, got {betas!r}")
+    if p["epochs"] < 1:
+        raise InputError(f"{src}: pareto.epochs must be >= 1")
+    if not 0 <= p["ramp"] < 1:
+        raise InputError(f"{src}: pareto.ramp = {p['ramp']} must be in [0, 1)")
+    for key in ("verify_random_inputs", "sim_rows"):
+        if p[key] < 0:
+            raise InputError(f"{src}: pareto.{key} must be >= 0")
+    auto = cfg.student["auto"]
+    if auto is not None and (set(auto) != {"board"} or not isinstance(auto.get("board"), str)):
+        raise InputError(f"{src}: student.auto must be {{board: NAME}} (one board of `kdhw boards`), got {auto!r}")
 
 
 def _check_label_budget(cfg: Config) -> None:

@@ -44,6 +44,7 @@ from .losses import METHODS, Method, ensemble_logits, get_method, hint_loss, one
 from .recipe import check as check_recipe
 from .recipe import plain_settings
 from .recipe import resolve as resolve_recipe
+from .resource import build_trainable
 from .student import StudentNet, build_student, param_count
 from .teacher import ForeignTeacher
 from .training import FitResult, FloatWarmup, LossFn, accuracy, fit, predict_logits
@@ -71,7 +72,7 @@ def student_input(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 def embedding_layer(model: StudentNet) -> str:
     """The student's penultimate representation: the output feeding its last dense layer."""
-    last = max(i for i, m in enumerate(model.layers) if isinstance(m, qnn.QuantLinear))
+    last = max(i for i, m in enumerate(model.layers) if isinstance(m, qnn.QuantLinear) or getattr(m, "is_linear", 0))
     return model.names[last - 1]
 
 
@@ -436,7 +437,7 @@ def train_arm(
     xs = {s: student_input(getattr(data, f"x_{s}"), spec) for s in ("train", "val", "test")}
     seed = int(dcfg["seed"])
     torch.manual_seed(seed)
-    model = build_student(spec, xs["train"].shape[1:], data.n_classes, src)
+    model = build_trainable(spec, xs["train"].shape[1:], data.n_classes, src)  # resource-aware when asked
     if init_state is not None:
         model.load_state_dict(init_state)
     teaching = teaching_for(method, dcfg, data, model, src, teacher=teacher, teacher_fn=teacher_fn,
@@ -460,7 +461,9 @@ def train_arm(
     def batch_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The one place a training batch's loss is assembled: inputs and teacher targets, then the method."""
         x, y, t = batches(x, y, idx)
-        return teaching.loss(m, x, y, t)
+        loss = teaching.loss(m, x, y, t)
+        resource = getattr(m, "resource_loss", None)  # a resource-aware student owns its cost term
+        return loss if resource is None else loss + resource()
 
     stages = teaching.stages(name, int(dcfg["epochs"]), batch_loss, batches, model, x_fit)
     warm = FloatWarmup(model, int(dcfg.get("float_warmup_epochs", 0) or 0))
@@ -476,15 +479,25 @@ def train_arm(
 def _fit_stages(model: StudentNet, stages: list[Stage], warm: FloatWarmup, x_fit: np.ndarray, y_fit: np.ndarray,
                 x_val: np.ndarray, y_val: np.ndarray, common: dict[str, Any]) -> list[FitResult]:
     """Train the stages one after the other; float warm-up counts epochs across them, and only epochs of a
-    selectable stage after the warm-up may become the exported checkpoint."""
+    selectable stage after the warm-up (and after a resource-aware student's own ``select_from``) may become
+    the exported checkpoint.  A resource-aware student's ``set_epoch`` hears the epoch of selectable stages."""
     results: list[FitResult] = []
     offset = 0
+    set_epoch = getattr(model, "set_epoch", None)
     try:
         for st in stages:
+            if st.select:
+                def on_epoch(e: int, o: int = offset) -> None:
+                    warm(e + o)
+                    if set_epoch is not None:
+                        set_epoch(e + o)
+                select_from = max(0, warm.epochs - offset, getattr(model, "select_from", 0) - offset)
+            else:
+                def on_epoch(e: int, o: int = offset) -> None:
+                    warm(e + o)
+                select_from = st.epochs
             results.append(fit(model, st.loss, x_fit, y_fit, x_val, y_val, epochs=st.epochs, desc=st.desc,
-                               on_epoch=(lambda e, o=offset: warm(e + o)),
-                               select_from=max(0, warm.epochs - offset) if st.select else st.epochs,
-                               params=st.params, **common))
+                               on_epoch=on_epoch, select_from=select_from, params=st.params, **common))
             offset += st.epochs
     finally:
         warm.finish()

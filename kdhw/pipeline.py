@@ -46,6 +46,8 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
 
     board = load_board(cfg.hls["board"])
     report_boards = [load_board(b) for b in cfg.report["boards"]]  # unknown names fail before any work
+    if cfg.student["auto"]:
+        load_board(cfg.student["auto"]["board"])
     check_hardware_tools(cfg, report_boards)
     timings: dict[str, float] = {}
     with atomic_dir(out) as d:
@@ -69,20 +71,28 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
         log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} %")
 
         t = time.perf_counter()
-        arms = distill(cfg.student, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
-                       teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
-        chosen, reason = choose(arms, cfg.distill["select"])
-        shape = student_input(data.x_test, cfg.student).shape[1:]
+        spec, auto = cfg.student, None
+        if cfg.student["auto"]:  # resource-aware grid; its best point for the board is this run's student
+            from .pareto import auto_student
+
+            arms, chosen, auto = auto_student(cfg, data, tmodel, tl, d / "pareto", cfg.student["auto"]["board"],
+                                              progress, log)
+            spec, reason = auto["spec"], auto["reason"]
+        else:
+            arms = distill(cfg.student, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
+                           teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
+            chosen, reason = choose(arms, cfg.distill["select"])
+        shape = student_input(data.x_test, spec).shape[1:]
         for k, a in arms.items():
-            save_student(a.model, cfg.student, shape, d / f"student_{k}.pt")
-        save_student(arms[chosen].model, cfg.student, shape, d / "student.pt")
+            save_student(a.model, spec, shape, d / f"student_{k}.pt")
+        save_student(arms[chosen].model, spec, shape, d / "student.pt")
         timings["distill"] = time.perf_counter() - t
         summ = summary(arms)
         log("[distill] " + ", ".join(f"{k} test {100 * a.test_acc:.2f} %" for k, a in arms.items())
             + f" -> exporting {chosen}")
         training_plot({k: a.fit.history for k, a in arms.items()}, tacc["val"], d / "training.png")
 
-        hw = student_to_hardware(arms[chosen].model, shape, d, cfg, board, student_input(data.x_test, cfg.student),
+        hw = student_to_hardware(arms[chosen].model, shape, d, cfg, board, student_input(data.x_test, spec),
                                  y_test=data.y_test, teacher_test=tl["test"], student_pt=d / "student.pt",
                                  report_boards=report_boards, log=log)
         timings.update(hw.timings)
@@ -107,6 +117,7 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
             "board": board.name,
             "hardware_report": "hw_report.md" if hw.hw_report else None,
             "hardware": hardware_summary(hw.hw_report),
+            "auto": auto,
             "timings_s": timings,
         }
         write_report(d, rep)

@@ -26,11 +26,11 @@ from .errors import InputError
 
 LAYER_TYPES = ("dense", "conv1d", "conv2d", "maxpool", "relu", "flatten")
 _LAYER_KEYS = {
-    "dense": {"type", "units", "weight_bits", "bias_bits", "bias"},
-    "conv1d": {"type", "filters", "kernel", "padding", "weight_bits", "bias_bits", "bias"},
-    "conv2d": {"type", "filters", "kernel", "padding", "weight_bits", "bias_bits", "bias"},
+    "dense": {"type", "units", "weight_bits", "bias_bits", "bias", "weight_frac_bits"},
+    "conv1d": {"type", "filters", "kernel", "padding", "weight_bits", "bias_bits", "bias", "weight_frac_bits"},
+    "conv2d": {"type", "filters", "kernel", "padding", "weight_bits", "bias_bits", "bias", "weight_frac_bits"},
     "maxpool": {"type", "size"},
-    "relu": {"type", "bits"},
+    "relu": {"type", "bits", "frac_bits"},
     "flatten": {"type"},
 }
 _REFUSED = {
@@ -98,6 +98,21 @@ def _int(layer: dict[str, Any], key: str, default: int, lo: int, hi: int, where:
     return v
 
 
+def _const_po2(layer: dict[str, Any], key: str, bits: int, signed: bool, where: str, prefix: str = "") -> dict[str, Any]:
+    """Quantizer keywords for a constant power-of-two scale 2^-frac_bits when ``key`` is given (else {}).
+
+    A statistics-based po2 scale rounds log2 of a running statistic and was seen clipping a weight of
+    exactly 4.0; students whose precision was learned elsewhere (kdhw.resource) need the scale they were
+    trained with, fixed.  brevitas' fixed-point quantizers derive the scale as init / 2^(bits - signed).
+    """
+    f = layer.get(key)
+    if f is None:
+        return {}
+    if isinstance(f, bool) or not isinstance(f, int) or not -16 <= f <= 24:
+        raise InputError(f"{where}: {key} = {f!r} must be an integer in [-16, 24]")
+    return {f"{prefix}scaling_impl_type": "const", f"{prefix}scaling_init": 2.0 ** (bits - int(signed) - f)}
+
+
 def _io_format(spec: dict[str, Any], src: str) -> IOFormat:
     inp = spec.get("input") or {}
     extra = set(inp) - {"bits", "int_bits", "signed"}
@@ -129,7 +144,8 @@ def build_student(
     wb_default = spec.get("weight_bits", 4)
     bb_default = spec.get("bias_bits", 16)
     ab_default = spec.get("act_bits", 4)
-    out_bits = _int(spec.get("output") or {}, "bits", 8, 2, 32, f"{src}: student.output")
+    out_spec = spec.get("output") or {}
+    out_bits = _int(out_spec, "bits", 8, 2, 32, f"{src}: student.output")
 
     quant_in = qnn.QuantIdentity(
         act_quant=Int8ActPerTensorFixedPoint if fmt.signed else Uint8ActPerTensorFixedPoint,
@@ -183,7 +199,8 @@ def build_student(
                 shape = (math.prod(shape),)
             units = _int(layer, "units", 0, 1, 4096, where)
             m = qnn.QuantLinear(shape[0], units, weight_quant=Int8WeightPerTensorFixedPoint,
-                                weight_bit_width=wb, return_quant_tensor=True, **bias_kw)
+                                weight_bit_width=wb, return_quant_tensor=True, **bias_kw,
+                                **_const_po2(layer, "weight_frac_bits", wb, True, where, "weight_"))
             shape = (units,)
             last_linear = len(mods)
         elif t in ("conv1d", "conv2d"):
@@ -195,7 +212,8 @@ def build_student(
             pad = _int(layer, "padding", 0, 0, k // 2, where)
             cls = qnn.QuantConv1d if nd == 1 else qnn.QuantConv2d
             m = cls(shape[0], filters, k, padding=pad, weight_quant=Int8WeightPerTensorFixedPoint,
-                    weight_bit_width=wb, return_quant_tensor=True, **bias_kw)
+                    weight_bit_width=wb, return_quant_tensor=True, **bias_kw,
+                    **_const_po2(layer, "weight_frac_bits", wb, True, where, "weight_"))
             spatial = tuple(s + 2 * pad - k + 1 for s in shape[1:])
             if min(spatial) < 1:
                 raise InputError(f"{where}: kernel {k} is larger than the input {shape[1:]}")
@@ -215,7 +233,8 @@ def build_student(
         elif t == "relu":
             abits = _int(layer, "bits", ab_default, 1, 16, where)
             bits[name] = {"act_bits": abits}
-            m = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=abits, return_quant_tensor=True)
+            m = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=abits, return_quant_tensor=True,
+                              **_const_po2(layer, "frac_bits", abits, False, where))
         else:  # flatten
             m = nn.Flatten()
             shape = (math.prod(shape),)
@@ -226,7 +245,8 @@ def build_student(
         raise InputError(f"{src}: the last dense layer has {shape[0]} units but the data has {n_classes} classes")
     mods.append((
         "output_quant",
-        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=out_bits, return_quant_tensor=True),
+        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=out_bits, return_quant_tensor=True,
+                          **_const_po2(out_spec, "frac_bits", out_bits, True, f"{src}: student.output")),
     ))
     bits["output_quant"] = {"act_bits": out_bits}
     return StudentNet(mods, fmt, n_classes, bits)

@@ -1,0 +1,587 @@
+"""``kdhw pareto``: resource-aware students over a grid of cost weights, the accuracy-LUT front, and the best
+student per board.
+
+Each point of the grid is one student spec (``pareto.students``, each overriding keys of the student
+section; none = the student section itself) trained resource-aware (``kdhw.resource``) at one ``beta``, once
+from labels alone (scratch) and, when a teacher is configured, once with the distillation method, paired
+(same seed, initial weights and batch order), so every point says what the teacher bought at that budget.
+Every arm is a task on ``kdhw.grid`` (sequential, or Ray with ``--workers``; finished tasks land in
+``DIR/runs.jsonl``, so an interrupted run resumes): it trains, folds the learned precisions into a brevitas
+student, checks the fold exact, exports QONNX, generates the da4ml RTL and synthesizes it with yosys for
+``pareto.synth_board`` (LUTs come from synthesis; the analytic estimate is recorded beside them for
+screening).  The front is the set of arms no other arm beats on validation accuracy at no more LUTs;
+every front point is then converted to an hls4ml project and verified bit-exact (C-sim, RTL interpreter,
+RTL simulation) in its own folder under ``DIR/points/``.
+
+``--board B`` (repeatable) marks per board the most accurate front point (by validation accuracy) that fits
+its LUT/FF/DSP, its pins (the parallel RTL behind the serial pin wrapper the Lattice flow synthesizes;
+``pareto.pins: parallel`` demands the parallel ports) and, where an open timing model exists (iCE40, ECP5
+through nextpnr), its clock.  Seam for the streaming RTL: ``_fits`` is the only place that knows the
+interface; a streaming form would bring its own pin count and resource figures there.  A board no front
+point fits is an error (exit 2) that names the smallest point found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .errors import InputError
+
+RUNS_FILE = "runs.jsonl"
+VERIFY_FILE = "verify.jsonl"
+POINTS_DIR = "points"
+
+
+# ---------------------------------------------------------------- the grid
+
+def point_specs(cfg: Config) -> list[dict[str, Any]]:
+    """``pareto.students`` merged over the student section (or the student section alone)."""
+    base = {k: v for k, v in cfg.student.items() if k != "auto" and v is not None}
+    entries = cfg.pareto["students"] or [{}]
+    out = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise InputError(f"{cfg.source}: pareto.students[{i}] must be a mapping of student keys")
+        out.append({**copy.deepcopy(base), **copy.deepcopy(e)})
+    return out
+
+
+def _label(spec: dict[str, Any]) -> str:
+    """A short name of a student spec for tables: layer widths and the input width."""
+    parts = []
+    for layer in spec["layers"]:
+        t = layer["type"]
+        if t == "dense":
+            parts.append(str(layer["units"]))
+        elif t in ("conv1d", "conv2d"):
+            parts.append(f"c{layer['filters']}")
+    return "-".join(parts) + f" in{(spec.get('input') or {}).get('bits', 8)}"
+
+
+def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm resource-aware, fold, export, RTL, yosys; return the record (+ files as bytes)."""
+    from .boards import load_board
+    from .distill import student_input, train_arm
+    from .estimate import estimate
+    from .export import export_qonnx
+    from .resource import fold
+    from .rtl import qonnx_to_rtl
+    from .student import save_student
+    from .synth import synthesize
+
+    data = shared["data"]
+    spec, dcfg = task["spec"], task["dcfg"]
+    kd = task["kind"] == "kd"
+    c0 = time.process_time()
+    arm = train_arm(task["kind"], spec, dcfg, data, shared["teacher_train"] if kd else None,
+                    dcfg["method"] if kd else "none", False, task["source"],
+                    teacher=shared["teacher"] if kd else None,
+                    teacher_unlab=shared["teacher_unlab"] if kd else None)
+    train_cpu = time.process_time() - c0
+    model = arm.model
+    x_val, x_test = student_input(data.x_val, spec), student_input(data.x_test, spec)
+    student, fspec = fold(model, check_x=np.concatenate([x_val, x_test]))
+    stats = model.stats()
+    board = load_board(task["synth_board"])
+    shape = tuple(x_test.shape[1:])
+    with tempfile.TemporaryDirectory(prefix="kdhw-pareto-") as td:
+        d = Path(td)
+        onnx = export_qonnx(student, shape, d / "student.qonnx.onnx")
+        save_student(student, fspec, shape, d / "student.pt")
+        est = estimate(onnx)
+        try:
+            rmeta = qonnx_to_rtl(onnx, d / "rtl", clock_period_ns=board.clock_period_ns)
+        except InputError as e:  # every weight pruned: no logic reads the input
+            rmeta, syn = None, {"ok": False, "error": str(e)}
+        else:
+            syn = synthesize(d / "rtl", board, d / "syn")
+        files = {"student_pt": (d / "student.pt").read_bytes(), "onnx": onnx.read_bytes()}
+    return {
+        **files, "kind": task["kind"], "student": task["student"], "label": task["label"], "beta": task["beta"],
+        "seed": int(dcfg["seed"]), "method": dcfg["method"] if kd else "none",
+        "val_acc": arm.fit.best_val_acc, "test_acc": arm.test_acc, "best_epoch": arm.fit.best_epoch,
+        "epochs": arm.fit.epochs_run, "train_cpu_s": train_cpu,
+        "ebops": stats["ebops"], "weights": stats["weights"], "live_weights": stats["live_weights"],
+        "inputs": stats["inputs"], "inputs_read": stats["inputs_read"], "layers": stats["layers"],
+        "spec": fspec, "lut": syn.get("lut") if syn.get("ok") else None, "ff": syn.get("ff") if syn.get("ok") else None,
+        "dsp": syn.get("dsp"), "synth_ok": bool(syn.get("ok")), "synth_error": syn.get("error"),
+        "synth_tool": syn.get("tool"), "synth_board": task["synth_board"], "lut_estimate": est["lut"],
+        "ff_estimate": est["ff"], "latency_cycles": None if rmeta is None else rmeta["latency_cycles"],
+        "input_bits_total": None if rmeta is None else rmeta["input_bits_total"],
+        "output_bits_total": None if rmeta is None else rmeta["output_bits_total"],
+        "info": json.loads(json.dumps(arm.info, default=float)), "history": arm.fit.history,
+    }
+
+
+def mark_front(points: list[dict[str, Any]], acc: str = "val_acc") -> list[bool]:
+    """Non-dominated points: no other point has at least the accuracy at no more LUTs, one of them strictly.
+    Points without a synthesis result are never on the front."""
+    flags = []
+    for p in points:
+        if p.get("lut") is None:
+            flags.append(False)
+            continue
+        dominated = any(q is not p and q.get("lut") is not None and q["lut"] <= p["lut"] and q[acc] >= p[acc]
+                        and (q["lut"] < p["lut"] or q[acc] > p[acc]) for q in points)
+        flags.append(not dominated)
+    return flags
+
+
+# ---------------------------------------------------------------- verification of front points
+
+def _verify_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """One front point through ``kdhw.flow`` (QONNX, hls4ml project, RTL, bit-exact verification), in its
+    folder under points/, exactly as ``kdhw run`` takes its student."""
+    from .atomic import atomic_dir
+    from .boards import load_board
+    from .distill import student_input
+    from .flow import student_to_hardware
+    from .student import load_student
+
+    data, cfg = shared["data"], shared["cfg"]
+    spec = task["spec"]
+    pt = Path(task["root"]) / task["arm"]
+    with atomic_dir(Path(task["dir"])) as d:
+        (d / "student.pt").write_bytes(pt.read_bytes())
+        model = load_student(d / "student.pt")
+        x_test = student_input(data.x_test, spec).astype(np.float32)
+        hw = student_to_hardware(model, tuple(x_test.shape[1:]), d, cfg, load_board(cfg.hls["board"]), x_test,
+                                 y_test=data.y_test, teacher_test=shared["teacher_test"], student_pt=d / "student.pt",
+                                 log=lambda *a: None)
+    ver = hw.verify
+    levels = {k: {kk: v[kk] for kk in ("rows", "exact_rows") if kk in v} for k, v in ver["levels"].items()}
+    return {"bit_exact": bool(ver["bit_exact"]), "rows": int(ver["rows"]), "levels": levels,
+            "first_divergence": ver["first_divergence"], "teacher_agreement": ver.get("teacher_agreement")}
+
+
+# ---------------------------------------------------------------- boards
+
+def _fits(point: dict[str, Any], board: Any, out: Path, pins: str) -> dict[str, Any]:
+    """Resources, pins and clock of ``point`` on ``board``.
+
+    Xilinx: yosys counts for the board's family (no open timing model: the clock is not checked).  Lattice:
+    yosys + nextpnr place-and-route of the core behind the serial pin wrapper; the achieved fmax must reach
+    the board clock.  This is the parallel RTL (II = 1); the streaming RTL would bring its own figures here.
+    """
+    from .hwreport import _flow_key
+    from .synth import synthesize
+
+    if point.get("lut") is None:
+        return {"fits": False, "why": "no synthesis result"}
+    same_flow = board.vendor == "xilinx" and _flow_key(board) == point.get("_synth_flow")
+    if same_flow:
+        syn = {"lut": point["lut"], "ff": point["ff"], "dsp": point.get("dsp") or 0, "ok": True, "fmax_mhz": None}
+    else:
+        rtl = out / POINTS_DIR / point["id"] / "rtl"
+        if not (rtl / "rtl.json").is_file():
+            from .rtl import qonnx_to_rtl
+
+            qonnx_to_rtl(out / point["onnx"], rtl, clock_period_ns=board.clock_period_ns)
+        syn = synthesize(rtl, board, out / POINTS_DIR / point["id"] / f"synth_{board.name}")
+        if not syn.get("ok"):
+            return {"fits": False, "why": f"place-and-route failed: {syn.get('error')}", "lut": syn.get("lut")}
+    why = []
+    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)):
+        if (syn.get(k) or 0) > cap:
+            why.append(f"{k.upper()} {syn[k]:,} > {cap:,}")
+    need = int(point["input_bits_total"]) + int(point["output_bits_total"]) + 1
+    if pins == "parallel" and need > board.io_pins:
+        why.append(f"pins {need} > {board.io_pins}")
+    fmax = syn.get("fmax_mhz")
+    if fmax is not None and fmax < board.clock_mhz:
+        why.append(f"fmax {fmax:.1f} MHz < {board.clock_mhz:g} MHz")
+    return {"fits": not why, "why": "; ".join(why) or "fits", "lut": syn.get("lut"), "ff": syn.get("ff"),
+            "fmax_mhz": fmax, "pins_parallel": need, "board_pins": board.io_pins,
+            "serialization_factor": 1 if need <= board.io_pins else math.ceil((need - 1) / max(board.io_pins - 1, 1)),
+            "clock_checked": fmax is not None}
+
+
+def pick_for_boards(points: list[dict[str, Any]], boards: list[Any], out: Path, pins: str,
+                    log: Any = print) -> list[dict[str, Any]]:
+    """Per board, the most accurate front point (validation accuracy; fewer LUTs break ties) that fits."""
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: (-p["val_acc"], p["lut"]))
+    res = []
+    for b in boards:
+        entry: dict[str, Any] = {"board": b.name, "pick": None, "checked": []}
+        for p in front:
+            f = _fits(p, b, out, pins)
+            entry["checked"].append({"point": p["id"], **f})
+            if f["fits"]:
+                entry.update(pick=p["id"], val_acc=p["val_acc"], test_acc=p["test_acc"], lut=f["lut"], ff=f["ff"])
+                log(f"[pareto] {b.name}: point {p['id']} ({100 * p['test_acc']:.1f} % test, {f['lut']:,} LUT)")
+                break
+        res.append(entry)
+    return res
+
+
+# ---------------------------------------------------------------- the verb
+
+def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path, synth_board: Any, tmodel: Any,
+                 tl: dict[str, np.ndarray] | None, kd_on: bool, progress: bool, log: Any, workers: int | None = 1,
+                 address: str | None = None) -> tuple[list[dict[str, Any]], Any]:
+    """Every (student, beta, arm) of the grid as a resumable task in ``out/runs.jsonl``; the records, with
+    checkpoints and QONNX files under ``out/points/`` and the front marked (``pareto``, ``pareto_test``)."""
+    from .atomic import write_bytes
+    from .grid import Grid
+    from .hwreport import _flow_key
+    from .sweep import _digest
+
+    pc = cfg.pareto
+    fp = _digest(data.manifest["sha256_16"], b"" if tl is None else tl["train"].tobytes(),
+                 b"" if tl is None or "unlab" not in tl else tl["unlab"].tobytes())
+    epochs = int(pc["epochs"] or cfg.distill["epochs"])
+    dcfg0 = {**cfg.distill, "epochs": epochs, "lr": pc["lr"] or cfg.distill["lr"], "select": "best_val",
+             "float_warmup_epochs": 0}
+    tasks = []
+    for si, spec in enumerate(specs):
+        for beta in pc["betas"]:
+            rspec = {**spec, "resource": {"beta": float(beta), "epochs": epochs, "ramp": float(pc["ramp"]),
+                                          "granularity": pc["granularity"]}}
+            for kind in (("scratch", "kd") if kd_on else ("scratch",)):
+                dcfg = dict(dcfg0) if kind == "kd" else {**dcfg0, "method": "none"}
+                h = _digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
+                tasks.append({"key": f"{kind} s{si} beta={beta:g} #{h}", "kind": kind, "student": si,
+                              "label": _label(spec), "beta": float(beta), "spec": rspec, "dcfg": dcfg,
+                              "source": cfg.source, "synth_board": synth_board.name,
+                              "file": f"s{si}_b{beta:g}_{kind}_{h[:8]}"})
+    shared = {"data": data, "teacher_train": None if tl is None else tl["train"],
+              "teacher_unlab": None if tl is None else tl.get("unlab"), "teacher": tmodel}
+
+    def save(task: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+        res = dict(res)
+        write_bytes(out / POINTS_DIR / f"{task['file']}.pt", res.pop("student_pt"))
+        write_bytes(out / POINTS_DIR / f"{task['file']}.onnx", res.pop("onnx"))
+        res.update(arm=f"{POINTS_DIR}/{task['file']}.pt", onnx=f"{POINTS_DIR}/{task['file']}.onnx",
+                   id=task["file"])
+        lut = f"{res['lut']:,} LUT" if res["lut"] is not None else "no synthesis"
+        log(f"[pareto] {res['label']} beta={res['beta']:g} {res['kind']}: test {100 * res['test_acc']:.2f} %, {lut}, "
+            f"EBOPs {res['ebops']:,.0f}, {res['live_weights']}/{res['weights']} weights live")
+        return res
+
+    jsonl = out / RUNS_FILE
+    with Grid(workers, address, progress) as grid:
+        points = grid.run(_point_task, tasks, shared, jsonl, desc="pareto points", on_result=save)
+        stats = grid.stats
+    for p, t in zip(points, tasks):
+        p["id"], p["_synth_flow"] = t["file"], _flow_key(synth_board)
+    for p, flag in zip(points, mark_front(points)):
+        p["pareto"] = flag
+    for p, flag in zip(points, mark_front(points, "test_acc")):
+        p["pareto_test"] = flag
+    return points, stats
+
+
+def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None, teacher_path: str | None = None,
+               progress: bool = False, log: Any = print, workers: int | None = 1,
+               address: str | None = None) -> dict[str, Any]:
+    """Train the grid, find the front, verify it, pick per board; write pareto.{json,md,png} into ``out``."""
+    from .boards import load_board
+    from .data import load_dataset
+    from .distill import check_distill, student_input
+    from .grid import check_address, jsonl_lock
+    from .flow import check_hardware_tools
+    from .resource import FineNet
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a directory")
+    board_objs = [load_board(b) for b in (boards or [])]  # unknown names fail before any work
+    synth_board = load_board(cfg.pareto["synth_board"])
+    if synth_board.vendor != "xilinx":
+        raise InputError(f"{cfg.source}: pareto.synth_board = {synth_board.name} must be a Xilinx board (the front "
+                         "is measured in yosys synth_xilinx LUTs)")
+    check_hardware_tools(cfg, [synth_board, *board_objs])
+    check_address(address)
+    data = load_dataset(cfg.data, cfg.source)
+    specs = point_specs(cfg)
+    for i, s in enumerate(specs):  # bad specs fail before any training
+        FineNet({**s, "resource": {"beta": 0.0}}, student_input(data.x_val[:1], s).shape[1:], data.n_classes,
+                f"{cfg.source}: pareto.students[{i}]" if cfg.pareto["students"] else cfg.source)
+        check_distill(s, cfg.distill, data, cfg.source, teacher_known=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with jsonl_lock(out / RUNS_FILE):
+        return _run_locked(cfg, out, specs, data, board_objs, synth_board, teacher_path, progress, log, workers,
+                           address, t_start)
+
+
+def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, board_objs: list[Any],
+                synth_board: Any, teacher_path: str | None, progress: bool, log: Any, workers: int | None,
+                address: str | None, t_start: float) -> dict[str, Any]:
+    from .atomic import write_json, write_text
+    from .grid import Grid
+    from .sweep import _digest, _sweep_teacher
+    from .teacher import teacher_accuracy, teacher_logits
+
+    pc = cfg.pareto
+    kd_on = pc["kd"] and cfg.distill["method"] != "none"
+    tl, tacc, tmodel, how = None, None, None, "none"
+    if kd_on:
+        tmodel, tcfg, how = _sweep_teacher(cfg, data, out, teacher_path, progress)
+        tl = teacher_logits(tmodel, tcfg["arch"], data)
+        tacc = teacher_accuracy(tl, data)
+        log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how})")
+    points, stats = train_points(cfg, specs, data, out, synth_board, tmodel, tl, kd_on, progress, log, workers,
+                                 address)
+    front = [p for p in points if p["pareto"]]
+    log(f"[pareto] front: {len(front)} of {len(points)} points; verifying each bit-exact")
+
+    # ---- every front point through the one export -> hls -> rtl -> verify path (kdhw.flow), in points/<id>/
+    vcfg = copy.deepcopy(cfg)
+    vcfg.verify["random_inputs"] = int(pc["verify_random_inputs"])
+    vcfg.rtl["sim_rows"] = int(pc["sim_rows"])
+    vcfg.rtl["enabled"] = True
+    vtasks = []
+    for p in front:
+        p["dir"] = f"{POINTS_DIR}/{p['id']}"
+        vtasks.append({"key": f"verify {p['id']} #{_digest(p['onnx'], (out / p['arm']).read_bytes(), vcfg.verify)}",
+                       "dir": str(out / p["dir"]), "root": str(out), "arm": p["arm"], "spec": specs[p["student"]]})
+    with Grid(1, None, progress) as vgrid:
+        vres = vgrid.run(_verify_task, vtasks, {"data": data, "cfg": vcfg,
+                                                "teacher_test": None if tl is None else tl["test"]},
+                         out / VERIFY_FILE, desc="verify front")
+    for p, r in zip(front, vres):
+        p["bit_exact"] = r["bit_exact"]
+        p["verify"] = r
+    for p in points:
+        p.setdefault("bit_exact", None)
+
+    picks = pick_for_boards(points, board_objs, out, pc["pins"], log)
+    pairs = _pairs(points)
+    result = {
+        "config_source": cfg.source, "data": data.manifest,
+        "teacher": None if tacc is None else {"test_acc": tacc["test"], "val_acc": tacc["val"], "how": how},
+        "synth_board": synth_board.name, "synth_part": synth_board.part,
+        "students": [{"index": i, "label": _label(s), "layers": s["layers"], "input": s.get("input")}
+                     for i, s in enumerate(specs)],
+        "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "kd": kd_on,
+        "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
+        "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
+        "pairs": pairs, "boards": picks,
+        "grid": {"mode": stats.mode, "workers": stats.workers, "tasks": len(points), "executed": stats.executed,
+                 "resumed": stats.resumed, "wall_s": time.perf_counter() - t_start, "runs_file": RUNS_FILE},
+    }
+    write_json(out / "pareto.json", result)
+    write_text(out / "pareto.md", pareto_markdown(result))
+    pareto_plot(result, out / "pareto.png")
+    not_exact = [p["id"] for p in front if not p["bit_exact"]]
+    result["not_bit_exact"] = not_exact
+    for e in picks:
+        if e["pick"] is None:
+            small = min(front, key=lambda p: p["lut"]) if front else None
+            b = next(x for x in board_objs if x.name == e["board"])
+            what = ("no point was synthesized" if small is None else
+                    f"the smallest point found is {small['id']} ({100 * small['test_acc']:.1f} % test) at "
+                    f"{small['lut']:,} LUT / {small['ff']:,} FF ({e['checked'][-1]['why'] if e['checked'] else ''})")
+            raise InputError(f"board {b.name}: no point of the front fits ({b.lut:,} LUT, {b.ff:,} FF, {b.dsp} DSP, "
+                             f"{b.io_pins} pins, {b.clock_mhz:g} MHz); {what}; lower pareto.betas' smallest "
+                             "model further (larger beta) or choose a larger board")
+    return result
+
+
+def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] | None, work: Path,
+                 board_name: str, progress: bool = False, log: Any = print) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """``student: {auto: {board: B}}`` in ``kdhw run``: train the pareto grid into ``work``, pick the most accurate
+    front point that fits ``B``; returns (arms {"scratch", "kd"} of that point as brevitas students, the arm
+    to export, what was chosen and why).  No point fitting is an InputError naming the smallest point."""
+    from .boards import load_board
+    from .distill import Arm
+    from .student import load_student
+    from .training import FitResult
+
+    board = load_board(board_name)
+    synth_board = load_board(cfg.pareto["synth_board"])
+    specs = point_specs(cfg)
+    kd_on = cfg.pareto["kd"] and cfg.distill["method"] != "none" and tl is not None
+    points, _ = train_points(cfg, specs, data, work, synth_board, tmodel, tl, kd_on, progress, log)
+    pick = pick_for_boards(points, [board], work, cfg.pareto["pins"], log)[0]
+    if pick["pick"] is None:
+        front = [p for p in points if p["pareto"]]
+        small = min(front, key=lambda p: p["lut"]) if front else None
+        raise InputError(f"{cfg.source}: student.auto: no point of the front fits board {board.name} ({board.lut:,} LUT, "
+                         f"{board.ff:,} FF); " + ("no point was synthesized" if small is None else
+                                                  f"the smallest point found has {small['lut']:,} LUT / {small['ff']:,} "
+                                                  f"FF at {100 * small['test_acc']:.1f} % test"))
+    chosen = next(p for p in points if p["id"] == pick["pick"])
+    arms = {}
+    for p in points:
+        if (p["student"], p["beta"], p["seed"]) == (chosen["student"], chosen["beta"], chosen["seed"]):
+            fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
+            arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
+    why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}, "
+           f"{chosen['lut']:,} LUT (yosys, {synth_board.name}), beta {chosen['beta']:g}")
+    info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"],
+            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"]}
+    return arms, chosen["kind"], {"reason": why, **info}
+
+
+def _pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scratch vs KD at the same (student, beta, seed): accuracy and LUTs side by side."""
+    by = {}
+    for p in points:
+        by.setdefault((p["student"], p["beta"], p["seed"]), {})[p["kind"]] = p
+    out = []
+    for (si, beta, seed), arms in sorted(by.items()):
+        s, k = arms.get("scratch"), arms.get("kd")
+        row = {"student": si, "label": (s or k)["label"], "beta": beta, "seed": seed}
+        for name, a in (("scratch", s), ("kd", k)):
+            row[name] = None if a is None else {"id": a["id"], "test_acc": a["test_acc"], "val_acc": a["val_acc"],
+                                                "lut": a["lut"], "ebops": a["ebops"]}
+        if s and k:
+            row["kd_minus_scratch_test"] = k["test_acc"] - s["test_acc"]
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- outputs a person reads
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _n(v: Any) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def pareto_markdown(res: dict[str, Any]) -> str:
+    t = res["teacher"]
+    lines = ["# kdhw pareto: accuracy vs LUT", "",
+             f"Data {res['data']['dataset']} ({res['data']['test']} test rows); "
+             + (f"teacher {100 * t['test_acc']:.2f} % test; " if t else "")
+             + f"{len(res['points'])} arms ({len(res['betas'])} betas x {len(res['students'])} student(s)"
+             + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
+             f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
+             "accuracy (`pareto`); `front (test)` marks the front by test accuracy.", "",
+             "## Front", "",
+             "| point | student | arm | beta | val % | test % | yosys LUT | FF | est. LUT | EBOPs | live weights "
+             "| inputs read | latency | bit-exact |", "|" + "---|" * 14]
+    pts = {p["id"]: p for p in res["points"]}
+    for pid in res["front"]:
+        p = pts[pid]
+        lines.append(f"| `{pid}` | {p['label']} | {p['kind']} | {p['beta']:g} | {_pct(p['val_acc'])} | "
+                     f"{_pct(p['test_acc'])} | {_n(p['lut'])} | {_n(p['ff'])} | {_n(p['lut_estimate'])} | "
+                     f"{_n(p['ebops'])} | {p['live_weights']}/{p['weights']} | {p['inputs_read']}/{p['inputs']} | "
+                     f"{p['latency_cycles']} | {'yes' if p['bit_exact'] else '**NO**'} |")
+    if res["boards"]:
+        lines += ["", "## Best student per board", "", "| board | point | val % | test % | LUT | FF | checked |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in res["boards"]:
+            chk = "; ".join(f"`{c['point']}`: {c['why']}" for c in e["checked"])
+            lines.append(f"| {e['board']} | {('`' + e['pick'] + '`') if e['pick'] else '**none fits**'} | "
+                         f"{_pct(e.get('val_acc'))} | {_pct(e.get('test_acc'))} | {_n(e.get('lut'))} | "
+                         f"{_n(e.get('ff'))} | {chk} |")
+    if res["kd"]:
+        lines += ["", "## Distillation at each point (paired: same student, beta, seed and initial weights)", "",
+                  "| student | beta | scratch test % | scratch LUT | KD test % | KD LUT | KD − scratch (points) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in res["pairs"]:
+            s, k = r["scratch"] or {}, r["kd"] or {}
+            d = r.get("kd_minus_scratch_test")
+            lines.append(f"| {r['label']} | {r['beta']:g} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
+                         f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
+                         f"{'—' if d is None else f'{100 * d:+.2f}'} |")
+    lines += ["", "## Every point", "", "| point | arm | beta | val % | test % | yosys LUT | est. LUT | EBOPs | front "
+              "| front (test) |", "|" + "---|" * 10]
+    for p in sorted(res["points"], key=lambda p: (p["lut"] is None, p["lut"] or 0)):
+        lines.append(f"| `{p['id']}` | {p['kind']} | {p['beta']:g} | {_pct(p['val_acc'])} | {_pct(p['test_acc'])} | "
+                     f"{_n(p['lut'])} | {_n(p['lut_estimate'])} | {_n(p['ebops'])} | {'yes' if p['pareto'] else ''} | "
+                     f"{'yes' if p['pareto_test'] else ''} |")
+    g = res["grid"]
+    lines += ["", f"{g['tasks']} tasks ({g['executed']} run now, {g['resumed']} resumed from `{g['runs_file']}`), "
+              f"{g['mode']} with {g['workers']} worker(s), {g['wall_s']:.0f} s wall.", "", "![front](pareto.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def pareto_plot(res: dict[str, Any], path: Path) -> None:
+    """Test accuracy vs yosys LUT, one marker per arm kind, the (validation) front joined and circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    pts = [p for p in res["points"] if p["lut"] is not None]
+    for kind, marker in (("scratch", "o"), ("kd", "s")):
+        ps = [p for p in pts if p["kind"] == kind]
+        if ps:
+            ax.scatter([p["lut"] for p in ps], [100 * p["test_acc"] for p in ps], marker=marker, alpha=0.6,
+                       label="distilled" if kind == "kd" else "scratch (labels only)")
+    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["lut"])
+    if front:
+        ax.plot([p["lut"] for p in front], [100 * p["test_acc"] for p in front], "k-", lw=1, drawstyle="steps-post")
+        ax.scatter([p["lut"] for p in front], [100 * p["test_acc"] for p in front], s=90, facecolors="none",
+                   edgecolors="k", label="front (by validation accuracy)")
+    for e in res["boards"]:
+        if e["pick"]:
+            p = next(q for q in pts if q["id"] == e["pick"])
+            ax.annotate(e["board"], (p["lut"], 100 * p["test_acc"]), textcoords="offset points", xytext=(5, -12),
+                        fontsize=8)
+    if res["teacher"]:
+        ax.axhline(100 * res["teacher"]["test_acc"], color="gray", ls="--", lw=1, label="teacher (float)")
+    luts = [p["lut"] for p in pts]
+    if luts and max(luts) / max(min(luts), 1) >= 4:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"LUTs (yosys synth_xilinx, {res['synth_part']})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Resource-aware students: accuracy vs LUT")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- CLI (hooked into kdhw/cli.py)
+
+def add_pareto_parser(subparsers: Any) -> argparse.ArgumentParser:
+    s = subparsers.add_parser("pareto", help="resource-aware students over a grid of cost weights; the accuracy-LUT "
+                                             "front, verified; the best student per board")
+    s.add_argument("config")
+    s.add_argument("--out", required=True, help="folder; holds runs.jsonl, so rerunning the command resumes")
+    s.add_argument("--board", action="append", default=[], help="mark the best front point that fits this board "
+                                                                "(repeat for several)")
+    s.add_argument("--teacher", help="teacher.pt to share (else the config's teacher is trained once)")
+    s.add_argument("--workers", type=int, default=None, help="tasks at once on a local Ray (0 = every core); "
+                                                             "default 1 = sequential")
+    s.add_argument("--address", help="an existing Ray cluster (HOST:PORT of its head, or auto)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_pareto)
+    return s
+
+
+def cmd_pareto(a: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from .config import load_config
+    from .grid import cpu_workers
+
+    cfg = load_config(a.config)
+    workers = cpu_workers(a.workers)
+    if workers is None and a.address is None:
+        workers = 1
+    res = run_pareto(cfg, a.out, boards=a.board, teacher_path=a.teacher, progress=not a.no_progress,
+                     log=tqdm.write, workers=workers, address=a.address)
+    print(f"wrote {str(a.out).rstrip('/')}/ (pareto.json, pareto.md, pareto.png, {RUNS_FILE}, {POINTS_DIR}/); "
+          f"{len(res['front'])} front points of {len(res['points'])}")
+    if res["not_bit_exact"]:
+        print(f"kdhw pareto: error: not bit-exact: {', '.join(res['not_bit_exact'])} (see DIR/points/<id>/verify.json)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["add_pareto_parser", "auto_student", "train_points", "cmd_pareto", "mark_front", "pick_for_boards", "point_specs", "run_pareto"]
