@@ -21,7 +21,6 @@ CHOICE_TOLERANCE points of the best factor's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -198,7 +198,7 @@ class ForeignTeacher(nn.Module):
         self.model_shape: tuple[int, ...] | None = None  # the row shape the model reads, once known
 
     @classmethod
-    def restore(cls, saved: dict[str, Any]) -> "ForeignTeacher":
+    def restore(cls, saved: dict[str, Any]) -> ForeignTeacher:
         t = cls(saved["blob"], saved["path"])
         if saved.get("model_shape") is not None:
             t.model_shape = tuple(saved["model_shape"])
