@@ -614,6 +614,10 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     vals = tuple(v for v in a.vals.split(",") if v)
     tasks = recipe_tasks(sets, a.seeds, [x for x in a.students.split(",") if x] or None, budgets, (factor,), vals,
                          RECIPE_ARMS, teachers)
+    # budget-cut validation first (the goal is stated on it), cheap arms before long ones, seed by seed:
+    # an interrupted run has whole cells for as many seeds as it got through
+    rank = {"scratch": 0, "fm": 1, "scratch_aug": 2}
+    tasks.sort(key=lambda t: (t["val"] != "cut", t["seed"], rank[t["arm"]]))
     jsonl = Path(a.jsonl if a.jsonl != "benchmarks/results/kd_pays.jsonl" else RECIPE_JSONL)
     print(f"{len(tasks)} tasks; results append to {jsonl}", flush=True)
     run_tasks(run_recipe_task, tasks, shared=teachers, jsonl=jsonl, workers=a.workers, address=a.address)
