@@ -34,7 +34,7 @@ def main() -> int:
     from kdhw.export import export_qonnx, load_qonnx, reference
     from kdhw.rtl import emulate, load_meta, qonnx_to_rtl
     from kdhw.rtl._formats import FixedFormat
-    from sim.runner import simulate_rtl
+    from kdhw.sim.runner import simulate_rtl
 
     sims = ["icarus"] + (["verilator"] if args.verilator else [])
     print("| student | inputs | latency (cycles) | measured | da4ml LUT | FF | adders | convert s | "

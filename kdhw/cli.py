@@ -18,12 +18,28 @@ import numpy as np
 from .errors import CheckFailed, InputError, KdhwError
 
 
+# Third-party warnings that say nothing about the user's model or data, each silenced by its exact text;
+# everything else (brevitas' and hls4ml's precision and quantization warnings among them) is shown.
+_NOISE = (
+    (UserWarning, r"fast_hadamard_transform package not found"),  # brevitas: an optional speed-up, unused here
+    (UserWarning, r"The GemmToMatMul transformation only offers explicit support"),  # qonnx, on every export
+    (DeprecationWarning, r"brevitas\.fx is deprecated"),
+    (FutureWarning, r"You are using `torch\.load` with `weights_only=False`"),
+)
+
+
 def _quiet_libraries() -> None:
-    warnings.filterwarnings("ignore")
+    """The CLI is an application: it may set process-wide logging.  Noise is silenced where it is made
+    (onnxruntime's logger, named warnings), never by hiding every warning (``kdhw.quiet`` for the API)."""
+    from .quiet import silence_onnxruntime
+
+    for cat, msg in _NOISE:
+        warnings.filterwarnings("ignore", message=msg, category=cat)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    silence_onnxruntime()
     from .pipeline import set_torch_threads
 
     set_torch_threads()
@@ -50,11 +66,11 @@ def cmd_teacher(a: argparse.Namespace) -> int:
 
     from .atomic import atomic_dir, write_json
     from .config import load_config
-    from .data import load_dataset
+    from .data import load_data
     from .teacher import save_teacher, teacher_accuracy, teacher_logits, train_teacher
 
     cfg = load_config(a.config)
-    data = load_dataset(cfg.data, cfg.source)
+    data = load_data(cfg, enforce=False)  # laid out as the student will read it; no student is trained here
     with atomic_dir(a.out) as d:
         model, res = train_teacher(cfg.teacher, data, not a.no_progress)
         save_teacher(model, cfg.teacher, data.shape, data.n_classes, d / "teacher.pt")
@@ -69,13 +85,15 @@ def cmd_teacher(a: argparse.Namespace) -> int:
 def cmd_distill(a: argparse.Namespace) -> int:
     from .atomic import atomic_dir, write_json
     from .config import load_config
-    from .data import load_dataset
+    from .data import load_data
     from .distill import choose, distill, student_input, summary
     from .student import build_student, save_student
     from .teacher import obtain_teacher, teacher_logits
 
     cfg = load_config(a.config)
-    data = load_dataset(cfg.data, cfg.source)
+    if a.teacher:
+        cfg.teacher["path"] = a.teacher  # the handed-over teacher's input shape decides an open layout
+    data = load_data(cfg)
     build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
     tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, a.teacher or cfg.teacher["path"], not a.no_progress,
                                      cfg.source)
@@ -125,18 +143,38 @@ def cmd_hls(a: argparse.Namespace) -> int:
     return 0
 
 
+def _find_dirs(d: Path) -> tuple[Path | None, Path | None]:
+    """(hls4ml project, RTL directory) in DIR: a run folder holds both as hls/ and rtl/; ``kdhw hls`` and
+    ``kdhw rtl`` write one each directly."""
+    from .hls import META_FILE
+
+    if not d.is_dir():
+        raise InputError(f"{d}: not a directory")
+    project = d / "hls" if (d / "hls" / META_FILE).is_file() else (d if (d / META_FILE).is_file() else None)
+    rtl = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else (d if (d / "rtl.json").is_file() else None)
+    if project is None and rtl is None:
+        raise InputError(f"{d}: neither a run folder, an hls4ml project (kdhw hls) nor an RTL directory (kdhw rtl)")
+    return project, rtl
+
+
 def cmd_verify(a: argparse.Namespace) -> int:
     import numpy as np
 
     from .flow import VERIFY_INPUTS, VERIFY_LABELS
-    from .hls import META_FILE, read_meta
-    from .verify import load_inputs, verify_project
+    from .verify import load_inputs, verify_project, verify_rtl
 
     d = Path(a.dir)
-    if not d.is_dir():
-        raise InputError(f"{d}: not a directory")
-    project = d / "hls" if (d / "hls" / META_FILE).is_file() else d
-    meta = read_meta(project)
+    project, rtl_dir = _find_dirs(d)
+    if a.model and project is not None:
+        raise InputError(f"--model: {d} holds an hls4ml project, whose own copy of the model is checked")
+    if project is not None:
+        from .hls import read_meta
+
+        meta = read_meta(project)
+    else:
+        from .rtl import load_meta
+
+        meta = load_meta(rtl_dir)
     x = load_inputs(a.inputs, tuple(meta["input_shape"]))
     labels = None
     run_labels = d / VERIFY_LABELS  # a run's own verification rows come with their labels
@@ -147,15 +185,21 @@ def cmd_verify(a: argparse.Namespace) -> int:
                              f"got {labels.shape}")
     elif run_labels.is_file() and Path(a.inputs).resolve() == (d / VERIFY_INPUTS).resolve():
         labels = np.load(run_labels, allow_pickle=False)
-    teacher_logits = _teacher_logits_for(d, x) if project != d else None
-    rtl_dir = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else None
-    res = verify_project(project, x, student_pt=d / "student.pt", rtl_dir=rtl_dir, simulator=a.simulator,
-                         sim_rows=a.sim_rows, teacher_logits=teacher_logits, labels=labels,
+    if project is None:  # an RTL directory alone: its levels against the QONNX reference
+        res = verify_rtl(rtl_dir, x, model=a.model, simulator=a.simulator, sim_rows=a.sim_rows, labels=labels,
                          out_json=d / "verify.json")
+    else:
+        teacher_logits = _teacher_logits_for(d, x) if project != d else None
+        res = verify_project(project, x, student_pt=d / "student.pt", rtl_dir=rtl_dir, simulator=a.simulator,
+                             sim_rows=a.sim_rows, teacher_logits=teacher_logits, labels=labels,
+                             out_json=d / "verify.json")
     for name, lv in res["levels"].items():
         if "rows" in lv:
             lat = (f"; latency {lv['latency_measured']} cycles (reported {lv['latency_reported']})"
                    if "latency_ok" in lv else "")
+            if "ii_measured" in lv:
+                lat += (f"; II {lv['ii_measured']} (reported {lv['ii_reported']}); stalls, reset, tlast "
+                        f"{'ok' if lv['protocol_ok'] else 'FAILED'}")
             print(f"{name:11s} {lv['exact_rows']}/{lv['rows']} rows exact{lat}")
         elif name == "weights":
             print(f"weights   .h and .txt copies {'agree' if lv['consistent'] else 'DIFFER: ' + str(lv['h_vs_txt_mismatches'])}")
@@ -187,13 +231,30 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
 
 
 def cmd_rtl(a: argparse.Namespace) -> int:
-    from .rtl import qonnx_to_rtl
-
     from .export import load_qonnx
+    from .rtl import STREAM_OPTIONS, qonnx_to_rtl
 
+    opts = {k: getattr(a, k) for k in STREAM_OPTIONS}
+    if a.mode == "parallel":
+        given = [k for k, v in opts.items() if v is not None]
+        if given:
+            raise InputError(f"--{given[0].replace('_', '-')} applies to --mode stream")
+    elif a.pipeline is not None:
+        raise InputError("--pipeline (an exact latency) applies to --mode parallel; in stream mode use "
+                         "--latency-cutoff")
+    for k in ("parallelism", "in_elements", "out_elements"):
+        if opts[k] is not None and opts[k] < 1:
+            raise InputError(f"--{k.replace('_', '-')} = {opts[k]} must be >= 1")
     load_qonnx(a.model)  # one-line errors for files that are not (supported) QONNX
-    meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff, pipeline=a.pipeline)
-    print(f"wrote Verilog {a.out}/ (top {meta['top']}, latency {meta['latency_cycles']} cycles)")
+    meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff, pipeline=a.pipeline,
+                        mode=a.mode, **opts)
+    if meta["mode"] == "stream":
+        st = meta["stream"]
+        print(f"wrote Verilog {a.out.rstrip('/')}/ (top {meta['top']}, AXI4-Stream: {st['beats_in']} beats in, "
+              f"{st['beats_out']} out per frame; latency {meta['latency_cycles']} cycles, II "
+              f"{meta['initiation_interval']} cycles)")
+    else:
+        print(f"wrote Verilog {a.out.rstrip('/')}/ (top {meta['top']}, latency {meta['latency_cycles']} cycles)")
     return 0
 
 
@@ -203,10 +264,26 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     d = Path(a.dir)
     boards = [load_board(b) for b in a.board]
-    onnx_path = d / "student.qonnx.onnx"
-    if not onnx_path.is_file():
-        raise InputError(f"{d}: no student.qonnx.onnx; run `kdhw run` or copy the QONNX model there")
-    rtl = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else None
+    if not d.is_dir():
+        raise InputError(f"{d}: not a directory")
+    rtl = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else (d if (d / "rtl.json").is_file() else None)
+    copy = None
+    if rtl is not None:  # kdhw rtl keeps a copy of the model it was generated from
+        from .rtl import load_meta
+
+        name = load_meta(rtl).get("model_file")
+        copy = rtl / name if name and (rtl / name).is_file() else None
+    if a.model:
+        onnx_path = Path(a.model)
+        if not onnx_path.is_file():
+            raise InputError(f"{onnx_path}: --model file not found")
+    elif (d / "student.qonnx.onnx").is_file():  # a run folder
+        onnx_path = d / "student.qonnx.onnx"
+    elif copy is not None:
+        onnx_path = copy
+    else:
+        raise InputError(f"{d}: no QONNX model found (student.qonnx.onnx of a run, or the copy kdhw rtl writes); "
+                         "name it with --model")
     rep = hardware_report(d, boards, onnx_path, rtl, Path(a.vendor_report) if a.vendor_report else None,
                           synth=not a.no_synth)
     print(f"wrote {d}/hw_report.md, hw_report.html, hw_report.json")
@@ -288,16 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clock-period", type=float, help="ns; default: the board's clock")
     s.set_defaults(fn=cmd_hls)
 
-    s = sub.add_parser("rtl", help="QONNX -> pipelined Verilog (da4ml)")
+    s = sub.add_parser("rtl", help="QONNX -> pipelined Verilog (da4ml): parallel block or AXI4-Stream core")
     s.add_argument("model")
     s.add_argument("--out", required=True)
+    s.add_argument("--mode", default="parallel", choices=["parallel", "stream"],
+                   help="parallel: one unrolled block; stream: AXI4-Stream core, line buffers, one datapath per layer")
     s.add_argument("--latency-cutoff", type=float, default=None,
                    help="da4ml delay budget per pipeline stage (smaller = deeper pipeline)")
-    s.add_argument("--pipeline", type=int, default=None, help="exact latency in cycles")
+    s.add_argument("--pipeline", type=int, default=None, help="parallel mode: exact latency in cycles")
+    s.add_argument("--parallelism", type=int, default=None,
+                   help="stream: output positions per issue of a conv/pool layer, MAC lanes of a folded dense (1)")
+    s.add_argument("--in-elements", type=int, default=None,
+                   help="stream, MLPs (first layer dense): input elements per beat (1)")
+    s.add_argument("--out-elements", type=int, default=None, help="stream: logits per output beat (1)")
+    s.add_argument("--output", default=None, choices=["logits", "class", "both"], help="stream: output frame (logits)")
+    s.add_argument("--dense", default=None, choices=["auto", "folded", "unrolled"],
+                   help="stream: dense layers folded over their input or unrolled (auto: folded when the input "
+                        "arrives in several beats)")
     s.set_defaults(fn=cmd_rtl)
 
     s = sub.add_parser("verify", help="bit-exact check of every level present; exit 1 on mismatch")
-    s.add_argument("dir")
+    s.add_argument("dir", help="run folder, hls4ml project (kdhw hls) or RTL directory (kdhw rtl)")
+    s.add_argument("--model", help="QONNX model of an RTL directory that holds no copy of it")
     s.add_argument("--inputs", required=True)
     s.add_argument("--labels", help="labels.npy, one per input row (-1 where there is none): fidelity figures; "
                                     "a run's own verify_labels.npy is used by default")
@@ -306,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("report", help="resources / latency / fit per board")
-    s.add_argument("dir", help="run folder holding student.qonnx.onnx (and rtl/ for open synthesis)")
+    s.add_argument("dir", help="run folder (student.qonnx.onnx, rtl/) or an RTL directory written by kdhw rtl")
+    s.add_argument("--model", help="QONNX model, where DIR holds none")
     s.add_argument("--board", action="append", required=True, help="board name (repeat for several)")
     s.add_argument("--vendor-report", help="HLS csynth.xml, Vivado report_utilization .rpt, or a folder with either")
     s.add_argument("--require-fit", action="store_true", help="exit 1 when the design does not fit a board")

@@ -29,6 +29,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "mnist1d_samples": (int, 4000),
         "labels": (dict, None),  # label budget: {fraction: f} or {per_class: n} (+ seed, val); dropped labels -> transfer set
         "unlabeled": (str, None),  # transfer-set file of inputs without labels (.npz x, IDX images, CSV)
+        "layout": (str, None),  # flat | signal | image; absent: from the student's first layer / the teacher
+        "image_size": (list, None),  # image_folder / cifar10: [H, W] every image is resized to
+        "color": (str, None),  # image_folder / cifar10: gray | rgb (defaults: gray for folders, rgb for CIFAR)
     },
     "teacher": {
         "arch": (str, "cnn2d"),
@@ -43,7 +46,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "seed": (int, 0),
     },
     "student": {
-        "input": (dict, {"bits": 8, "int_bits": 1, "signed": False}),
+        "input": (object, {"bits": 8, "int_bits": 1, "signed": False}),  # or auto; + allow_clip (kdhw.contract)
         "output": (dict, {"bits": 8}),
         "weight_bits": (int, 4),
         "bias_bits": (int, 16),
@@ -99,8 +102,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     },
     "rtl": {
         "enabled": (bool, True),
+        "mode": (str, "parallel"),  # parallel: one unrolled block; stream: AXI4-Stream core, one datapath per layer
         "latency_cutoff": (_Num, None),
-        "pipeline": (int, None),
+        "pipeline": (int, None),  # parallel mode: exact latency in cycles
+        "parallelism": (int, None),  # stream: output positions per issue (conv/pool), MAC lanes (folded dense); 1
+        "in_elements": (int, None),  # stream, MLPs (first layer dense): input elements per beat (default 1)
+        "out_elements": (int, None),  # stream: logits per output beat (default 1)
+        "output": (str, None),  # stream: logits | class | both (default logits)
+        "dense": (str, None),  # stream: auto | folded | unrolled (default auto)
         "simulator": (str, "icarus"),
         "sim_rows": (int, 1000),
     },
@@ -134,7 +143,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv"),
+    "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv", "image_folder", "cifar10"),
+    "data.layout": ("flat", "signal", "image"),
+    "data.color": ("gray", "rgb"),
     "teacher.arch": ("mlp", "cnn1d", "cnn2d"),
     "student.scaling": ("po2",),
     "distill.method": ("hinton", "none", "logits_mse", "kl_mae", "fitnets", "rkd", "born_again", "tf_kd",
@@ -146,6 +157,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
     "rtl.simulator": ("icarus", "verilator"),
+    "rtl.mode": ("parallel", "stream"),
+    "rtl.output": ("logits", "class", "both"),
+    "rtl.dense": ("auto", "folded", "unrolled"),
     "pareto.granularity": ("weight", "channel"),
     "pareto.pins": ("serialize", "parallel"),
 }
@@ -233,9 +247,44 @@ def _check_ranges(cfg: Config) -> None:
             raise InputError(f"{src}: {sec}.{key} must be >= 1")
     _check_distill_ranges(cfg)
     _check_label_budget(cfg)
+    _check_rtl(cfg)
     _check_pareto(cfg)
-    if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv") and not cfg.data["path"]:
-        raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path (a file)")
+    if cfg.data["dataset"] in ("npz", "idx", "mitbih_csv", "image_folder", "cifar10") and not cfg.data["path"]:
+        what = "a folder" if cfg.data["dataset"] == "image_folder" else "a file"
+        raise InputError(f"{src}: data.dataset = {cfg.data['dataset']} needs data.path ({what})")
+    size = cfg.data["image_size"]
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                        and 1 <= v <= 512 for v in size)):
+        raise InputError(f"{src}: data.image_size = {size!r} must be [height, width], integers in [1, 512]")
+    from .contract import parse_input
+
+    parse_input(cfg.student["input"], src)
+
+
+RTL_STREAM_KEYS = ("parallelism", "in_elements", "out_elements", "output", "dense")
+
+
+def _check_rtl(cfg: Config) -> None:
+    """The rtl section's keys belong to one mode each: a key of the other mode is a mistake, not a no-op."""
+    src, r = cfg.source, cfg.rtl
+    if r["mode"] == "parallel":
+        given = [k for k in RTL_STREAM_KEYS if r[k] is not None]
+        if given:
+            raise InputError(f"{src}: rtl.{given[0]} applies to rtl.mode: stream (the mode here is parallel)")
+    elif r["pipeline"] is not None:
+        raise InputError(f"{src}: rtl.pipeline applies to rtl.mode: parallel; in stream mode set rtl.latency_cutoff "
+                         "(pipeline depth of each layer's datapath)")
+    if r["pipeline"] is not None and r["latency_cutoff"] is not None:
+        raise InputError(f"{src}: give rtl.latency_cutoff or rtl.pipeline, not both")
+    if r["latency_cutoff"] is not None and not r["latency_cutoff"] > 0:
+        raise InputError(f"{src}: rtl.latency_cutoff = {r['latency_cutoff']} must be > 0")
+    if r["pipeline"] is not None and not 1 <= r["pipeline"] <= 64:
+        raise InputError(f"{src}: rtl.pipeline = {r['pipeline']} must be in [1, 64]")
+    for key, hi in (("parallelism", 64), ("in_elements", 4096), ("out_elements", 4096)):
+        if r[key] is not None and not 1 <= r[key] <= hi:
+            raise InputError(f"{src}: rtl.{key} = {r[key]} must be in [1, {hi}]")
+    if r["sim_rows"] < 0:
+        raise InputError(f"{src}: rtl.sim_rows = {r['sim_rows']} must be >= 0")
 
 
 def _check_pareto(cfg: Config) -> None:

@@ -1,8 +1,10 @@
-"""Datasets: built-in sets that need no network, file loaders, and a seeded stratified split.
+"""Datasets: built-in sets that need no network, file loaders, a layout rule, and a seeded stratified split.
 
-Inputs are returned channels-first in their natural shape ((1, 8, 8) for digits, (1, L) for signals) and
-scaled to a small fixed range so that an 8-bit fixed-point input quantizer covers them; the pipeline
-flattens them for MLP students.
+Inputs are returned channels-first ((1, 8, 8) for digits, (1, L) for signals, (L,) or (F,) for flat
+rows).  Which of these a file's rows become is decided by one rule for every loader (``resolve_layout``):
+``data.layout`` when given, else the student's first layer or the teacher, else the array as stored;
+never the number of columns.  ``load_data`` adds the input contract (``kdhw.contract``): every split
+measured against the student's input format before anything is trained.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import pickle
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -117,8 +121,11 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise
     except Exception:
         raise InputError(f"{path}: not a readable .npz file") from None
-    if x.ndim == 2:
-        x = x[:, None, :] if x.shape[1] > 64 else x
+    if x.ndim < 2 or x.ndim > 4:
+        raise InputError(f"{path}: 'x' has shape {x.shape}; expected (N, F) rows, (N, C, L) signals or "
+                         "(N, C, H, W) images")
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise InputError(f"{path}: 'x' has dtype {x.dtype}; expected real numbers")
     return x.astype(np.float32), (None if y is None else _labels(y, path))
 
 
@@ -152,7 +159,7 @@ def load_idx(images: Path, labels: Path | None) -> tuple[np.ndarray, np.ndarray 
         x = x[:, None]
     x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
     if labels is None:
-        guess = Path(str(images).replace("images-idx3", "labels-idx1").replace("images", "labels"))
+        guess = images.with_name(re.sub(r"images-idx\d", "labels-idx1", images.name).replace("images", "labels"))
         labels = guess if guess != images and guess.is_file() else None
     y = None
     if labels is not None:
@@ -163,7 +170,10 @@ def load_idx(images: Path, labels: Path | None) -> tuple[np.ndarray, np.ndarray 
 
 
 def load_mitbih_csv(path: Path, has_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """MIT-BIH heartbeat CSV: one beat per row, samples..., then the class label (last column)."""
+    """MIT-BIH heartbeat CSV: one beat per row, samples..., then the class label (last column).
+
+    Rows come back as stored, (N, L); the layout rule makes them (N, 1, L) signals for a Conv1D student
+    or a cnn1d teacher (``data.layout: signal`` says so explicitly)."""
     if not path.is_file():
         raise InputError(f"{path}: CSV file not found")
     try:
@@ -173,8 +183,8 @@ def load_mitbih_csv(path: Path, has_labels: bool = True) -> tuple[np.ndarray, np
     if has_labels:
         if arr.shape[1] < 2:
             raise InputError(f"{path}: a row needs samples and a label (last column)")
-        return arr[:, None, :-1].astype(np.float32), _labels(arr[:, -1], path)
-    return arr[:, None, :].astype(np.float32), None
+        return arr[:, :-1].astype(np.float32), _labels(arr[:, -1], path)
+    return arr.astype(np.float32), None
 
 
 def _labels(y: np.ndarray, src: Any) -> np.ndarray:
@@ -184,8 +194,21 @@ def _labels(y: np.ndarray, src: Any) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_file(kind: str, path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+FILE_KINDS = ("npz", "idx", "mitbih_csv", "image_folder", "cifar10")
+
+
+def load_file(kind: str, path: str | Path, options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """One labelled data file (or folder, for ``image_folder`` and ``cifar10``) as (x, y), x as stored.
+
+    ``options``: the data section, for the image loaders' ``image_size`` and ``color``."""
     p = Path(path)
+    opts = options or {}
+    if kind == "image_folder":
+        x, y, _ = load_image_folder(p, opts.get("image_size"), opts.get("color") or "gray")
+        return x, y
+    if kind == "cifar10":
+        x, y, _ = load_cifar10(p, opts.get("image_size"), opts.get("color") or "rgb")
+        return x, y
     if not p.is_file():
         raise InputError(f"{p}: data file not found")
     if kind == "npz":
@@ -194,7 +217,243 @@ def load_file(kind: str, path: str | Path) -> tuple[np.ndarray, np.ndarray | Non
         return load_idx(p, None)
     if kind == "mitbih_csv":
         return load_mitbih_csv(p)
-    raise InputError(f"unknown file kind {kind!r}; allowed: npz, idx, mitbih_csv")
+    raise InputError(f"unknown file kind {kind!r}; allowed: {', '.join(FILE_KINDS)}")
+
+
+# ---------------------------------------------------------------- images: folders and CIFAR-10 batches
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+COLORS = ("gray", "rgb")
+
+
+def _fit_images(items: Iterable[tuple[Any, str]], size: tuple[int, int] | None, color: str) -> np.ndarray:
+    """(PIL image, where it came from) pairs -> (N, C, H, W) float32 in [0, 1]: each converted to gray (C = 1)
+    or RGB (C = 3) and resized to ``size`` = (H, W) (area averaging when shrinking, bilinear when enlarging)
+    as it arrives, so a folder of large scans never sits in memory at full size; without a size every
+    image must already have the first one's."""
+    from PIL import Image
+
+    out = []
+    want = None if size is None else (int(size[1]), int(size[0]))  # PIL speaks (W, H)
+    for img, src in items:
+        if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+            a = np.asarray(img, dtype=np.float64)
+            a = a / (65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0)
+            img = Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8))
+        img = img.convert("L" if color == "gray" else "RGB")
+        if want is None:
+            want = img.size
+        if img.size != want:
+            if size is None:
+                raise InputError(f"{src}: image is {img.size[1]}x{img.size[0]}, the first one {want[1]}x{want[0]}; "
+                                 f"set data.image_size: [{want[1]}, {want[0]}] (H, W) to resize them all")
+            shrink = img.size[0] >= want[0] and img.size[1] >= want[1]
+            img = img.resize(want, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+        a = np.asarray(img, dtype=np.float32) / 255.0
+        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+def load_image_folder(path: Path, size: Any = None, color: str = "gray") -> tuple[np.ndarray, np.ndarray, dict]:
+    """A folder with one subfolder per class of PNG/JPEG files (the layout most labelled image sets ship in).
+
+    Classes are the subfolder names in sorted order (recorded in the manifest); hidden files are skipped,
+    any other file is refused by name rather than silently dropped.  Returns (x, y, manifest extras).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_dir():
+        raise InputError(f"{path}: data.dataset = image_folder needs a folder with one subfolder per class")
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise InputError(f"{path}: found {len(classes)} class subfolder(s); an image folder needs one subfolder "
+                         "per class (at least 2), each holding that class's PNG/JPEG files")
+    files: list[Path] = []
+    ys: list[int] = []
+    for c, name in enumerate(classes):
+        mine = sorted(f for f in (path / name).iterdir() if f.is_file() and not f.name.startswith("."))
+        if not mine:
+            raise InputError(f"{path / name}: class folder holds no images")
+        for f in mine:
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InputError(f"{f}: not an image kdhw reads (allowed: {', '.join(IMAGE_SUFFIXES)}); move it out "
+                                 "of the class folder")
+        files += mine
+        ys += [c] * len(mine)
+
+    def opened() -> Iterator[tuple[Any, str]]:
+        for f in files:
+            try:
+                im = Image.open(f)
+                im.load()
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                raise InputError(f"{f}: not a readable image ({type(e).__name__})") from None
+            with im:
+                yield im, str(f)
+
+    return _fit_images(opened(), _size(size), color), np.asarray(ys, dtype=np.int64), {"classes": classes}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch is made of: a dict of numpy arrays, lists, bytes and ints.
+
+    A pickle can name any importable callable and call it while loading; a data file from the internet
+    must not get to.  Everything outside this short list is refused before it is looked up.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise _Refused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names something outside ``_CifarUnpickler.ALLOWED``."""
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch (``data_batch_N`` / ``test_batch``): (N, 3, 32, 32) uint8 and labels."""
+    try:
+        with open(path, "rb") as fh:
+            blob = _CifarUnpickler(fh, encoding="bytes").load()
+    except _Refused as e:
+        raise InputError(f"{path}: refused to unpickle {e}: a CIFAR-10 batch holds only numpy arrays, lists and "
+                         "bytes, so this file is not one (kdhw never loads arbitrary pickles)") from None
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+        raise InputError(f"{path}: not a readable CIFAR-10 python batch") from None
+    if not isinstance(blob, dict):
+        raise InputError(f"{path}: a CIFAR-10 batch is a dict with b'data' and b'labels'; this pickle holds "
+                         f"a {type(blob).__name__}")
+    keys = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in blob.items()}
+    data, labels = keys.get("data"), keys.get("labels", keys.get("fine_labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
+            or labels is None or len(labels) != len(data):
+        raise InputError(f"{path}: a CIFAR-10 batch needs 'data' (N, 3072) uint8 and N 'labels'")
+    return data.reshape(-1, 3, 32, 32), _labels(np.asarray(labels), path)
+
+
+def load_cifar10(path: Path, size: Any = None, color: str = "rgb") -> tuple[np.ndarray, np.ndarray, dict]:
+    """CIFAR-10 python batches: a folder holding ``data_batch_*`` and/or ``test_batch`` (as the
+    ``cifar-10-python`` archive unpacks), or one batch file.  All rows are pooled and split by kdhw's own
+    seeded stratified split, like every other data set.  Optional gray conversion and resizing."""
+    from PIL import Image
+
+    if path.is_dir():
+        files = sorted(path.glob("data_batch_*")) + sorted(path.glob("test_batch"))
+        if not files:
+            raise InputError(f"{path}: no data_batch_* or test_batch file; give the folder the CIFAR-10 python "
+                             "archive unpacks to (cifar-10-batches-py) or one batch file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise InputError(f"{path}: CIFAR-10 batch file or folder not found")
+    parts = [read_cifar_batch(f) for f in files]
+    raw = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    extra = {"files": [f.name for f in files]}
+    if size is None and color == "rgb":
+        return (raw / 255.0).astype(np.float32), y, extra
+    imgs = ((Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))), f"{path} row {i}") for i, a in enumerate(raw))
+    return _fit_images(imgs, _size(size), color), y, extra
+
+
+def _size(size: Any) -> tuple[int, int] | None:
+    return None if size is None else (int(size[0]), int(size[1]))
+
+
+# ---------------------------------------------------------------- layout: one rule for every loader
+
+LAYOUTS = ("flat", "signal", "image")
+
+
+def resolve_layout(data_cfg: dict[str, Any], student: dict[str, Any] | None = None,
+                   teacher: dict[str, Any] | None = None) -> tuple[str | None, str]:
+    """(layout, why): ``data.layout`` when given; else what the student's first layer reads (conv1d:
+    signal, conv2d: image); else what the teacher reads (a handed-over teacher's saved input shape, or
+    ``teacher.arch`` cnn1d / cnn2d); else None: the rows as stored.  Never from the number of columns."""
+    if data_cfg.get("layout"):
+        return data_cfg["layout"], "data.layout"
+    layers = (student or {}).get("layers") or [{}]
+    first = layers[0].get("type") if isinstance(layers[0], dict) else None
+    if first in ("conv1d", "conv2d"):
+        return ("signal" if first == "conv1d" else "image"), f"the student's first layer is {first}"
+    if teacher:
+        if teacher.get("path"):
+            rank = _saved_input_rank(teacher["path"])
+            if rank in (1, 2, 3):
+                return ("flat", "signal", "image")[rank - 1], f"teacher.path {teacher['path']} was trained on that layout"
+        arch = teacher.get("arch")
+        if arch in ("cnn1d", "cnn2d") and not teacher.get("path"):
+            return ("signal" if arch == "cnn1d" else "image"), f"teacher.arch = {arch}"
+    return None, "as stored"
+
+
+def _saved_input_rank(path: str) -> int | None:
+    try:
+        import torch
+
+        return len(torch.load(path, map_location="cpu", weights_only=True)["input_shape"])
+    except Exception:
+        return None  # the teacher stage reports an unreadable file with its own message
+
+
+def apply_layout(x: np.ndarray, layout: str | None, why: str, src: str, natural: str | None = None) -> np.ndarray:
+    """Lay rows out as ``layout``: flat (N, F), signal (N, C, L) or image (N, C, H, W).
+
+    (N, F) rows become (N, 1, F) signals; (N, H, W) arrays become (N, 1, H, W) images (unless ``natural``
+    says they are signals, as for mnist1d); anything else that does not match is an error saying how to fix
+    the file or the config.
+    """
+    shape = tuple(x.shape[1:])
+    if layout is None:
+        return x
+    if layout == "flat":
+        return x.reshape(len(x), -1)
+    if why == "data.layout":
+        fix = "choose another data.layout"
+    elif why.startswith("teacher.arch"):
+        fix = "choose the teacher for these rows (teacher.arch: cnn1d for signals, mlp for any rows) or set data.layout"
+    else:
+        fix = "set data.layout (flat, signal or image)"
+    if layout == "signal":
+        if x.ndim == 2:
+            return x[:, None, :]
+        if x.ndim == 3:
+            return x
+        raise InputError(f"{src}: rows are images of shape {shape}; layout signal ({why}) needs (N, L) rows or "
+                         f"(N, C, L) signals: reshape the data, or {fix}")
+    if x.ndim == 4:
+        return x
+    if x.ndim == 3 and natural != "signal":
+        return x[:, None]
+    if x.ndim == 3:
+        raise InputError(f"{src}: rows are signals of shape {shape}; layout image ({why}) needs (N, H, W) or "
+                         f"(N, C, H, W) images: {fix}")
+    hint = ""
+    side = math.isqrt(shape[0])
+    if side * side == shape[0]:
+        hint = f" (e.g. x.reshape(N, 1, {side}, {side}))"
+    raise InputError(f"{src}: rows are {shape[0]} values each; layout image ({why}) needs (N, H, W) or (N, C, H, W) "
+                     f"arrays: store them as images{hint}, or {fix}")
+
+
+def _check_student_layout(shape: tuple[int, ...], student: dict[str, Any] | None, src: str) -> None:
+    """A conv student on rows of the wrong rank: say which layout it needs (instead of a rank error later)."""
+    layers = (student or {}).get("layers") or [{}]
+    first = layers[0].get("type") if isinstance(layers[0], dict) else None
+    need = {"conv1d": (2, "signal", "(channels, length)"), "conv2d": (3, "image", "(channels, height, width)")}
+    if first in need and len(shape) != need[first][0]:
+        rank, layout, what = need[first]
+        raise InputError(f"{src}: the student's first layer is {first}, which reads {what} rows, but the data rows "
+                         f"have shape {shape}; set data.layout: {layout}"
+                         + (" (rows (N, L) become (N, 1, L) signals)" if layout == "signal" else ""))
 
 
 # ---------------------------------------------------------------- split
@@ -215,28 +474,88 @@ def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int, name
     return Dataset(name, x[tr], y[tr], x[va], y[va], x[te], y[te], n_classes, manifest)
 
 
-def load_dataset(cfg: dict[str, Any], src: str = "config") -> Dataset:
-    """The data section of a config -> a split Dataset."""
+def load_dataset(cfg: dict[str, Any], src: str = "config", *, student: dict[str, Any] | None = None,
+                 teacher: dict[str, Any] | None = None) -> Dataset:
+    """The data section of a config -> a split Dataset, laid out by ``resolve_layout`` (the student and
+    teacher sections, when given, decide a layout the data section leaves open)."""
     kind = cfg["dataset"]
+    extra: dict[str, Any] = {}
+    natural = None
     if kind == "digits":
         x, y = load_digits_arrays()
     elif kind == "mnist1d":
         x, y = make_mnist1d(cfg.get("mnist1d_samples", 4000), seed=cfg["seed"])
+        natural = "signal"
+    elif kind == "image_folder":
+        x, y, extra = load_image_folder(Path(cfg["path"]), cfg.get("image_size"), cfg.get("color") or "gray")
+    elif kind == "cifar10":
+        x, y, extra = load_cifar10(Path(cfg["path"]), cfg.get("image_size"), cfg.get("color") or "rgb")
     else:
         x, y = load_file(kind, cfg["path"])
         if y is None:
             raise InputError(f"{cfg['path']}: no labels found; a labelled data set needs them")
+    name = cfg.get("path") or kind
+    if len(x) != len(y):
+        raise InputError(f"{name}: {len(x)} input rows but {len(y)} labels")
     if len(x) < 30:
         raise InputError(f"{src}: data set has {len(x)} rows; need at least 30 for a train/val/test split")
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{name}: inputs contain NaN or infinite values; the fixed-point input has no code for them")
+    layout, why = resolve_layout(cfg, student, teacher)
+    try:
+        x = apply_layout(x, layout, why, str(name), natural)
+    except InputError:
+        if not why.startswith("teacher.path"):
+            raise
+        layout, why = None, "as stored"  # the teacher check names the mismatch between its shape and the data
+
+    _check_student_layout(tuple(x.shape[1:]), student, str(name))
     d = split(x, y, cfg["val_fraction"], cfg["test_fraction"], cfg["seed"], kind)
+    d.manifest["layout"] = {"layout": layout or {2: "flat", 3: "signal", 4: "image"}.get(x.ndim, "as stored"),
+                            "why": why}
+    d.manifest.update(extra)
     if cfg.get("labels"):
         d = apply_label_budget(d, cfg["labels"], cfg["seed"], src)
     if cfg.get("unlabeled"):
-        extra = load_unlabeled(cfg["unlabeled"], d.shape, src)
-        d.x_unlab = np.concatenate([d.unlab, extra])
-        d.manifest["unlabeled_file"] = {"path": str(cfg["unlabeled"]), "rows": int(len(extra)),
-                                        "sha256_16": hashlib.sha256(extra.tobytes()).hexdigest()[:16]}
+        xu = load_unlabeled(cfg["unlabeled"], d.shape, src)
+        d.x_unlab = np.concatenate([d.unlab, xu])
+        d.manifest["unlabeled_file"] = {"path": str(cfg["unlabeled"]), "rows": int(len(xu)),
+                                        "sha256_16": hashlib.sha256(xu.tobytes()).hexdigest()[:16]}
     d.manifest["unlabeled"] = int(len(d.unlab))
+    return d
+
+
+def load_data(cfg: Any, data_cfg: dict[str, Any] | None = None, enforce: bool = True) -> Dataset:
+    """Load the data of a ``Config`` and hold it to the student's input format (the input contract).
+
+    The layout follows the student and teacher (``resolve_layout``); every split and the transfer set are
+    measured against ``student.input`` and a format that clamps more than ``allow_clip`` of any split's
+    values is refused (``kdhw.contract.check_input``).  ``student.input: auto`` is resolved here, from the
+    training rows, and written back into ``cfg.student['input']`` (and each selector student's own
+    ``input``), so the config saved with the run, the student checkpoint, the QONNX input quantizer, the
+    HLS input type and ``rtl.json`` all carry the concrete format.  The measurements go to
+    ``data.manifest['input_contract']`` (data_manifest.json, report.json, report.md).
+    ``data_cfg`` replaces ``cfg.data`` (a sweep loads without the label budget it sweeps);
+    ``enforce=False`` measures and records without refusing (``kdhw teacher``: no student is trained there).
+    """
+    from .contract import check_input
+
+    d = load_dataset(cfg.data if data_cfg is None else data_cfg, cfg.source, student=cfg.student,
+                     teacher=cfg.teacher)
+    splits = {"train": d.x_train, "val": d.x_val, "test": d.x_test}
+    if len(d.unlab):
+        splits["transfer"] = d.unlab
+    name = cfg.data.get("path") or f"the {d.name} data set"
+    fmt, rec = check_input(splits, cfg.student.get("input"), str(name), cfg.source, enforce=enforce)
+    allow = rec["allow_clip"]
+    cfg.student["input"] = {**fmt.spec(), **({"allow_clip": allow} if "allow_clip" in (cfg.student.get("input") or {})
+                                            else {})}
+    d.manifest["input_contract"] = rec
+    for i, s in enumerate((getattr(cfg, "selector", None) or {}).get("students") or []):
+        if isinstance(s, dict) and s.get("input") is not None:
+            f_i, _ = check_input(splits, s["input"], str(name), f"{cfg.source}: selector.students[{i}]")
+            s["input"] = {**f_i.spec(), **({"allow_clip": s["input"]["allow_clip"]}
+                                           if isinstance(s["input"], dict) and "allow_clip" in s["input"] else {})}
     return d
 
 

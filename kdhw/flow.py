@@ -65,7 +65,7 @@ def check_hardware_tools(cfg: Config, report_boards: Sequence[Board] = ()) -> No
     if shutil.which("g++") is None:
         raise ToolMissing("g++ not found; the hls4ml C-sim and kdhw verify need it (apt-get install g++)")
     if cfg.rtl["enabled"] and cfg.rtl["sim_rows"] > 0:
-        from sim.runner import check_simulator
+        from .sim.runner import check_simulator
 
         try:
             check_simulator(cfg.rtl["simulator"])
@@ -143,15 +143,17 @@ def student_to_hardware(
 
     rtl_dir = rmeta = None
     if cfg.rtl["enabled"]:
-        from .rtl import qonnx_to_rtl
+        from .rtl import qonnx_to_rtl, rtl_options
 
         t = time.perf_counter()
-        rmeta = qonnx_to_rtl(onnx_path, out / "rtl", latency_cutoff=cfg.rtl["latency_cutoff"],
-                             pipeline=cfg.rtl["pipeline"], clock_period_ns=board.clock_period_ns)
+        rmeta = qonnx_to_rtl(onnx_path, out / "rtl", **rtl_options(cfg.rtl), clock_period_ns=board.clock_period_ns)
         rtl_dir = out / "rtl"
         timings["rtl"] = time.perf_counter() - t
-        log(f"{tag}[rtl] Verilog {rmeta['top']}: latency {rmeta['latency_cycles']} cycles, "
-            f"{rmeta['input_bits_total']} input bits, {rmeta['output_bits_total']} output bits")
+        log(f"{tag}[rtl] Verilog {rmeta['top']} ({rmeta['mode']}): latency {rmeta['latency_cycles']} cycles, "
+            + (f"{rmeta['input_bits_total']} input bits, {rmeta['output_bits_total']} output bits"
+               if rmeta["mode"] == "parallel" else
+               f"II {rmeta['initiation_interval']} cycles, {rmeta['stream']['beats_in']} beats in, "
+               f"{rmeta['stream']['beats_out']} out"))
 
     t = time.perf_counter()
     xv, labels = verification_rows(x_test, y_test, cfg.verify["random_inputs"], model.input_format,

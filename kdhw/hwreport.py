@@ -176,11 +176,12 @@ def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vend
     util = {k: _pct(used[k], avail[k]) for k in RESOURCES}
     fits = all(used[k] is None or used[k] <= avail[k] for k in RESOURCES)
     if basis == "open synthesis" and syn is not None and syn.get("fits") is False:
-        fits = False  # place-and-route failed: the design does not fit the part
+        fits = False  # place-and-route failed or used more cells than the part has (a missed clock is not this)
     if vendor is not None:
         vendor = {**vendor, "utilization_pct": {k: _pct(vendor.get(k), avail[k]) for k in RESOURCES},
                   "fits": all(vendor.get(k) is None or vendor[k] <= avail[k] for k in RESOURCES)}
     cycles = rtl_meta["latency_cycles"] if rtl_meta else None
+    ii = int(rtl_meta.get("initiation_interval", 1)) if rtl_meta else None
     fmax, fmax_src = (syn.get("fmax_mhz"), "nextpnr") if syn and syn.get("fmax_mhz") else (None, None)
     if vendor and vendor["kind"].startswith("Vivado") and vendor.get("fmax_mhz"):
         fmax, fmax_src = vendor["fmax_mhz"], "Vivado timing summary"
@@ -193,7 +194,7 @@ def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vend
         "board": b.name, "part": b.part, "vendor": b.vendor, "clock_mhz": b.clock_mhz, "available": avail,
         "estimate": {k: est[k] for k in RESOURCES}, "synthesis": syn, "vendor_report": vendor,
         "utilization_basis": basis, "used": used, "utilization_pct": util, "fits": fits,
-        "latency": {"cycles": cycles, "cycles_estimate": est["latency_cycles"],
+        "latency": {"cycles": cycles, "cycles_estimate": est["latency_cycles"], "initiation_interval": ii,
                     "ns_at_board_clock": None if cycles is None else cycles * b.clock_period_ns,
                     "fmax_mhz": fmax, "fmax_source": fmax_src,
                     "ns_at_fmax": None if not (cycles and fmax) else cycles * 1000.0 / fmax,
@@ -339,7 +340,8 @@ def _rows(rep: dict[str, Any]) -> list[list[str]]:
         rows.append([
             e["board"], _f(e["estimate"]["lut"]), _f(s.get("lut")), _f(s.get("ff")),
             f"{_f(e['utilization_pct']['lut'])} % ({e['utilization_basis']})",
-            _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else ""),
+            _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else "")
+            + (f", misses the board clock ({e['clock_mhz']:g} MHz)" if lat["meets_board_clock"] is False else ""),
             f"{lat['cycles'] if lat['cycles'] is not None else '—'} / {_f(lat['ns_at_board_clock'])} ns",
             "yes" if e["fits"] else "**no**",
             f"{io['pins_needed_parallel']} / {io['pins']}"
@@ -366,9 +368,13 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
         at = f"{_f(lat['ns_at_board_clock'])} ns at the board's {e['clock_mhz']:g} MHz"
         if lat["fmax_mhz"]:
             at += (f", {_f(lat['ns_at_fmax'])} ns at the achieved {_f(lat['fmax_mhz'])} MHz "
-                   f"({'meets' if lat['meets_board_clock'] else 'MISSES'} the board clock)")
-        lines.append(f"Latency {lat['cycles']} cycles (estimate {lat['cycles_estimate']}): {at}; a new input "
-                     "every cycle (II = 1).")
+                   + ("(meets the board clock)" if lat["meets_board_clock"] else
+                      "(misses the board clock: a deeper pipeline, `kdhw rtl --latency-cutoff` lower, or a "
+                      "slower clock; fit is decided on resources)"))
+        ii = lat.get("initiation_interval") or 1
+        lines.append(f"Latency {lat['cycles']} cycles (estimate {lat['cycles_estimate']}): {at}; "
+                     + ("a new input every cycle (II = 1)." if ii == 1 else
+                        f"a new frame every {ii} cycles (II = {ii}, AXI4-Stream core)."))
     else:
         lines.append(f"Latency, estimated: {lat['cycles_estimate']} cycles (no RTL generated).")
     io = e["io"]

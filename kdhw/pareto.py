@@ -286,7 +286,7 @@ def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None,
                address: str | None = None) -> dict[str, Any]:
     """Train the grid, find the front, verify it, pick per board; write pareto.{json,md,png} into ``out``."""
     from .boards import load_board
-    from .data import load_dataset
+    from .data import load_data
     from .distill import check_distill, student_input
     from .grid import check_address, jsonl_lock
     from .flow import check_hardware_tools
@@ -303,7 +303,7 @@ def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None,
                          "is measured in yosys synth_xilinx LUTs)")
     check_hardware_tools(cfg, [synth_board, *board_objs])
     check_address(address)
-    data = load_dataset(cfg.data, cfg.source)
+    data = load_data(cfg)  # layout + input contract (student.input: auto resolved here)
     specs = point_specs(cfg)
     for i, s in enumerate(specs):  # bad specs fail before any training
         FineNet({**s, "resource": {"beta": 0.0}}, student_input(data.x_val[:1], s).shape[1:], data.n_classes,

@@ -15,7 +15,8 @@ import yaml
 
 from .atomic import atomic_dir, write_json, write_text
 from .config import Config
-from .data import load_dataset
+from .contract import input_notes, output_note, output_saturation
+from .data import load_data
 from .distill import choose, distill, student_input, summary
 from .errors import InputError
 from .export import hls_input_type, load_qonnx
@@ -52,7 +53,7 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
     timings: dict[str, float] = {}
     with atomic_dir(out) as d:
         t = time.perf_counter()
-        data = load_dataset(cfg.data, cfg.source)
+        data = load_data(cfg)  # layout + input contract; student.input: auto resolved into cfg here
         write_json(d / "data_manifest.json", data.manifest)
         write_text(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         # fail fast: a bad student spec must not cost a teacher training first
@@ -60,6 +61,8 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
         timings["data"] = time.perf_counter() - t
         log(f"[data] {data.name}: {data.manifest['train']}/{data.manifest['val']}/{data.manifest['test']} rows, "
             f"shape {data.shape}, {data.n_classes} classes")
+        for note in input_notes(data.manifest["input_contract"]):
+            log(f"[data] input {note}")
 
         t = time.perf_counter()
         tmodel, tcfg, tres = obtain_teacher(cfg.teacher, data, cfg.teacher["path"], progress, cfg.source)
@@ -88,6 +91,9 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
         save_student(arms[chosen].model, spec, shape, d / "student.pt")
         timings["distill"] = time.perf_counter() - t
         summ = summary(arms)
+        out_sat = output_saturation(arms[chosen].model, student_input(data.x_test, spec))
+        if out_sat["warn"]:
+            log(f"[distill] output: {output_note(out_sat)}")
         log("[distill] " + ", ".join(f"{k} test {100 * a.test_acc:.2f} %" for k, a in arms.items())
             + f" -> exporting {chosen}")
         training_plot({k: a.fit.history for k, a in arms.items()}, tacc["val"], d / "training.png")
@@ -113,6 +119,7 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
             "student": {"layers": describe(arms[chosen].model), "params": param_count(arms[chosen].model),
                         "input_type": hls_input_type(load_qonnx(hw.onnx)), "distill": cfg.distill},
             "verify": hw.verify,
+            "output_contract": out_sat,
             "verify_random_inputs": cfg.verify["random_inputs"],
             "board": board.name,
             "hardware_report": "hw_report.md" if hw.hw_report else None,

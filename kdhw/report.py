@@ -104,6 +104,33 @@ def _recipe_lines(arms: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _contract_lines(rep: dict[str, Any]) -> list[str]:
+    """The data measured against the student's input format (range, clipping, idle bits) and the trained
+    student's logits against its output format: what the hardware's ports will see."""
+    from .contract import input_notes, output_note
+
+    ic = rep["data"].get("input_contract")
+    if not ic:
+        return []
+    f = ic["format"]
+    lines = ["## Input and output ranges", "",
+             f"Input format {{bits: {f['bits']}, int_bits: {f['int_bits']}, signed: {str(f['signed']).lower()}}} "
+             f"(`{ic['hls_type']}`, {ic['range'][0]:g} .. {ic['range'][1]:g} in steps of {ic['step']:g})"
+             + (f", derived from the training rows (`auto`: {', '.join(ic['auto'])})" if ic.get("auto") else "")
+             + f"; at most {100 * ic['allow_clip']:g} % of a split's values may clip.", "",
+             "| split | values | min | max | clipped | top integer bits unused | values below the top bit |",
+             "|---|---|---|---|---|---|---|"]
+    for k, m in ic["splits"].items():
+        if m["values"]:
+            lines.append(f"| {k} | {m['values']:,} | {m['min']:.4g} | {m['max']:.4g} | {100 * m['clipped_share']:.2f} % | "
+                         f"{m['headroom_bits'] if m['headroom_bits'] is not None else '—'} | "
+                         f"{100 * m['top_bit_idle_share']:.1f} % |")
+    lines += [""] + [f"- Input: {n}." for n in input_notes(ic)]
+    if rep.get("output_contract"):
+        lines.append(f"- Output: {output_note(rep['output_contract'])}.")
+    return lines + [""]
+
+
 def render_markdown(rep: dict[str, Any]) -> str:
     t, arms, v = rep["teacher"], rep["students"], rep.get("verify") or {}
     lines = [
@@ -148,7 +175,9 @@ def render_markdown(rep: dict[str, Any]) -> str:
     for row in rep["student"]["layers"]:
         lines.append(f"| {row['layer']} | {row['params']} | {row.get('weight_bits', '')} | "
                      f"{row.get('bias_bits', '')} | {row.get('act_bits', '')} |")
-    lines += ["", f"Input type (HLS): `{rep['student']['input_type']}`", "", "## Verification", ""]
+    lines += ["", f"Input type (HLS): `{rep['student']['input_type']}`", ""]
+    lines += _contract_lines(rep)
+    lines += ["## Verification", ""]
     if v:
         lines.append(f"Bit-exact: **{v['bit_exact']}** on {v['rows']} rows "
                      f"(test split + {rep['verify_random_inputs']} random off-grid inputs).")

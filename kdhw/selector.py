@@ -277,7 +277,7 @@ def _run_select(cfg: Config, out: Path, teacher_path: str | None, progress: bool
 
     from .atomic import atomic_dir
     from .boards import load_board
-    from .data import load_dataset
+    from .data import load_data
     from .flow import check_hardware_tools, student_to_hardware
     from .losses import get_method
     from .teacher import obtain_teacher, teacher_accuracy, teacher_logits
@@ -286,7 +286,7 @@ def _run_select(cfg: Config, out: Path, teacher_path: str | None, progress: bool
     t = time.perf_counter()
     board = load_board(cfg.hls["board"])
     check_hardware_tools(cfg)
-    data = load_dataset(cfg.data, cfg.source)
+    data = load_data(cfg)  # layout + input contract (each selector student's own input too)
     specs = student_specs(cfg)
     for i, spec in enumerate(specs):  # fail fast, before the teacher is trained
         build_student(spec, student_input(data.x_val[:1], spec).shape[1:], data.n_classes,

@@ -9,7 +9,6 @@ refused at build time with the change to make, rather than discovered as a misma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from brevitas.quant import (
     Uint8ActPerTensorFixedPoint,
 )
 
+from .contract import IOFormat, input_format
 from .errors import InputError
 
 LAYER_TYPES = ("dense", "conv1d", "conv2d", "maxpool", "relu", "flatten")
@@ -37,26 +37,6 @@ _REFUSED = {
     "batchnorm": "an unfolded BatchNorm is not bit-exact in hls4ml; fold it into the previous layer or drop it",
     "dropout": "dropout has no hardware meaning; remove it from the student spec",
 }
-
-
-@dataclass(frozen=True)
-class IOFormat:
-    """Fixed-point format of the student's input: total bits, integer bits (sign excluded), signedness."""
-
-    bits: int
-    int_bits: int
-    signed: bool
-
-    @property
-    def scale(self) -> float:
-        return 2.0 ** (self.int_bits - self.bits + (1 if self.signed else 0))
-
-    @property
-    def hls_type(self) -> str:
-        """The hls4ml precision string: RND_CONV/SAT match brevitas' round-half-even + clamp."""
-        if self.signed:
-            return f"fixed<{self.bits},{self.int_bits + 1},RND_CONV,SAT>"
-        return f"ufixed<{self.bits},{self.int_bits},RND_CONV,SAT>"
 
 
 class _IntBiasN(IntBias):
@@ -114,18 +94,8 @@ def _const_po2(layer: dict[str, Any], key: str, bits: int, signed: bool, where: 
 
 
 def _io_format(spec: dict[str, Any], src: str) -> IOFormat:
-    inp = spec.get("input") or {}
-    extra = set(inp) - {"bits", "int_bits", "signed"}
-    if extra:
-        raise InputError(f"{src}: unknown key student.input.{sorted(extra)[0]}; allowed: bits, int_bits, signed")
-    bits = _int(inp, "bits", 8, 2, 16, f"{src}: student.input")
-    int_bits = inp.get("int_bits", 1)
-    if isinstance(int_bits, bool) or not isinstance(int_bits, int) or not -8 <= int_bits <= bits:
-        raise InputError(f"{src}: student.input.int_bits = {int_bits!r} must be an integer in [-8, {bits}]")
-    signed = inp.get("signed", False)
-    if not isinstance(signed, bool):
-        raise InputError(f"{src}: student.input.signed must be true or false")
-    return IOFormat(bits, int_bits, signed)
+    """The input port's format; ``auto`` must have been resolved against the data (``kdhw.data.load_data``)."""
+    return input_format(spec, src)
 
 
 def build_student(

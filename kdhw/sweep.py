@@ -233,7 +233,7 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
     Tasks run in two batches: the distinct scratch arms first, then every distilled arm, each paired with
     its recipe's scratch arm (born-again starts from it).  ``workers``/``address``: see ``kdhw.grid``.
     """
-    from .data import load_dataset
+    from .data import load_data
     from .distill import check_distill, student_input
     from .grid import check_address, jsonl_lock
     from .student import build_student
@@ -246,7 +246,7 @@ def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, se
         raise InputError(f"{out}: --out exists and is not a directory")
     budget_sweep = param in BUDGET_KEYS
     # a budget sweep shares the whole labelled split (and a teacher trained on it: the handed-over case)
-    data = load_dataset({**cfg.data, "labels": None} if budget_sweep else cfg.data, cfg.source)
+    data = load_data(cfg, {**cfg.data, "labels": None} if budget_sweep else None)  # + the input contract
     cfgs = [config_with(cfg, param, v) for v in values]
     for c in cfgs:  # fail fast: every value's student and student-side method settings
         build_student(c.student, student_input(data.x_val[:1], c.student).shape[1:], data.n_classes, c.source)

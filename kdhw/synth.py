@@ -11,6 +11,7 @@ the same), so the counts are the core's plus an XOR tree and one flip-flop.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def _sources(rtl_dir: Path) -> tuple[list[Path], dict[str, Any]]:
 
 
 def _wrapper(meta: dict[str, Any]) -> str:
+    if meta.get("mode") == "stream":
+        return _stream_wrapper(meta)
     n_in, n_out = int(meta["input_bits_total"]), int(meta["output_bits_total"])
     return f"""module kdhw_io_wrap (input clk, input sin, output sout);
   reg [{n_in - 1}:0] sh;
@@ -104,9 +107,103 @@ endmodule
 """
 
 
+_VERILOG_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def _identifier(name: str, src: Path) -> str:
+    """The top module's name goes into tool scripts: it must be a plain Verilog identifier."""
+    if not _VERILOG_ID.fullmatch(name):
+        raise InputError(f"{src}: top = {name!r} is not a Verilog identifier (letters, digits, _ and $)")
+    return name
+
+
+def _pnr_report(path: Path) -> dict[str, Any] | None:
+    """nextpnr's ``--report`` JSON, or None when place-and-route stopped before writing it."""
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rep if isinstance(rep, dict) and isinstance(rep.get("utilization"), dict) else None
+
+
+def pnr_result(rep: dict[str, Any], clock_mhz: float, lut4_synth: int) -> dict[str, Any]:
+    """Read a completed nextpnr report: the design was placed and routed.
+
+    Fit is decided on resources (every cell type used within what the part has); the achieved fmax is kept
+    whether or not it reaches the board clock, and ``meets_clock`` says which, because a timing miss is
+    fixed with pipelining or a slower clock, not with a bigger part.
+    """
+    util = {k: v for k, v in rep["utilization"].items() if isinstance(v, dict) and v.get("used")}
+    over = sorted(k for k, v in util.items() if v.get("available") is not None and v["used"] > v["available"])
+    lc = util.get("TRELLIS_COMB") or util.get("ICESTORM_LC") or {}
+    achieved = [v["achieved"] for v in (rep.get("fmax") or {}).values() if isinstance(v, dict) and "achieved" in v]
+    fmax = min(achieved) if achieved else None
+    out: dict[str, Any] = {"ok": True, "fits": not over, "lut": int(lc.get("used", lut4_synth)), "fmax_mhz": fmax,
+                           "meets_clock": None if fmax is None else fmax >= clock_mhz, "utilization": util}
+    if over:
+        out["over"] = over
+    return out
+
+
+def _stream_wrapper(meta: dict[str, Any]) -> str:
+    """A stream top's handshake pins go straight to pins; its tdata buses through the same shift-register /
+    XOR wrapper as a parallel top's ports (a few FFs and LUTs)."""
+    p = meta["ports"]
+    n_in, n_out = int(p["s_axis_tdata"]["width"]), int(p["m_axis_tdata"]["width"])
+    return f"""module kdhw_io_wrap (input clk, input aresetn, input sin, input s_tvalid, input s_tlast, output s_tready,
+                    input m_tready, output m_tvalid, output m_tlast, output sout, output err);
+  reg [{n_in - 1}:0] sh;
+  always @(posedge clk) sh <= {{sh[{n_in - 2}:0], sin}};
+  wire [{n_out - 1}:0] o;
+  {meta['top']} u (.clk(clk), .aresetn(aresetn), .s_axis_tdata(sh), .s_axis_tvalid(s_tvalid), .s_axis_tready(s_tready),
+    .s_axis_tlast(s_tlast), .m_axis_tdata(o), .m_axis_tvalid(m_tvalid), .m_axis_tready(m_tready),
+    .m_axis_tlast(m_tlast), .tlast_err(err));
+  reg r;
+  always @(posedge clk) r <= ^o;
+  assign sout = r;
+endmodule
+"""
+
+
 def _cells(stat_json: Path) -> dict[str, int]:
     d = json.loads(stat_json.read_text())
     return {k: int(v) for k, v in d["design"]["num_cells_by_type"].items()}
+
+
+def place_and_route(work: Path, board: Board, lut4_synth: int = 0, seed: int = 1) -> dict[str, Any]:
+    """nextpnr on ``work/net.json`` (yosys' netlist) for a Lattice ``board``: placed and routed or not, fit
+    on resources, achieved fmax and whether it meets the board clock.
+
+    ``--timing-allow-fail``: a design that misses the board clock is still placed and routed, and its
+    achieved fmax is the figure the user needs; only a failed placement or routing (or more cells than the
+    part has) is "does not fit".  nextpnr builds that exit non-zero on a timing failure but write their
+    report are read the same way.
+    """
+    work = Path(work)
+    dev, _, pkg = board.part.partition("-")
+    (work / "pnr.json").unlink(missing_ok=True)
+    base = [*nextpnr(board.family), f"--{dev}", "--package", pkg, "--json", "net.json", "-q"]
+    pnr = [*base, "--freq", f"{board.clock_mhz:g}", "--report", "pnr.json", "--seed", str(seed), "--timing-allow-fail"]
+    r = _run(pnr, work, work / "nextpnr.log")
+    rep = _pnr_report(work / "pnr.json")
+    if rep is None:
+        out: dict[str, Any] = {"ok": False, "fits": False, "fmax_mhz": None, "meets_clock": None, "lut": lut4_synth,
+                               "error": _first_error(r.stderr + r.stdout)}
+        # What did not fit: packing alone reports the logic cells the design needs against what the part
+        # has.  A LUT4 count understates it (carries and flip-flops that cannot share a cell with a LUT
+        # take cells of their own: a design of 4,352 LUT4s was seen needing 5,342 of the UP5K's 5,280).
+        (work / "pack.json").unlink(missing_ok=True)
+        _run([*base, "--pack-only", "--report", "pack.json"], work, work / "nextpnr_pack.log")
+        packed = _pnr_report(work / "pack.json")
+        if packed is not None:
+            p = pnr_result(packed, board.clock_mhz, lut4_synth)
+            out.update(lut=p["lut"], utilization=p["utilization"], packed_only=True, **({"over": p["over"]}
+                                                                                     if "over" in p else {}))
+        return out
+    out = pnr_result(rep, board.clock_mhz, lut4_synth)
+    if r.returncode:
+        out["exit_code"] = r.returncode  # the report is complete all the same: placed and routed
+    return out
 
 
 def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: int = 1) -> dict[str, Any]:
@@ -115,13 +212,13 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
     rtl_dir, work = Path(rtl_dir).resolve(), Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     srcs, meta = _sources(rtl_dir)
-    files = " ".join(str(s) for s in srcs)
+    top = _identifier(str(meta["top"]), rtl_dir / "rtl.json")
+    files = [str(s) for s in srcs]
     t0 = time.perf_counter()
     if board.vendor == "xilinx":
         fam = XILINX_FAMILY.get(board.family, "xc7")
-        script = (f"read_verilog {files}; synth_xilinx -flatten -family {fam} -top {meta['top']}; "
-                  f"tee -q -o stat.json stat -json")
-        r = _run([*yosys(), "-q", "-p", script], work, work / "yosys.log")
+        script = f"synth_xilinx -flatten -family {fam} -top {top}; tee -q -o stat.json stat -json"
+        r = _run([*yosys(), "-q", "-p", script, *files], work, work / "yosys.log")
         if r.returncode:
             return {"tool": "yosys synth_xilinx", "ok": False, "error": _first_error(r.stderr + r.stdout)}
         c = _cells(work / "stat.json")
@@ -140,19 +237,14 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
     fam = board.family
     if fam not in ("ice40", "ecp5"):
         raise InputError(f"board {board.name}: no open flow for family {fam}; supported: ice40, ecp5, Xilinx families")
-    (work / "wrap.v").write_text(_wrapper(meta))
-    script = (f"read_verilog {files} {work / 'wrap.v'}; synth_{fam} -top kdhw_io_wrap -json net.json; "
-              f"tee -q -o stat.json stat -json")
-    r = _run([*yosys(), "-q", "-p", script], work, work / "yosys.log")
+    (work / "wrap.v").write_text(_wrapper({**meta, "top": top}))
+    script = f"synth_{fam} -top kdhw_io_wrap -json net.json; tee -q -o stat.json stat -json"
+    r = _run([*yosys(), "-q", "-p", script, *files, str(work / "wrap.v")], work, work / "yosys.log")
     if r.returncode:
         return {"tool": f"yosys synth_{fam}", "ok": False, "error": _first_error(r.stderr + r.stdout)}
     c = _cells(work / "stat.json")
-    dev, _, pkg = board.part.partition("-")
-    pnr = [*nextpnr(fam), f"--{dev}", "--package", pkg, "--json", "net.json", "--freq", f"{board.clock_mhz:g}",
-           "--report", "pnr.json", "--seed", str(seed), "-q"]
-    r = _run(pnr, work, work / "nextpnr.log")
     res: dict[str, Any] = {
-        "tool": f"yosys synth_{fam} + {Path(pnr[0]).name}", "wrapped_io": True,
+        "tool": f"yosys synth_{fam} + {Path(nextpnr(fam)[0]).name}", "wrapped_io": True,
         "ff": sum(v for k, v in c.items() if "FF" in k or k.startswith("SB_DFF")),
         "dsp": sum(v for k, v in c.items() if k.startswith(("MULT18", "SB_MAC16", "ALU54"))),
         "bram36": sum(v for k, v in c.items() if k.startswith(("DP16KD", "PDPW16KD", "SB_RAM40"))),
@@ -163,21 +255,23 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
                  "(yosys merges it with the core's own input register: same D inputs) and the outputs are "
                  "XOR-reduced into one registered pin; counts include that XOR tree (a few LUTs) and 1 FF"),
     }
-    if r.returncode or not (work / "pnr.json").is_file():
-        res.update(ok=False, fits=False, fmax_mhz=None, lut=res["lut4"],
-                   error=_first_error(r.stderr + r.stdout))
-    else:
-        rep = json.loads((work / "pnr.json").read_text())
-        util = rep.get("utilization", {})
-        lc = util.get("TRELLIS_COMB") or util.get("ICESTORM_LC") or {}
-        fmax = [v["achieved"] for v in rep.get("fmax", {}).values()]
-        res.update(ok=True, fits=True, lut=int(lc.get("used", res["lut4"])), fmax_mhz=min(fmax) if fmax else None,
-                   utilization={k: v for k, v in util.items() if v.get("used")})
+    res.update(place_and_route(work, board, res["lut4"], seed))
     res["seconds"] = time.perf_counter() - t0
     return res
 
 
-_TCL_UNSAFE = set('"$[]{}\\\n\r')
+_TCL_PLAIN = re.compile(r"[A-Za-z0-9_./:+,=@%^-]+")
+
+
+def tcl_word(value: str) -> str:
+    """``value`` as one Tcl word that Tcl reads back unchanged: no variable, command or backslash
+    substitution, whatever the characters (spaces, ``$``, ``[``, braces, quotes, newlines)."""
+    if _TCL_PLAIN.fullmatch(value):
+        return value
+    if "\\" not in value and "{" not in value and "}" not in value:
+        return "{" + value + "}"
+    esc = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return "".join(ch if ch.isalnum() else esc.get(ch, "\\" + ch) for ch in value)
 
 
 def vivado_tcl(rtl_dir: str | Path, board: Board, script: str | Path) -> Path:
@@ -187,7 +281,8 @@ def vivado_tcl(rtl_dir: str | Path, board: Board, script: str | Path) -> Path:
     No open timing model exists for Xilinx parts, so this is how a user with Vivado gets real post-synthesis
     utilization and WNS for exactly the files ``rtl.json`` lists; the reports land in ``vivado_<board>/``
     beside the script, where ``kdhw report --vendor-report`` reads them.  Paths are stored relative to the
-    script so the run folder can be copied to the machine that has Vivado.
+    script so the run folder can be copied to the machine that has Vivado; every field is one Tcl word
+    (``tcl_word``), so no file or folder name can inject a command.
     """
     import os
 
@@ -196,12 +291,10 @@ def vivado_tcl(rtl_dir: str | Path, board: Board, script: str | Path) -> Path:
     rtl_dir, script = Path(rtl_dir).resolve(), Path(script).resolve()
     files, meta = _sources(rtl_dir)
     rel = os.path.relpath(rtl_dir, script.parent)
-    fields = {"TOP": str(meta["top"]), "PART": board.part, "CLOCK_NS": f"{board.clock_period_ns:.4g}",
-              "RTL_DIR": rel, "OUT_DIR": f"vivado_{board.name}",
-              "FILES": " ".join("{" + f + "}" for f in meta["verilog_files"])}
-    for k, v in {**fields, "FILES": " ".join(meta["verilog_files"])}.items():
-        if _TCL_UNSAFE & set(v):
-            raise InputError(f"{k} = {v!r}: contains a character Tcl would interpret; rename it")
+    fields = {"TOP": tcl_word(_identifier(str(meta["top"]), rtl_dir / "rtl.json")), "PART": tcl_word(board.part),
+              "CLOCK_NS": f"{board.clock_period_ns:.4g}", "RTL_DIR": tcl_word(rel),
+              "OUT_DIR": tcl_word(f"vivado_{board.name}"),
+              "FILES": " ".join(tcl_word(str(f)) for f in meta["verilog_files"])}
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise InputError(f"{rtl_dir}: rtl.json lists files that are not there: {', '.join(missing[:3])}")

@@ -49,7 +49,7 @@ def rtl_levels(rtl_dir: Path, x: np.ndarray, ref: np.ndarray, simulator: str = "
     Icarus or Verilator) on the first ``sim_rows`` rows, which also measures the output latency."""
     import tempfile
 
-    from sim.runner import simulate_rtl
+    from .sim.runner import simulate_rtl
 
     from .rtl import emulate
 
@@ -66,7 +66,57 @@ def rtl_levels(rtl_dir: Path, x: np.ndarray, ref: np.ndarray, simulator: str = "
             "latency_reported": r["latency_reported"], "latency_measured": r["latency_measured"],
             "latency_ok": bool(r["latency_ok"]), "mismatches": r.get("mismatches", [])[:5],
         }
+        if "ii_measured" in r:  # stream mode: II, and the AXI4-Stream protocol checks (stalls, reset, tlast)
+            out["rtl_sim"].update(
+                mode="stream", ii_reported=r["ii_reported"], ii_measured=r["ii_measured"],
+                protocol_ok=bool(r["protocol_ok"]), cycles=r.get("cycles"),
+                protocol={k: {kk: v for kk, v in t.items() if kk not in ("got", "expected", "frame_starts",
+                                                                       "frame_starts_model", "mismatches")}
+                          for k, t in r["tests"].items()})
     return out
+
+
+def verify_rtl(rtl_dir: str | Path, x: np.ndarray, *, model: str | Path | None = None, simulator: str = "icarus",
+               sim_rows: int = 1000, labels: np.ndarray | None = None,
+               out_json: Path | None = None) -> dict[str, Any]:
+    """Check an RTL directory on its own (``kdhw rtl`` output, no hls4ml project): the RTL levels against the
+    QONNX reference of the model it was generated from (its copy in the directory, or ``model``)."""
+    import hashlib
+
+    from .rtl import load_meta
+
+    rtl_dir = Path(rtl_dir)
+    meta = load_meta(rtl_dir)
+    if model is None:
+        name = meta.get("model_file")
+        if not name or not (rtl_dir / name).is_file():
+            raise InputError(f"{rtl_dir}: no copy of the QONNX model in the RTL directory (written by kdhw rtl since "
+                             "stream mode); name it with --model")
+        model = rtl_dir / name
+    model = Path(model)
+    mw = load_qonnx(model)
+    sha = meta.get("source_sha256")
+    if sha and hashlib.sha256(model.read_bytes()).hexdigest() != sha:
+        raise InputError(f"{model}: not the model {rtl_dir} was generated from ({meta.get('source_model')}, "
+                         "different content)")
+    x = check_inputs(np.asarray(x), tuple(meta["input_shape"]))
+    if labels is not None and np.shape(labels) != (len(x),):
+        raise InputError(f"labels must have one entry per input row ({len(x)}), got shape {np.shape(labels)}")
+    ref = reference(mw, x)
+    levels = rtl_levels(rtl_dir, x, ref, simulator, sim_rows)
+    result: dict[str, Any] = {"rows": len(x), "first_divergence": None, "levels": levels,
+                              "bit_exact": _all_exact(levels), "rtl_mode": meta.get("mode", "parallel")}
+    result.update(fidelity(ref, labels, None))
+    if out_json is not None:
+        write_json(out_json, result)
+    return result
+
+
+def _all_exact(levels: dict[str, Any]) -> bool:
+    """Every row exact, the timing as reported, and (stream mode) every protocol check passed."""
+    return (all(lv.get("exact_rows") == lv.get("rows") for lv in levels.values() if "rows" in lv)
+            and all(lv.get("consistent", True) for lv in levels.values())
+            and all(lv.get("latency_ok", True) and lv.get("protocol_ok", True) for lv in levels.values()))
 
 
 def load_inputs(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -218,9 +268,7 @@ def verify_project(
     if rtl_dir is not None and (Path(rtl_dir) / "rtl.json").is_file():
         levels.update(rtl_levels(Path(rtl_dir), x, ref, simulator, sim_rows))
     result["levels"] = levels
-    result["bit_exact"] = all(
-        lv.get("exact_rows") == lv.get("rows") for lv in levels.values() if "rows" in lv
-    ) and levels["weights"]["consistent"] and all(lv.get("latency_ok", True) for lv in levels.values())
+    result["bit_exact"] = _all_exact(levels)
     result.update(fidelity(ref, labels, teacher_logits))
     if out_json is not None:
         write_json(out_json, result)

@@ -20,7 +20,7 @@ from kdhw.errors import ToolMissing
 from kdhw.export import export_qonnx, load_qonnx, reference
 from kdhw.rtl import emulate, load_meta, qonnx_to_rtl
 from kdhw.rtl._formats import FixedFormat
-from sim.runner import simulate_rtl
+from kdhw.sim.runner import simulate_rtl
 
 SPECS = {
     "mlp": ({"input": {"bits": 8, "int_bits": 1, "signed": False},

@@ -94,8 +94,8 @@ def test_mitbih_csv_loader(tmp_path: Path) -> None:
     labels = np.array([0, 1, 2, 3, 4, 0])
     np.savetxt(p, np.column_stack([rows, labels]), delimiter=",")
     x, y = load_file("mitbih_csv", p)
-    assert x.shape == (6, 1, 187) and y.tolist() == labels.tolist()
-    assert np.allclose(x[:, 0], rows, atol=1e-6)
+    assert x.shape == (6, 187) and y.tolist() == labels.tolist()  # rows as stored; the layout rule lays them out
+    assert np.allclose(x, rows, atol=1e-6)
     (tmp_path / "t.csv").write_text("0.1,0.2,abc\n")
     with pytest.raises(InputError, match="t.csv: not a numeric CSV"):
         load_file("mitbih_csv", tmp_path / "t.csv")

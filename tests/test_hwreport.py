@@ -52,7 +52,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "distill": {"epochs": 3, "method": "none"}})
     data = load_dataset(cfg.data)
     arm = train_arm("scratch", cfg.student, cfg.distill, data, None, "none", progress=False)
-    d = tmp_path_factory.mktemp("tiny")
+    d = tmp_path_factory.mktemp("tiny run !x")  # a space and a '!': every tool must get its paths safely
     export_qonnx(arm.model, student_input(data.x_test, cfg.student).shape[1:], d / "student.qonnx.onnx")
     qonnx_to_rtl(d / "student.qonnx.onnx", d / "rtl")
     return d
@@ -151,8 +151,9 @@ def test_yosys_synth_xilinx_counts_are_the_ones_the_report_shows(tiny_dir: Path,
     md = (tiny_dir / "hw_report.md").read_text()
     row = next(ln for ln in md.splitlines() if ln.startswith("| pynq-z2 |"))
     assert f"| {s['lut']:,} | {s['ff']:,} |" in row and "| yes |" in row
-    # the analytic estimate is in the same range as the synthesized count even on a design this small
-    assert 0.5 < e["estimate"]["lut"] / s["lut"] < 2.0
+    # the analytic estimate within the largest LUT miss measured on the 25 students of
+    # benchmarks/results/estimate_vs_yosys*.md (+18.7 %, conv1d 4f-8f); this 4-unit student measured -13 %
+    assert abs(e["estimate"]["lut"] / s["lut"] - 1) <= 0.20, (e["estimate"]["lut"], s["lut"])
 
 
 @pytest.mark.slow
@@ -173,6 +174,74 @@ def test_nextpnr_places_routes_and_reports_fmax(tiny_dir: Path, report: dict[str
     # 160 input bits + 60 output bits + clock cannot go to the board's pins in parallel
     assert e["io"]["pins_needed_parallel"] == N_IN * 4 + 10 * 6 + 1
     assert not e["io"]["fits_parallel"] and e["io"]["serialization_factor"] >= 2
+
+
+@pytest.mark.slow
+def test_a_missed_board_clock_keeps_fmax_and_still_fits(tiny_dir: Path, report: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """nextpnr exits 1 when the design misses the requested clock, yet places, routes and reports it: that is
+    a timing result (fmax kept, "misses the board clock"), not a design that does not fit."""
+    import dataclasses
+
+    from kdhw.boards import load_board
+    from kdhw.hwreport import _board_entry, render_markdown
+
+    fast = dataclasses.replace(load_board("icebreaker"), name="icebreaker-400", clock_mhz=400.0)
+    ice = _entry(report, "icebreaker")
+    work = tmp_path / "pnr at 400 MHz!"
+    work.mkdir()
+    shutil.copy(tiny_dir / ice["synthesis"]["logs"] / "net.json", work / "net.json")  # the report's own netlist
+    s = synth.place_and_route(work, fast)
+    assert s["ok"] and s["fits"] is True and s["meets_clock"] is False, s.get("error")
+    assert 1.0 < s["fmax_mhz"] < 400 and s["lut"] == ice["synthesis"]["lut"]
+    est = ice["estimate"]
+    e = _board_entry(fast, {**est, "latency_cycles": 3}, s, None, {"latency_cycles": 3}, (160, 60), None)
+    assert e["fits"] is True and e["latency"]["fmax_mhz"] == s["fmax_mhz"] and e["latency"]["meets_board_clock"] is False
+    md = render_markdown({"model": "m", "rtl": "rtl", "estimate_formula": "f", "estimate_note": "", "boards": [e]})
+    row = next(ln for ln in md.splitlines() if ln.startswith("| icebreaker-400 |"))
+    assert "misses the board clock (400 MHz)" in row and "| yes |" in row
+
+
+@pytest.mark.slow
+def test_a_part_too_small_reports_the_logic_cells_the_design_needs(tiny_dir: Path, report: dict[str, Any],
+                                                                    tmp_path: Path) -> None:
+    """Placement fails on a 384-cell iCE40: the design does not fit, and the count reported is the packed
+    logic cells it needs (the same as on the UP5K, where it was placed), not yosys' smaller LUT4 count."""
+    import dataclasses
+
+    from kdhw.boards import load_board
+
+    tiny = dataclasses.replace(load_board("icebreaker"), name="ice40-lp384", part="lp384-qn32", lut=384, ff=384)
+    ice = _entry(report, "icebreaker")["synthesis"]
+    work = tmp_path / "lp384 !"
+    work.mkdir()
+    shutil.copy(tiny_dir / ice["logs"] / "net.json", work / "net.json")
+    s = synth.place_and_route(work, tiny, lut4_synth=ice["lut4"])
+    assert s["ok"] is False and s["fits"] is False and s["error"]
+    assert s["lut"] == ice["lut"] > 384 and s["over"] == ["ICESTORM_LC"] and s["packed_only"]
+
+
+def test_nextpnr_report_fit_is_decided_on_resources() -> None:
+    rep = {"utilization": {"ICESTORM_LC": {"used": 6000, "available": 5280}, "ICESTORM_RAM": {"used": 0, "available": 30}},
+           "fmax": {"clk": {"achieved": 31.5, "constraint": 12}}}
+    r = synth.pnr_result(rep, 12.0, 5900)
+    assert (r["fits"], r["over"], r["lut"], r["fmax_mhz"], r["meets_clock"]) == (False, ["ICESTORM_LC"], 6000, 31.5, True)
+    rep["utilization"]["ICESTORM_LC"]["used"] = 5280
+    assert synth.pnr_result(rep, 40.0, 5280)["fits"] is True and synth.pnr_result(rep, 40.0, 5280)["meets_clock"] is False
+
+
+def test_tcl_word_reads_back_unchanged_whatever_the_name(tmp_path: Path) -> None:
+    """Every field of the Vivado script is one Tcl word that Tcl reads back byte for byte: no substitution,
+    no command run, whatever a folder or file is called."""
+    if shutil.which("tclsh") is None:
+        pytest.skip("tclsh not installed")
+    names = ["rtl", "run dir/rtl", "a$b [exec touch pwned] {x", "q\"uote\\back}slash", "new\nline\ttab;#", "!cmd"]
+    script = tmp_path / "w.tcl"
+    script.write_text("".join(f"set v {synth.tcl_word(n)}\nif {{$v ne [binary format H* {n.encode().hex()}]}} "
+                              f"{{puts bad:{i}; exit 1}}\n" for i, n in enumerate(names)) + "puts ok\n")
+    r = subprocess.run(["tclsh", str(script)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.stdout, r.stderr)
+    assert not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.slow
@@ -224,11 +293,11 @@ def test_vivado_tcl_reads_every_rtl_file_and_synthesizes_top_for_the_part(tiny_d
                                                                           tmp_path: Path) -> None:
     text = (tiny_dir / "hw_vivado_pynq-z2.tcl").read_text()
     meta = json.loads((tiny_dir / "rtl" / "rtl.json").read_text())
-    assert '"@' not in text and "@TOP@" not in text
-    assert 'set kdhw_top      "kdhw_top"' in text and 'set kdhw_part     "xc7z020clg400-1"' in text
+    assert "@" not in text.split("\n\n", 1)[1], "a template field was left unfilled"
+    assert "set kdhw_top      kdhw_top\n" in text and "set kdhw_part     xc7z020clg400-1\n" in text
     assert "set kdhw_clock_ns 10" in text
     for f in meta["verilog_files"]:
-        assert "{" + f + "}" in text
+        assert synth.tcl_word(f) in text
     if shutil.which("tclsh") is None:
         pytest.skip("tclsh not installed: the script's text was checked, not run")
     check = tmp_path / "complete.tcl"
@@ -255,8 +324,10 @@ def test_vivado_tcl_reads_every_rtl_file_and_synthesizes_top_for_the_part(tiny_d
 def test_vivado_template_has_one_copy_and_hls_folder_shows_it() -> None:
     pkg = ROOT / "kdhw" / "templates" / "vivado_ooc_synth.tcl"
     assert Path(str(synth.VIVADO_TEMPLATE)).resolve() == pkg.resolve()
-    # hls/ is where people look for Tcl; whatever it holds must be the packaged template, byte for byte
-    assert (ROOT / "hls" / "vivado_ooc_synth.tcl").read_bytes() == pkg.read_bytes()
+    # hls/ is where people look for Tcl: it must hold a link to the packaged template, never a second copy
+    # that could drift from it (comparing the link's bytes with its own target could never fail)
+    shown = ROOT / "hls" / "vivado_ooc_synth.tcl"
+    assert shown.is_symlink() and shown.resolve() == pkg.resolve(), "hls/vivado_ooc_synth.tcl is not a link"
 
 
 @pytest.mark.slow
@@ -294,7 +365,7 @@ def test_installed_wheel_writes_the_vivado_tcl(tiny_dir: Path, tmp_path: Path) -
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     text = (tmp_path / "out.tcl").read_text()
-    assert 'set kdhw_part     "xc7z020clg400-1"' in text and "@TOP@" not in text
+    assert "set kdhw_part     xc7z020clg400-1\n" in text and "@TOP@" not in text
 
 
 # ------------------------------------------------------------------ vendor reports

@@ -131,9 +131,13 @@ def test_ensemble_averages_soft_targets_not_logits() -> None:
 
 
 def test_born_again_and_fitnets_stage2_are_hinton() -> None:
-    p = {"alpha": 0.4, "temperature": 2.0}
-    for name in ("born_again", "fitnets"):
-        assert _call(name, p) == pytest.approx(_call("hinton", p), rel=1e-12)
+    """Checked against the hand formula, not against get_loss("hinton"): if both returned the same wrong
+    function, comparing them with each other could never fail."""
+    for alpha, temp in ((0.4, 2.0), (1.0, 4.0), (0.0, 1.0)):
+        kd = _kl(_softmax(T, temp), _softmax(S, temp)) * temp**2
+        for name in ("born_again", "fitnets"):
+            got = _call(name, {"alpha": alpha, "temperature": temp})
+            assert got == pytest.approx(alpha * kd + (1 - alpha) * CE, rel=1e-6), (name, alpha, temp)
 
 
 def test_hint_loss_is_mse() -> None:

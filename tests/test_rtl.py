@@ -350,7 +350,7 @@ def test_inputs_no_weight_reads_keep_their_port_slot_and_stay_bit_exact(dead_inp
 @pytest.mark.slow
 def test_icarus_runs_the_design_with_dead_inputs_bit_exact(dead_input_design, tmp_path) -> None:
     """The Verilog text itself: a wrong offset into the narrower core port would shift every later input."""
-    from sim.runner import simulate_rtl
+    from kdhw.sim.runner import simulate_rtl
 
     path, rtl, x_test, dead, _ = dead_input_design
     meta = load_meta(rtl)

@@ -1,19 +1,29 @@
-"""RTL stage: QONNX -> pipelined, multiplier-free Verilog via da4ml, bit-exact with the QONNX reference.
+"""RTL stage: QONNX -> multiplier-free Verilog via da4ml, bit-exact with the QONNX reference.
 
-Public API (the CLI's ``kdhw rtl`` calls ``qonnx_to_rtl``; ``sim.runner.simulate_rtl`` drives the result):
+Two forms (``mode``): ``parallel``, one fully unrolled pipelined block (every input and output in parallel,
+a new input every cycle); ``stream``, an AXI4-Stream core that moves one position per beat through line
+buffers and one datapath per layer (``_stream_plan``, ``_stream_hdl``, ``_stream_time``, ``_stream_emu``).
 
-* ``qonnx_to_rtl(onnx_path, out_dir, latency_cutoff=None, pipeline=None, top="kdhw_top")`` -> rtl.json dict
-* ``emulate(rtl_dir, x)`` -> dequantized outputs, bit-exact interpreter of the generated design
+Public API (the CLI's ``kdhw rtl`` calls ``qonnx_to_rtl``; ``kdhw.sim.runner.simulate_rtl`` drives the result):
+
+* ``qonnx_to_rtl(onnx_path, out_dir, latency_cutoff=None, pipeline=None, top="kdhw_top", mode="parallel", ...)``
+  -> rtl.json dict; ``rtl_options(cfg.rtl)`` gives its keyword arguments from a config
+* ``emulate(rtl_dir, x)`` -> dequantized outputs, bit-exact interpreter of the generated design (either mode)
 * ``pack_inputs`` / ``pack_outputs`` / ``unpack_outputs`` / ``input_codes`` / ``output_codes``: floats <->
-  integer codes <-> packed port words, per rtl.json
+  integer codes <-> packed port words, per rtl.json (parallel ports); ``stream_in_words`` /
+  ``stream_out_words`` / ``unpack_stream_words``: the AXI4-Stream beats of a stream design
 """
 
-from ._build import DEFAULT_LATENCY_CUTOFF, META_FILE, load_meta, qonnx_to_rtl
+from ._build import (
+    DEFAULT_LATENCY_CUTOFF, META_FILE, MODEL_FILE, MODES, STREAM_OPTIONS, load_meta, qonnx_to_rtl, rtl_options,
+)
 from ._formats import FixedFormat
 from ._io import emulate, input_codes, output_codes, pack_inputs, pack_outputs, unpack_outputs
+from ._stream_io import stream_in_words, stream_out_words, unpack_stream_words
 from ._trace import SUPPORTED_OPS, trace_qonnx
 
 __all__ = [
-    "DEFAULT_LATENCY_CUTOFF", "META_FILE", "SUPPORTED_OPS", "FixedFormat", "emulate", "input_codes", "load_meta",
-    "output_codes", "pack_inputs", "pack_outputs", "qonnx_to_rtl", "trace_qonnx", "unpack_outputs",
+    "DEFAULT_LATENCY_CUTOFF", "META_FILE", "MODEL_FILE", "MODES", "STREAM_OPTIONS", "SUPPORTED_OPS", "FixedFormat",
+    "emulate", "input_codes", "load_meta", "output_codes", "pack_inputs", "pack_outputs", "qonnx_to_rtl",
+    "rtl_options", "stream_in_words", "stream_out_words", "trace_qonnx", "unpack_outputs", "unpack_stream_words",
 ]

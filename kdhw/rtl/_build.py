@@ -199,6 +199,17 @@ def _check_name(top: str) -> None:
         raise InputError(f"top = {top!r} is not a valid Verilog module name (letters, digits, _; not first a digit)")
 
 
+MODES = ("parallel", "stream")
+MODEL_FILE = "model.qonnx.onnx"
+STREAM_OPTIONS = ("parallelism", "in_elements", "out_elements", "output", "dense")
+
+
+def rtl_options(rtl: dict[str, Any]) -> dict[str, Any]:
+    """``qonnx_to_rtl`` keyword arguments from a config's ``rtl`` section (validated by ``kdhw.config``)."""
+    return {"mode": rtl.get("mode") or "parallel", "latency_cutoff": rtl.get("latency_cutoff"),
+            "pipeline": rtl.get("pipeline"), **{k: rtl.get(k) for k in STREAM_OPTIONS}}
+
+
 def qonnx_to_rtl(
     onnx_path: str | Path,
     out_dir: str | Path,
@@ -206,24 +217,80 @@ def qonnx_to_rtl(
     pipeline: int | None = None,
     top: str = "kdhw_top",
     clock_period_ns: float = DEFAULT_CLOCK_PERIOD_NS,
+    mode: str = "parallel",
+    parallelism: int | None = None,
+    in_elements: int | None = None,
+    out_elements: int | None = None,
+    output: str | None = None,
+    dense: str | None = None,
 ) -> dict[str, Any]:
     """Convert a QONNX student to pipelined Verilog in ``out_dir`` (atomically); returns the rtl.json dict.
 
+    ``mode``: ``parallel`` is one unrolled block (every input and output in parallel, a new input every
+    cycle); ``stream`` is an AXI4-Stream core with line buffers and one datapath per layer
+    (``parallelism``, ``in_elements``, ``out_elements``, ``output``, ``dense``: see ``kdhw.rtl._stream_*``).
     Pipeline depth: ``latency_cutoff`` is da4ml's delay budget per stage (in its adder-delay units; smaller
-    means more, shorter stages), default 5.  ``pipeline`` asks instead for exactly that many clock cycles of
-    latency: the budget is derived from the traced depth, and output registers make up any shortfall.
+    means more, shorter stages), default 5.  ``pipeline`` (parallel mode) asks instead for exactly that many
+    clock cycles of latency: the budget is derived from the traced depth, and output registers make up any
+    shortfall.  The QONNX model is copied into ``out_dir`` (``model.qonnx.onnx``) so the directory is
+    self-contained for ``kdhw verify`` and ``kdhw report``.
     """
-    from da4ml import __version__ as da4ml_version
-    from da4ml.codegen import VerilogModel
-    from da4ml.types import minimal_kif
-
     from ..export import load_qonnx
 
     _check_name(top)
     if not (isinstance(clock_period_ns, (int, float)) and clock_period_ns > 0):
         raise InputError(f"clock_period_ns = {clock_period_ns!r} must be a positive number")
+    if mode not in MODES:
+        raise InputError(f"rtl.mode = {mode!r}; allowed: {', '.join(MODES)}")
+    stream_opts = {"parallelism": parallelism, "in_elements": in_elements, "out_elements": out_elements,
+                   "output": output, "dense": dense}
     onnx_path = Path(onnx_path)
+    if mode == "stream":
+        if pipeline is not None:
+            raise InputError("rtl.pipeline (an exact latency) applies to rtl.mode: parallel; in stream mode set "
+                             "latency_cutoff (pipeline depth of each layer's datapath)")
+        mw = load_qonnx(onnx_path)
+        return _stream(mw, onnx_path, out_dir, latency_cutoff, top, clock_period_ns, stream_opts)
+    given = [k for k, v in stream_opts.items() if v is not None]
+    if given:
+        raise InputError(f"rtl.{given[0]} applies to rtl.mode: stream (this is mode parallel)")
     mw = load_qonnx(onnx_path)
+    return _parallel(mw, onnx_path, out_dir, latency_cutoff, pipeline, top, clock_period_ns)
+
+
+def _source_fields(onnx_path: Path, tmp: Path) -> dict[str, Any]:
+    import shutil
+
+    from da4ml import __version__ as da4ml_version
+
+    shutil.copyfile(onnx_path, tmp / MODEL_FILE)
+    return {"generator": f"kdhw.rtl + da4ml {da4ml_version}", "source_model": onnx_path.name,
+            "source_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "model_file": MODEL_FILE}
+
+
+def _stream(mw: Any, onnx_path: Path, out_dir: str | Path, latency_cutoff: float | None, top: str,
+            clock_period_ns: float, opts: dict[str, Any]) -> dict[str, Any]:
+    from ._stream_build import build_stream
+
+    cutoff = DEFAULT_LATENCY_CUTOFF if latency_cutoff is None else float(latency_cutoff)
+    if not (cutoff > 0 and math.isfinite(cutoff)):
+        raise InputError(f"latency_cutoff = {latency_cutoff!r} must be a positive number (da4ml delay units per "
+                         "pipeline stage)")
+    with atomic_dir(out_dir) as tmp:
+        fields, _ = build_stream(mw, tmp, top, cutoff, opts["parallelism"] or 1, opts["in_elements"],
+                                 opts["out_elements"], opts["output"] or "logits", opts["dense"] or "auto")
+        meta = {"top": top, "mode": "stream", **_source_fields(onnx_path, tmp), **fields,
+                "clock_period_ns": float(clock_period_ns)}
+        write_text(tmp / "filelist.f", "\n".join(meta["verilog_files"]) + "\n")
+        write_json(tmp / META_FILE, meta)
+    return meta
+
+
+def _parallel(mw: Any, onnx_path: Path, out_dir: str | Path, latency_cutoff: float | None, pipeline: int | None,
+              top: str, clock_period_ns: float) -> dict[str, Any]:
+    from da4ml.codegen import VerilogModel
+    from da4ml.types import minimal_kif
+
     tr, comb, pipe, cutoff, pad = _choose(mw, latency_cutoff, pipeline)
     core = f"{top}_core"
 
@@ -271,10 +338,9 @@ def qonnx_to_rtl(
         fin, fout = tr.input_format, tr.output_format
         meta = {
             "top": top,
+            "mode": "parallel",
             "core": core,
-            "generator": f"kdhw.rtl + da4ml {da4ml_version}",
-            "source_model": onnx_path.name,
-            "source_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+            **_source_fields(onnx_path, tmp),
             "latency_cycles": latency,
             "pipeline_stages": n_stages,
             "extra_output_registers": pad,

@@ -81,12 +81,23 @@ def emulate(rtl_dir: str | Path, x: np.ndarray, backend: str = "interp") -> np.n
     ``interp`` runs da4ml's C++ interpreter on the saved pipeline stage by stage (the same operation list
     the Verilog was printed from; ~1 us per row).  ``verilator`` compiles the Verilog core with da4ml's
     Verilator binder in a scratch copy (15-30 s to build) - slower, but it executes the HDL text itself.
+    A stream-mode design is emulated unit by unit from ``model/stream.json`` and its units' pipelines
+    (``_stream_emu``); the result is the logits its last datapath computes, in every output form.
     """
     from da4ml.types import Pipeline
 
     rtl_dir = Path(rtl_dir)
     meta = load_meta(rtl_dir)
     fin, fout = io_formats(meta)
+    if meta.get("mode") == "stream":
+        # the logits the core computes (in class-only mode they are not on a port, but they are what its
+        # argmax reads); every unit's datapath runs in da4ml's interpreter
+        if backend != "interp":
+            raise InputError(f"backend = {backend!r}: a stream design is emulated with the interpreter only "
+                             "(simulate its Verilog with kdhw.sim.runner.simulate_rtl)")
+        from ._stream_io import emulate_stream_codes
+
+        return emulate_stream_codes(rtl_dir, input_codes(meta, x)).astype(np.float64) * fout.scale
     vals = input_codes(meta, x).astype(np.float64) * fin.scale
     pipe_file = rtl_dir / "model" / "pipeline.json"
     if not pipe_file.is_file():

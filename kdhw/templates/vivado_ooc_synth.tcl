@@ -1,8 +1,9 @@
 # kdhw: out-of-context Vivado synthesis of a kdhw RTL folder for one board's part.
 #
 # `kdhw report DIR --board B` writes this template, filled in, as DIR/hw_vivado_<B>.tcl for every Xilinx
-# board (fields between @ signs are replaced; everything else is copied as is).  Run it where Vivado is
-# installed, then feed the reports it writes back to kdhw:
+# board (fields between @ signs are replaced by Tcl words, quoted so that no file name can inject a
+# command; everything else is copied as is).  Run it where Vivado is installed, then feed the reports it
+# writes back to kdhw:
 #
 #   vivado -mode batch -source hw_vivado_<B>.tcl [-tclargs <other part>]
 #   kdhw report DIR --board <B> --vendor-report DIR/vivado_<B>
@@ -11,14 +12,14 @@
 # parallel ports would fail on pins long before logic.  The clock constraint is the board's clock so the
 # timing summary's WNS gives the achieved fmax (kdhw computes 1000 / (period - WNS)).
 
-set kdhw_top      "@TOP@"
-set kdhw_part     "@PART@"
+set kdhw_top      @TOP@
+set kdhw_part     @PART@
 set kdhw_clock_ns @CLOCK_NS@
 set kdhw_files    [list @FILES@]
 
 set kdhw_here     [file dirname [file normalize [info script]]]
-set kdhw_rtl_dir  [file join $kdhw_here "@RTL_DIR@"]
-set kdhw_out_dir  [file join $kdhw_here "@OUT_DIR@"]
+set kdhw_rtl_dir  [file join $kdhw_here @RTL_DIR@]
+set kdhw_out_dir  [file join $kdhw_here @OUT_DIR@]
 if {[info exists argv] && [llength $argv] >= 1} {
     set kdhw_part [lindex $argv 0]
 }

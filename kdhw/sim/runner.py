@@ -18,11 +18,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from kdhw.errors import CheckFailed, InputError, ToolMissing
-from kdhw.rtl import emulate, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
+from ..errors import CheckFailed, InputError, ToolMissing
+from ..rtl import emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
+from ..rtl._formats import FixedFormat
 
 SIM_DIR = Path(__file__).resolve().parent
 TB_MODULE = "tb_student"
+TB_STREAM = "tb_stream"
+# Stream benches: share of cycles a source leaves tvalid low before offering a beat, and the sink holds tready low
+GAP_P = 0.3
+STALL_P = 0.3
 SIMULATORS = ("icarus", "verilator")
 # da4ml's stages leave some wires unused and some widths unequal on purpose; these are lint, not errors.
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-WIDTH", "-Wno-UNOPTFLAT"]
@@ -194,7 +199,7 @@ def simulate_rtl(
     """Simulate the generated Verilog on float inputs ``x`` (N, *input_shape) with cocotb.
 
     ``expected``: dequantized outputs (N, n_outputs), e.g. ``kdhw.export.reference``; without it the
-    outputs are returned but not judged.  Returns ``simulator``, ``rows``, ``exact_rows`` (None without
+    outputs are returned but not judged.  A stream-mode design goes to ``simulate_stream`` (its own bench).  Returns ``simulator``, ``rows``, ``exact_rows`` (None without
     expectations), ``latency_measured``, ``latency_reported``, ``latency_ok``, ``outputs`` (dequantized,
     shaped like the reference) and ``mismatches`` (first rows that differ, element by element).
     Mismatches are reported, not raised: the caller decides (``kdhw verify`` exits 1).
@@ -203,6 +208,8 @@ def simulate_rtl(
     meta = load_meta(rtl_dir)
     if simulator not in SIMULATORS:
         raise InputError(f"simulator = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
+    if meta.get("mode") == "stream":
+        return simulate_stream(rtl_dir, x, expected, simulator, work_dir)
     x = np.asarray(x)
     words = pack_inputs(meta, x)
     n = len(words)
@@ -291,3 +298,124 @@ def simulate_rtl(
             raise CheckFailed(f"internal error: testbench counted {stream_res.get('exact_rows')} exact rows, the "
                               f"runner {res['exact_rows']}")
     return res
+
+
+def _run_bench(rtl_dir: Path, meta: dict[str, Any], simulator: str, work: Path, module: str,
+               run_files: dict[str, str]) -> tuple[Path, Path]:
+    """Build (cached) and run the cocotb ``module`` with ``run_files`` in a fresh run directory."""
+    bdir = build_design(rtl_dir, simulator, work / "build")
+    run = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+    for name, text in run_files.items():
+        (run / name).write_text(text)
+    log = run / "sim.log"
+    with _tool_env(simulator):
+        runner = _get_runner(simulator)
+        try:
+            runner.test(
+                test_module=module,
+                hdl_toplevel=meta["top"],
+                hdl_toplevel_lang="verilog",
+                build_dir=bdir,
+                test_dir=run,
+                extra_env={"KDHW_SIM_DIR": str(run)},
+                timescale=("1ns", "1ps"),
+                results_xml=str(run / "results.xml"),
+                log_file=log,
+            )
+        except SystemExit:
+            pass  # cocotb's runner exits on a failed test under pytest; the result files tell what failed
+        except RuntimeError as e:
+            raise CheckFailed(f"{simulator} simulation of {rtl_dir} did not run ({e}):\n{_tail(log)}") from None
+    return run, log
+
+
+def simulate_stream(
+    rtl_dir: str | Path,
+    x: np.ndarray,
+    expected: np.ndarray | None = None,
+    simulator: str = "icarus",
+    work_dir: str | Path | None = None,
+    seed: int = 0,
+    gap_p: float = GAP_P,
+    stall_p: float = STALL_P,
+) -> dict[str, Any]:
+    """Simulate a stream-mode design (``tb_stream``): every row as one frame under random tvalid gaps and
+    tready back-pressure, plus timing (latency and II against rtl.json), a reset in the middle of a frame and
+    malformed tlast frames.  ``expected``: dequantized logits (N, n_outputs), e.g. the QONNX reference; the
+    output beats they imply (logits and/or class) are compared bit for bit.  The protocol tests use the
+    emulator's outputs as their expectation.  Mismatches are reported, not raised.
+    """
+    from ..rtl._stream_io import emulate_stream_codes, stream_in_words, stream_out_words, unpack_stream_words
+
+    rtl_dir = Path(rtl_dir).resolve()
+    meta = load_meta(rtl_dir)
+    st = meta["stream"]
+    codes = input_codes(meta, np.asarray(x))
+    n = len(codes)
+    if n == 0:
+        raise InputError("no input rows to simulate")
+    exp_codes = output_codes(meta, expected) if expected is not None else None
+    if exp_codes is not None and len(exp_codes) != n:
+        raise InputError(f"expected has {len(exp_codes)} rows but x has {n}")
+    emu = emulate_stream_codes(rtl_dir, codes)
+    nb = st["beats_in"]
+    frames = stream_in_words(meta, codes)
+    expect_words = stream_out_words(meta, emu if exp_codes is None else exp_codes)
+    extra: dict[str, Any] = {"long_tail": frames[(1 % n) * nb:(1 % n) * nb + 3]}
+    if nb > 1:
+        k = max(1, nb // 2)
+        short = codes[:1].copy()
+        keep = {e for lanes in st["in_elements_of_beat"][:k] for e in lanes if e >= 0}
+        short[0, [e for e in range(short.shape[1]) if e not in keep]] = 0
+        extra["short"] = {"beats": stream_in_words(meta, codes[:1])[:k],
+                          "expected": stream_out_words(meta, emulate_stream_codes(rtl_dir, short))}
+    cfg = {
+        "rows": n, "beats_in": nb, "beats_out": st["beats_out"], "seed": seed, "gap_p": gap_p, "stall_p": stall_p,
+        "latency_reported": int(meta["latency_cycles"]), "ii_reported": int(meta["initiation_interval"]),
+        "ii_frames": int(st["frames_to_steady_state"]), "frame_starts_model": st["frame_starts_back_to_back"],
+        # a stalled sink or source delays beats by a few cycles each; far beyond that the core is stuck
+        "idle_limit": 20 * (int(meta["latency_cycles"]) + int(meta["initiation_interval"]) + nb) + 1000,
+    }
+    files = {"config.json": json.dumps(cfg), "frames.hex": "\n".join(f"{w:x}" for w in frames) + "\n",
+             "expected.hex": "\n".join(f"{w:x}" for w in expect_words) + "\n", "extra.json": json.dumps(extra)}
+    owned = None
+    if work_dir is None:
+        owned = tempfile.mkdtemp(prefix=f"kdhw-{simulator}-")
+        work_dir = owned
+    try:
+        run, log = _run_bench(rtl_dir, meta, simulator, Path(work_dir).resolve(), TB_STREAM, files)
+        try:
+            tests = {t: json.loads((run / f"{t}.json").read_text())
+                     for t in ("timing", "random_stalls", "mid_frame_reset", "tlast_errors")}
+            out_lines = (run / "outputs.hex").read_text().split()
+        except (OSError, ValueError):
+            raise CheckFailed(f"{simulator} simulation of {rtl_dir} ended without results:\n{_tail(log)}") from None
+    finally:
+        if owned is not None:
+            shutil.rmtree(owned, ignore_errors=True)
+    words = [int(w, 16) if w != "x" else 0 for w in out_lines]
+    whole = len(words) - len(words) % st["beats_out"]
+    logits, classes = unpack_stream_words(meta, words[:whole])
+    tm, rs, mr, tl = (tests[k] for k in ("timing", "random_stalls", "mid_frame_reset", "tlast_errors"))
+    axi = sum(len(t.get("axi_violations", [])) for t in tests.values())
+    protocol_ok = (axi == 0 and mr["quiet_during_reset"] and mr["tlast_err_after_reset"] == 0
+                   and mr["exact_frames_after"] == 2 and mr["beats_out_after"] == mr["expected_beats_after"]
+                   and tl["exact"] and tl["tlast_err"] == 1 and tm["exact_frames"] == tm["frames"])
+    fout = FixedFormat.from_json(meta["output_format"])
+    return {
+        "simulator": simulator,
+        "rows": n,
+        "exact_rows": rs.get("exact_rows") if exp_codes is not None else None,
+        "latency_measured": tm["latency_measured"],
+        "latency_reported": int(meta["latency_cycles"]),
+        "ii_measured": tm["ii_measured"],
+        "ii_reported": int(meta["initiation_interval"]),
+        "latency_ok": tm["latency_measured"] == int(meta["latency_cycles"])
+        and tm["ii_measured"] == int(meta["initiation_interval"]),
+        "protocol_ok": bool(protocol_ok),
+        "outputs": None if logits is None else logits.astype(np.float64) * fout.scale,
+        "classes": classes,
+        "mismatches": rs.get("mismatches", []),
+        "cycles": rs.get("cycles"),
+        "tests": tests,
+    }

@@ -1,6 +1,6 @@
 """cocotb testbench for a kdhw RTL top (``clk``, packed ``model_inp``, packed ``model_out``).
 
-Driven by ``sim.runner.simulate_rtl``, which writes into ``$KDHW_SIM_DIR``: ``config.json`` (latency,
+Driven by ``kdhw.sim.runner.simulate_rtl``, which writes into ``$KDHW_SIM_DIR``: ``config.json`` (latency,
 widths, rows), ``inputs.hex`` (one packed input word per line) and, when expectations exist,
 ``expected.hex``.  The bench writes ``outputs.hex`` and one ``<test>.json`` per test back there.
 

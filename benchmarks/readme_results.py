@@ -1,0 +1,173 @@
+"""Render the README's result blocks from the files under benchmarks/results/, or check that they match.
+
+A figure in the README must come from a file a benchmark script wrote.  Two markers tie them together:
+
+    <!-- results: benchmarks/results/spine.json render=spine-hardware -->
+    ...a table, rewritten by this script from that file...
+    <!-- /results -->
+
+    <!-- numbers: benchmarks/results/spine.md -->prose whose every number appears in that file<!-- /numbers -->
+
+A results block is produced by a renderer named by ``render=`` (default ``md-table``: table ``table=N``,
+counted from 1, of a markdown results file, copied verbatim).  To add a table: have your benchmark write
+its results file, put a marker in the README, and either use ``md-table`` or add a function to
+``RENDERERS``.  ``tests/test_readme_results.py`` re-renders every block and checks every numbers span.
+
+    .venv/bin/python benchmarks/readme_results.py            # rewrite the blocks in README.md
+    .venv/bin/python benchmarks/readme_results.py --check    # exit 1 naming each block that differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BLOCK = re.compile(r"<!-- results: (?P<file>\S+)(?P<args>(?: [\w-]+=\S+)*) -->\n(?P<body>.*?)<!-- /results -->", re.S)
+NUMBERS = re.compile(r"<!-- numbers: (?P<file>\S+) -->(?P<body>.*?)<!-- /numbers -->", re.S)
+NUMBER = re.compile(r"(?<![\w.])[-+−]?\d[\d,]*(?:\.\d+)?")
+
+Renderer = Callable[[Path, dict[str, str]], str]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renderer(name: str) -> Callable[[Renderer], Renderer]:
+    def deco(fn: Renderer) -> Renderer:
+        RENDERERS[name] = fn
+        return fn
+    return deco
+
+
+@renderer("md-table")
+def md_table(path: Path, args: dict[str, str]) -> str:
+    """Table number ``table`` (from 1) of a markdown file, verbatim."""
+    n = int(args.get("table", "1"))
+    tables, cur = [], []
+    for line in path.read_text().splitlines():
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    if cur:
+        tables.append(cur)
+    if not 1 <= n <= len(tables):
+        raise ValueError(f"{path}: has {len(tables)} tables, not {n}")
+    return "\n".join(tables[n - 1])
+
+
+def _spine() -> Any:
+    spec = importlib.util.spec_from_file_location("kdhw_bench_spine", ROOT / "benchmarks" / "spine.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@renderer("spine-accuracy")
+def spine_accuracy(path: Path, args: dict[str, str]) -> str:
+    return _spine().accuracy_table(json.loads(path.read_text()))
+
+
+@renderer("spine-stages")
+def spine_stages(path: Path, args: dict[str, str]) -> str:
+    return _spine().stage_table(json.loads(path.read_text()))
+
+
+@renderer("spine-hardware")
+def spine_hardware(path: Path, args: dict[str, str]) -> str:
+    return _spine().hardware_table(json.loads(path.read_text()))
+
+
+@renderer("bad-inputs")
+def bad_inputs(path: Path, args: dict[str, str]) -> str:
+    """Per kind of bad input: how many the benchmark tried and how many got one line on stderr and exit 2."""
+    res = json.loads(path.read_text())
+    out = ["| bad input | tried | one line + exit 2 |", "|---|---|---|"]
+    for kind, v in res["by_kind"].items():
+        out.append(f"| {kind} | {v['tried']} | {v['one_line_exit_2']} |")
+    out.append(f"| **all** | **{res['tried']}** | **{res['one_line_exit_2']}** |")
+    return "\n".join(out)
+
+
+@renderer("troubleshooting")
+def troubleshooting(path: Path, args: dict[str, str]) -> str:
+    """Every bad input the benchmark tried: the one line kdhw printed and the fix, grouped by kind."""
+    res = json.loads(path.read_text())
+    out = ["| input | problem | what kdhw says (exit 2) | fix |", "|---|---|---|---|"]
+    for c in res["cases"]:
+        msg = c["message"].split(": error: ", 1)[-1].replace("|", "\\|")
+        out.append(f"| {c['kind']} | {c['name']} | `{msg}` | {c['fix']} |")
+    return "\n".join(out)
+
+
+def _args(text: str) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in text.split())
+
+
+def render_block(file: str, args: str) -> str:
+    a = _args(args)
+    kind = a.pop("render", "md-table")
+    if kind not in RENDERERS:
+        raise ValueError(f"unknown render={kind}; known: {', '.join(sorted(RENDERERS))}")
+    return RENDERERS[kind](ROOT / file, a).rstrip("\n") + "\n"
+
+
+def render(text: str) -> str:
+    """The README with every results block re-rendered from its file."""
+    def one(m: re.Match[str]) -> str:
+        head = text[m.start():m.start("body")]
+        return head + render_block(m.group("file"), m.group("args")) + "<!-- /results -->"
+
+    return BLOCK.sub(one, text)
+
+
+def stale_blocks(text: str) -> list[str]:
+    """``file args`` of each block whose body differs from what its file renders."""
+    return [f"{m.group('file')}{m.group('args')}" for m in BLOCK.finditer(text)
+            if m.group("body") != render_block(m.group("file"), m.group("args"))]
+
+
+def _norm(tok: str) -> str:
+    return tok.replace(",", "").replace("−", "-").lstrip("+-")
+
+
+def missing_numbers(text: str) -> list[str]:
+    """``file: number`` for each number in a numbers span that its file does not contain."""
+    out = []
+    for m in NUMBERS.finditer(text):
+        have = {_norm(t) for t in NUMBER.findall((ROOT / m.group("file")).read_text())}
+        out += [f"{m.group('file')}: {t}" for t in NUMBER.findall(m.group("body")) if _norm(t) not in have]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a block or number is stale")
+    a = ap.parse_args()
+    text = README.read_text()
+    if a.check:
+        bad = stale_blocks(text) + missing_numbers(text)
+        for b in bad:
+            print(f"README.md: stale: {b}", file=sys.stderr)
+        return 1 if bad else 0
+    new = render(text)
+    if new != text:
+        tmp = README.with_suffix(".md.tmp")
+        tmp.write_text(new)
+        tmp.replace(README)
+    missing = missing_numbers(new)
+    for b in missing:
+        print(f"README.md: a number in prose is not in its file: {b}", file=sys.stderr)
+    print(f"{len(BLOCK.findall(new))} blocks rendered, {len(NUMBERS.findall(new))} numbers spans checked")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
