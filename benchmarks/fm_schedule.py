@@ -104,6 +104,21 @@ def markdown(table: list[dict[str, Any]], choice: dict[str, Any], meta: dict[str
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for e in table:
         groups.setdefault((e["set"], e["student"]), []).append(e)
+    factors = sorted({e["factor"] for e in table if e["arm"] == "fm"})
+    lines += ["## Summary: fm test accuracy % (gap closed) and CPU seconds per arm, by epochs_factor", "",
+              "| student | teacher | plain scratch | " + " | ".join(f"fm {f:g}x" for f in factors) + " | seeds |",
+              "|---|---|---|" + "---|" * len(factors) + "---|"]
+    for (s, stu), es in groups.items():
+        sc = next((e for e in es if e["arm"] == "scratch"), None)
+        cells = []
+        for f in factors:
+            e = next((e for e in es if e["arm"] == "fm" and e["factor"] == f), None)
+            cells.append("—" if e is None else f"{100 * e['test']:.1f} ({100 * (e['gap_closed'] or 0):+.0f} %), "
+                                                f"{e['cpu_seconds']:.0f} s")
+        n = min((e["n"] for e in es if e["arm"] == "fm"), default=0)
+        lines.append(f"| {s} {stu} | {100 * es[0]['teacher']:.1f} | "
+                     + ("—" if sc is None else f"{100 * sc['test']:.1f}") + " | " + " | ".join(cells) + f" | {n} |")
+    lines.append("")
     for (s, stu), es in groups.items():
         sc = next((e for e in es if e["arm"] == "scratch"), None)
         lines += [f"## {s} / {stu} (teacher {100 * es[0]['teacher']:.2f} %, plain scratch "
@@ -185,6 +200,7 @@ def main() -> None:
     ap.add_argument("--jsonl", default=kd_pays.RECIPE_JSONL)
     ap.add_argument("--out", default="benchmarks/results/fm_schedule")
     ap.add_argument("--quick", action="store_true", help="2-epoch smoke run (numbers meaningless)")
+    ap.add_argument("--no-run", action="store_true", help="only summarize the tasks already in --jsonl")
     a = ap.parse_args()
     sets = [s for s in a.sets.split(",") if s]
     if a.quick:
@@ -198,13 +214,15 @@ def main() -> None:
                                  ("full",), tuple(x for x in a.arms.split(",") if x), teachers)
     tasks = order(tasks, 3)
     print(f"{len(tasks)} tasks; results append to {a.jsonl}", flush=True)
-    run_tasks(kd_pays.run_recipe_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers,
-              address=a.address)
+    if not a.no_run:
+        run_tasks(kd_pays.run_recipe_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers,
+                  address=a.address)
     keys = {t["key"] for t in tasks}
     rows = [r for k, r in load_done(Path(a.jsonl)).items() if k in keys]
     table = summarize(rows, {s: teachers[s]["acc"]["test"] for s in sets})
     choice = choose_factor(table)
     meta = {"seeds": a.seeds, "sets": sets, "factors": factors, "budget": 0.1, "validation": "full",
+            "tasks": len(tasks), "tasks_done": len(rows),
             "teachers": {s: teachers[s]["acc"] for s in sets}, "wall_seconds": time.perf_counter() - t0,
             "jsonl": a.jsonl, "quick": a.quick}
     md = markdown(table, choice, meta)

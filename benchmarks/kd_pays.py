@@ -520,6 +520,32 @@ def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for e in table:
         groups.setdefault((e["set"], e["student"]), []).append(e)
+    lines += ["### Summary: test accuracy %, gap closed [95 % CI]", "",
+              "| student (teacher %) | labels | validation | plain scratch | scratch_aug | fm | teacher's share: fm − "
+              "scratch_aug, points [95 % CI] | exported (ties: val loss) | exported (ties: scratch) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(e: dict[str, Any] | None) -> str:
+        if e is None:
+            return "—"
+        if e.get("gap_closed") is None:
+            return f"{100 * e['mean']:.1f}"
+        return (f"{100 * e['mean']:.1f} ({100 * e['gap_closed']:+.0f} % [{100 * e['gap_ci'][0]:+.0f}, "
+                f"{100 * e['gap_ci'][1]:+.0f}])")
+
+    for (s, stu), es in groups.items():
+        for b in sorted({e["budget"] for e in es}):
+            for val in ("full", "cut"):
+                row = {e["arm"]: e for e in es if e["budget"] == b and e["val"] == val}
+                if not row:
+                    continue
+                ts = row["fm"]["teacher_share"]
+                lines.append(f"| {s} {stu} ({100 * es[0]['teacher']:.1f}) | {100 * b:g} % | "
+                             f"{'cut' if val == 'cut' else 'full'}, {row['scratch']['val_rows']} rows | "
+                             f"{cell(row['scratch'])} | {cell(row['scratch_aug'])} | {cell(row['fm'])} | "
+                             f"{ts['diff']:+.2f} [{ts['ci'][0]:+.2f}, {ts['ci'][1]:+.2f}] | {cell(row['exported_loss'])} "
+                             f"| {cell(row['exported_old'])} |")
+    lines.append("")
     for (s, stu), es in groups.items():
         lines += [f"### {s} / {stu} (handed-over teacher {100 * es[0]['teacher']:.2f} %)", "",
                   "| labels | validation | arm | test % | Δ vs scratch [95 % CI] | gap closed [95 % CI] | "
