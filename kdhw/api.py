@@ -78,8 +78,9 @@ def train_teacher(cfg: Config, data: Dataset, *, path: str | Path | None = None,
 
 @dataclass
 class Students:
-    """The distill stage's result: every trained arm (``scratch``, and ``kd`` unless the method is none),
-    the arm chosen for export and why, and the student config they were built from."""
+    """The distill stage's result: every trained arm (``scratch``; ``scratch_aug`` under function matching;
+    ``kd`` unless the method is none), the arm chosen for export and why, and the student config they were
+    built from."""
 
     arms: dict[str, Arm]
     chosen: str
@@ -114,8 +115,9 @@ class Students:
 
 def distill_students(cfg: Config, data: Dataset, teacher: Teacher | None = None, *,
                      progress: bool = False) -> Students:
-    """The distill stage: the student trained from scratch and with ``distill.method`` (same seed, initial
-    weights and batch order), the better on validation chosen unless ``distill.select`` forces one."""
+    """The distill stage: the arms of the run's recipe (``kdhw.recipe``: scratch and ``distill.method``,
+    plus the augmented control under function matching; same seed, initial weights and batch order), the
+    best on validation chosen unless ``distill.select`` forces one."""
     from .distill import choose, distill
 
     with quiet():

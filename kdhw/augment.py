@@ -16,14 +16,16 @@ The transforms act on inputs in their data shape, channels first:
 
 Flat feature vectors (no spatial axis) only get ``scale`` and ``noise``.  Whether an augmentation keeps
 the label is a property of the data, not of the code: 8x8 digits shifted by one pixel lose 20-46 % of the
-teacher's accuracy (measured on the digits teacher), so ``teacher_on_augmented`` reports how well the teacher follows.
+teacher's accuracy (measured on the digits teacher).  ``follow`` measures that before training and scales
+down what the teacher cannot follow (the rule is in its docstring); the report shows what it found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +92,66 @@ def mixup(x: torch.Tensor, y_soft: torch.Tensor, lam: float, perm: torch.Tensor)
     labelled part and the hard-label loss weighs it accordingly (``losses.hard_ce``).
     """
     return lam * x + (1 - lam) * x[perm], lam * y_soft + (1 - lam) * y_soft[perm]
+
+
+# ---------------------------------------------------------------- augmentations the teacher can follow
+
+FOLLOW_ROWS = 2000  # labelled rows the check reads at most (a seeded subset beyond that)
+FOLLOW_DRAWS = 4  # random draws of each augmentation per row
+MAX_HALVINGS = 4  # a float augmentation halved this often and still too strong is switched off
+
+
+def follow(aug: Augment, predict: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, y: np.ndarray,
+           shape: tuple[int, ...], seed: int, max_drop: float, scalable: set[str] | None = None,
+           ) -> tuple[Augment, list[dict[str, Any]]]:
+    """Scale down each augmentation the teacher cannot follow; returns the kept one and what was measured.
+
+    Rule: each augmentation (shift, scale, noise) is applied alone to the labelled rows ``x`` (at most
+    ``FOLLOW_ROWS``), ``FOLLOW_DRAWS`` random draws per row, and the teacher's top-1 accuracy on them is
+    compared with its accuracy on the clean rows.  While the drop is larger than ``max_drop`` (a share,
+    0.05 = 5 points), an augmentation named in ``scalable`` is halved (a shift in whole samples or pixels:
+    2 -> 1 -> 0; a scale or noise level at most ``MAX_HALVINGS`` times, then off).  One not in
+    ``scalable`` (the user set it) is measured and kept.  The last record is the kept augmentation as a
+    whole, which is what the online teacher will see.
+    """
+    scalable = {"shift", "scale", "noise"} if scalable is None else scalable
+    if len(x) > FOLLOW_ROWS:
+        pick = np.sort(np.random.default_rng(seed).choice(len(x), FOLLOW_ROWS, replace=False))
+        x, y = x[pick], y[pick]
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def acc(a: Augment) -> float:
+        g = torch.Generator().manual_seed(seed + 104729)
+        draws = FOLLOW_DRAWS if a.active else 1
+        hits = [(_predict_batched(predict, a(xt, shape, g)).argmax(1).numpy() == y).mean() for _ in range(draws)]
+        return float(np.mean(hits))
+
+    clean = acc(Augment())
+    records: list[dict[str, Any]] = []
+    kept = Augment()
+    for name in ("shift", "scale", "noise"):
+        asked = getattr(aug, name)
+        if not asked:
+            continue
+        value, tried = asked, []
+        for step in range(MAX_HALVINGS + 2):
+            a = acc(Augment(**{name: value}))
+            tried.append({"value": value, "teacher_acc": a})
+            if clean - a <= max_drop or name not in scalable:
+                break
+            value = value // 2 if name == "shift" else (value / 2 if step < MAX_HALVINGS else 0.0)
+            if not value:
+                tried.append({"value": value, "teacher_acc": clean})
+                break
+        kept = replace(kept, **{name: value})
+        records.append({"augment": name, "asked": asked, "kept": value, "teacher_acc_clean": clean,
+                        "scaled_down": value != asked, "user_set": name not in scalable, "tried": tried})
+    if records:
+        records.append({"augment": "all kept", "kept": {"shift": kept.shift, "scale": kept.scale, "noise": kept.noise},
+                        "teacher_acc_clean": clean, "teacher_acc": acc(kept)})
+    return kept, records
+
+
+def _predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     batch: int = 1024) -> torch.Tensor:
+    return torch.cat([predict(x[i:i + batch]) for i in range(0, len(x), batch)])

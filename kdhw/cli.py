@@ -87,7 +87,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_data
     from .distill import choose, distill, student_input, summary
-    from .resource import fold_arms, resource_spec
+    from .resource import fold_arms
     from .student import build_student, save_student
     from .teacher import obtain_teacher, teacher_logits
 
@@ -99,7 +99,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, a.teacher or cfg.teacher["path"], not a.no_progress,
                                      cfg.source)
     tl = teacher_logits(tmodel, tcfg["arch"], data)
-    spec = resource_spec(cfg.student, cfg.distill["epochs"])
+    spec = cfg.student
     arms = distill(spec, cfg.distill, data, tl["train"], not a.no_progress, cfg.source, teacher=tmodel,
                    teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
     chosen, reason = choose(arms, cfg.distill["select"])
@@ -109,7 +109,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
         for k, arm in arms.items():
             save_student(arm.model, specs[k] or cfg.student, shape, d / f"student_{k}.pt")
         save_student(arms[chosen].model, specs[chosen] or cfg.student, shape, d / "student.pt")
-        write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason})
+        write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason,
+                                        "teacher": {k: tcfg.get(k) for k in ("arch", "path", "format", "outputs")}})
     print(", ".join(f"{k}: test {100 * v.test_acc:.2f} %" for k, v in arms.items()) + f"; exported {chosen}")
     return 0
 
@@ -227,8 +228,8 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
 
     model, tcfg = load_teacher(tp)
     shape = torch.load(tp, map_location="cpu", weights_only=True)["input_shape"]
-    if x[0].size != int(np.prod(shape)):
-        return None
+    if x[0].size != int(np.prod(shape)) or not getattr(model, "runnable", True):
+        return None  # a logits-file teacher has no outputs for the random verification rows
     return predict_logits(model, teacher_input(x.reshape(len(x), *shape), tcfg["arch"]))
 
 

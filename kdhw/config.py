@@ -58,8 +58,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     },
     "distill": {
         "method": (str, "hinton"),
+        # auto: function matching when there is a transfer set and a runnable teacher, else plain (kdhw.recipe)
+        "recipe": (str, "auto"),
         "temperature": (_Num, 1.0),
-        "alpha": (_Num, 0.5),
+        "alpha": (_Num, None),  # unset: 0.5 (plain), 0.9 (function matching)
         "epochs": (int, 60),
         "lr": (_Num, 0.01),
         "batch_size": (int, 64),
@@ -77,12 +79,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "smoothing": (_Num, 0.1),  # label_smoothing: epsilon
         "teachers": (list, None),  # ensemble: extra teacher.pt files (the main teacher is always a member)
         "ensemble_size": (int, 3),  # ensemble: members in all when no teachers list is given
-        # training recipe (applies to every arm, scratch included, so arms stay paired)
-        "mixup_alpha": (_Num, 0.0),  # > 0: mixup with Beta(a, a); teacher evaluated online on mixed inputs
+        # training recipe: plain applies these to every arm, scratch included, so arms stay paired; unset, they
+        # are 0 (plain) or function matching's values for its arms (augmentation for the data's modality)
+        "mixup_alpha": (_Num, None),  # > 0: mixup with Beta(a, a); teacher evaluated online on mixed inputs
         "float_warmup_epochs": (int, 0),  # first epochs with quantizers off, counted inside distill.epochs
-        "augment_shift": (int, 0),  # signals: circular shift by up to n samples; images: translation, zero fill
-        "augment_scale": (_Num, 0.0),  # amplitude factor in [1 - s, 1 + s] per sample
-        "augment_noise": (_Num, 0.0),  # additive Gaussian noise, std in input units
+        "augment_shift": (int, None),  # signals: circular shift by up to n samples; images: translation, zero fill
+        "augment_scale": (_Num, None),  # amplitude factor in [1 - s, 1 + s] per sample
+        "augment_noise": (_Num, None),  # additive Gaussian noise, std in input units
+        "epochs_factor": (_Num, None),  # function matching's arms train epochs x this (unset: the measured default)
         "init": (str, "fresh"),  # distilled arm starts fresh, or from the trained scratch student (QKD)
     },
     "hls": {
@@ -149,7 +153,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "student.scaling": ("po2",),
     "distill.method": ("hinton", "none", "logits_mse", "kl_mae", "fitnets", "rkd", "born_again", "tf_kd",
                        "ensemble", "label_smoothing", "pseudo_label"),
-    "distill.select": ("best_val", "kd", "scratch"),
+    "distill.recipe": ("auto", "plain", "function_matching"),
+    "distill.select": ("best_val", "kd", "scratch", "scratch_aug"),
     "distill.init": ("fresh", "scratch"),
     "hls.backend": ("Vitis", "Vivado"),
     "hls.io_type": ("io_parallel", "io_stream"),
@@ -238,7 +243,7 @@ def _check_ranges(cfg: Config) -> None:
             raise InputError(f"{src}: data.{key} = {v} must be in (0, 0.5)")
     if cfg.distill["temperature"] <= 0:
         raise InputError(f"{src}: distill.temperature must be > 0")
-    if not 0 <= cfg.distill["alpha"] <= 1:
+    if cfg.distill["alpha"] is not None and not 0 <= cfg.distill["alpha"] <= 1:
         raise InputError(f"{src}: distill.alpha = {cfg.distill['alpha']} must be in [0, 1]")
     for sec, key in (("teacher", "epochs"), ("distill", "epochs"), ("hls", "reuse_factor")):
         if cfg.__dict__[sec][key] < 1:
@@ -369,14 +374,16 @@ def _check_distill_ranges(cfg: Config) -> None:
     if d["method"] == "fitnets" and not 0 <= d["hint_epochs"] < ep:
         raise InputError(f"{src}: distill.hint_epochs = {d['hint_epochs']} must be in [0, {ep - 1}] "
                          "(stage 1 is counted inside distill.epochs)")
-    if d["mixup_alpha"] < 0:
+    if d["mixup_alpha"] is not None and d["mixup_alpha"] < 0:
         raise InputError(f"{src}: distill.mixup_alpha = {d['mixup_alpha']} must be >= 0 (0 = no mixup)")
-    if not 0 <= d["augment_shift"] <= 64:
+    if d["augment_shift"] is not None and not 0 <= d["augment_shift"] <= 64:
         raise InputError(f"{src}: distill.augment_shift = {d['augment_shift']} must be in [0, 64] (0 = off)")
-    if not 0 <= d["augment_scale"] < 1:
+    if d["augment_scale"] is not None and not 0 <= d["augment_scale"] < 1:
         raise InputError(f"{src}: distill.augment_scale = {d['augment_scale']} must be in [0, 1) (0 = off)")
-    if d["augment_noise"] < 0:
+    if d["augment_noise"] is not None and d["augment_noise"] < 0:
         raise InputError(f"{src}: distill.augment_noise = {d['augment_noise']} must be >= 0 (0 = off)")
+    if d["epochs_factor"] is not None and not 0 < d["epochs_factor"] <= 1000:
+        raise InputError(f"{src}: distill.epochs_factor = {d['epochs_factor']} must be in (0, 1000]")
     for key in ("rkd_distance", "rkd_angle", "mae_weight"):
         if d[key] < 0:
             raise InputError(f"{src}: distill.{key} = {d[key]} must be >= 0")

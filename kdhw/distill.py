@@ -1,15 +1,22 @@
 """Quantization-aware training of the student, from scratch and with distillation, as paired arms.
 
-Every run trains the same student twice with the same seed, initial weights and batch order: once on
-labels alone (scratch) and once with the configured distillation method.  That pairing is what makes
-"KD helped by x points" a measurement rather than seed noise (tiny students swing several points with
-the seed).  The recipe options (mixup, float warm-up) apply to both arms, so a gain measured here is the
-teacher's and not the augmentation's or the schedule's.  The arm exported is chosen on validation
-accuracy unless the config forces one.
+Every run trains the same student with the same seed, initial weights and batch order at least twice: on
+labels alone (scratch) and with the configured distillation method (kd).  That pairing is what makes "KD
+helped by x points" a measurement rather than seed noise (tiny students swing several points with the
+seed).  Which arms and with what settings is the recipe's choice (``kdhw.recipe``): under plain the recipe
+options (mixup, augmentation, float warm-up) apply to both arms; under function matching a third arm,
+scratch_aug, gets the distilled arm's augmentation and schedule on labels only, so the teacher's own share
+of a gain is measured too.  The arm exported is chosen on validation accuracy (ties: validation loss)
+unless the config forces one.
+
+Each method is one ``Teaching`` object (built by ``teaching_for``) that owns what the method needs: how
+the teacher is read (cached logits, the network online, hidden-layer taps, a previous generation), the
+batch loss, the stages it trains in (FitNets: hint, then KD) and what the report says about it.
+``train_arm`` builds the student, the rows and the batches, and assembles each batch's loss in one place.
 
 Teacher outputs come from a cache (one pass over the training rows, so a KD epoch costs what a scratch
-epoch costs) unless mixup is on: a mixed input is new every batch, so the teacher is evaluated online on
-exactly the input the student sees (function matching, Beyer et al. 2022).
+epoch costs) unless mixup or augmentation is on: a new input every batch, so the teacher is evaluated
+online on exactly the input the student sees (function matching, Beyer et al. 2022).
 
 Born-again generation 0 is the scratch arm (labels only), as in Furlanello et al. 2018: the method then
 uses no external teacher at all, so whatever it gains is self-distillation, and generation 0 costs nothing
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,10 +40,14 @@ import brevitas.nn as qnn
 from .data import Dataset
 from .errors import InputError
 from .augment import Augment, mixup
-from .losses import METHODS, ensemble_logits, get_method, hint_loss, one_hot_like
-from .resource import build_trainable
+from .losses import METHODS, Method, ensemble_logits, get_method, hint_loss, one_hot_like
+from .recipe import check as check_recipe
+from .recipe import plain_settings
+from .recipe import resolve as resolve_recipe
+from .resource import build_trainable, resource_spec
 from .student import StudentNet, build_student, param_count
-from .training import FitResult, FloatWarmup, accuracy, fit, predict_logits
+from .teacher import ForeignTeacher
+from .training import FitResult, FloatWarmup, LossFn, accuracy, fit, predict_logits
 
 TeacherFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # student-space batch -> {"logits", "emb", "hint"}
 
@@ -129,18 +141,23 @@ def _run(fn: TeacherFn, models: list[nn.Module], x: np.ndarray, batch: int = 102
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-# ---------------------------------------------------------------- one arm
+# ---------------------------------------------------------------- what one method needs, in one object
 
 def _require(method: str, dcfg: dict[str, Any], teacher_train: Any, teacher: Any, teacher_fn: Any,
              src: str) -> None:
     meth = get_method(method)
-    has_model = teacher is not None or teacher_fn is not None
-    if meth.needs_teacher and teacher_train is None and not has_model:
+    runs = (teacher is not None and getattr(teacher, "runnable", True)) or teacher_fn is not None
+    if meth.needs_teacher and teacher_train is None and teacher is None and teacher_fn is None:
         raise InputError(f"{src}: distill.method = {method} needs a teacher (teacher section or teacher.path)")
     if meth.needs_teacher_model and teacher is None:
         raise InputError(f"{src}: distill.method = {method} needs the teacher network (its hidden layers), "
                          "but only cached teacher logits were given")
-    if _online(dcfg) and meth.needs_teacher and not has_model:
+    if meth.needs_teacher_model and isinstance(teacher, ForeignTeacher):
+        fmt = teacher.describe()["format"]
+        raise InputError(f"{src}: distill.method = {method} needs the teacher's hidden layers, but teacher.path "
+                         f"{teacher.path} is {'an' if fmt[0] in 'AEIOU' else 'a'} {fmt}, outputs only; use a kdhw "
+                         "teacher or a method that reads logits (hinton, kl_mae, logits_mse, pseudo_label)")
+    if _online(dcfg) and meth.needs_teacher and not runs:
         raise InputError(f"{src}: distill.mixup_alpha / augment_* > 0 with method {method} needs the teacher "
                          "network (it is evaluated online on each augmented batch), but only cached teacher "
                          "logits were given")
@@ -150,6 +167,249 @@ def _online(dcfg: dict[str, Any]) -> bool:
     """Is every batch a new input (mixup or augmentation), so the teacher must run online?"""
     return float(dcfg.get("mixup_alpha", 0) or 0) > 0 or Augment.from_config(dcfg).active
 
+
+@dataclass
+class Stage:
+    """One ``fit`` call of an arm: most methods train in one stage, FitNets in two (hint, then KD)."""
+
+    desc: str
+    epochs: int
+    loss: LossFn
+    params: list[nn.Parameter] | None = None  # None: the student's own parameters
+    select: bool = True  # may this stage's epochs be the exported checkpoint?
+
+
+class Teaching:
+    """One arm's method bound to its teacher: how the teacher is read, the batch loss, the stages, the report.
+
+    The teacher is read from a cache of its outputs on every training row (one pass, so a KD epoch costs
+    what a scratch epoch costs) or online on each batch (augmented inputs); the cache is filled from the
+    pipeline's ``teacher_logits.npz`` where it has the rows and from one no-grad pass of the network where
+    it does not (the transfer set, hidden-layer taps, a previous generation).  Subclasses add what their
+    method needs beyond logits; ``train_arm`` asks for nothing else.
+    """
+
+    def __init__(self, method: Method, dcfg: dict[str, Any], data: Dataset, model: StudentNet, src: str, *,
+                 teacher: nn.Module | None, teacher_fn: TeacherFn | None,
+                 extra_teachers: list[nn.Module] | None) -> None:
+        self.method, self.params, self.src = method, dict(dcfg), src
+        self.shape = data.shape
+        self.teacher, self.extras = teacher, list(extra_teachers or [])
+        self.models = [m for m in [teacher, *self.extras] if m is not None]  # the networks behind teacher_fn
+        self.taps: dict[str, int] = {}  # teacher layers read besides its logits
+        self.student_feature: str | None = None  # student layer the loss reads besides its logits
+        self.setup(model, dcfg)
+        if self.reads_teacher and teacher_fn is None and teacher is not None:
+            teacher_fn = self.network_fn()
+        self.teacher_fn = teacher_fn
+
+    @property
+    def reads_teacher(self) -> bool:
+        """Does the loss read a teacher (so the arm trains on labelled + transfer-set rows)?"""
+        return self.method.needs_teacher
+
+    def setup(self, model: StudentNet, dcfg: dict[str, Any]) -> None:
+        """Resolve (and check) the layers the method reads; nothing for logit-only methods."""
+
+    def network_fn(self) -> TeacherFn:
+        assert self.teacher is not None
+        return _sequential_fn(self.teacher, self.shape, self.taps)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The method's loss on one batch: the student's forward and the registered loss function."""
+        if self.student_feature is None:
+            return self.method.loss(model(x), t.get("logits"), y, self.params)
+        out, feats = model(x, return_features=True)
+        return self.method.loss(out, t.get("logits"), y, self.params,
+                                s_emb=feats[self.student_feature].flatten(1), t_emb=t.get("emb"))
+
+    def cache(self, x_fit: np.ndarray, transfer: bool, teacher_train: np.ndarray | None,
+              teacher_unlab: np.ndarray | None) -> dict[str, torch.Tensor]:
+        """Teacher outputs on every training row (labelled, then transfer set), computed once per arm."""
+        logits = self._cached_logits(x_fit, transfer, teacher_train, teacher_unlab)
+        cache: dict[str, torch.Tensor] = {}
+        if self.taps or logits is None:
+            if self.teacher_fn is None:
+                raise InputError(f"{self.src}: distill.method = {self.method.name} on a transfer set needs the "
+                                 "teacher network or its logits on the transfer set (teacher_logits.npz 'unlab')")
+            cache = _run(self.teacher_fn, self.models, x_fit)
+        if logits is not None:
+            cache["logits"] = logits
+        return cache
+
+    def _cached_logits(self, x_fit: np.ndarray, transfer: bool, teacher_train: np.ndarray | None,
+                       teacher_unlab: np.ndarray | None) -> torch.Tensor | None:
+        """The given logits for every training row, or None when they do not cover them."""
+        if teacher_train is None:
+            return None
+        if not transfer:
+            return torch.from_numpy(teacher_train.astype(np.float32))
+        if teacher_unlab is not None:
+            if len(teacher_unlab) != len(x_fit) - len(teacher_train):
+                raise InputError(f"{self.src}: cached teacher logits cover {len(teacher_unlab)} transfer-set rows, "
+                                 f"the data has {len(x_fit) - len(teacher_train)}; recompute the teacher logits")
+            return torch.from_numpy(np.concatenate([teacher_train, teacher_unlab]).astype(np.float32))
+        return None
+
+    def stages(self, name: str, epochs: int, batch_loss: LossFn, batches: Batches,
+               model: StudentNet, x_fit: np.ndarray) -> list[Stage]:
+        return [Stage(name, epochs, batch_loss)]
+
+    def info(self, results: list[FitResult]) -> dict[str, Any]:
+        """What the report says about this method after training."""
+        return {}
+
+
+class RelationalTeaching(Teaching):
+    """RKD: relations between penultimate embeddings, the teacher's read from its last hidden layer."""
+
+    def setup(self, model: StudentNet, dcfg: dict[str, Any]) -> None:
+        self.student_feature = embedding_layer(model)
+        t = self.teacher
+        self.taps["emb"] = len(list(t.children())) - 2 if isinstance(t, nn.Sequential) else -1
+        if self.taps["emb"] < 0:
+            raise InputError(f"{self.src}: distill.method = rkd needs a teacher built as nn.Sequential "
+                             "(kdhw teachers are)")
+
+
+class FitNetsTeaching(Teaching):
+    """FitNets: stage 1 regresses a student layer onto a teacher layer through a linear adapter that is not
+    exported; stage 2 is Hinton KD.  Layers after the hint get no gradient in stage 1, so Adam leaves them
+    untouched until stage 2."""
+
+    def setup(self, model: StudentNet, dcfg: dict[str, Any]) -> None:
+        self.hint = hint_layer(model, dcfg, self.src)
+        self.taps["hint"] = teacher_layer_index(self.teacher, dcfg.get("teacher_hint_layer", -2), self.src)
+        self.hint_epochs = int(dcfg.get("hint_epochs", 0))
+        self.adapter: nn.Module | None = None
+
+    def stages(self, name: str, epochs: int, batch_loss: LossFn, batches: Batches,
+               model: StudentNet, x_fit: np.ndarray) -> list[Stage]:
+        h = self.hint_epochs
+        if h <= 0:
+            return [Stage(name, epochs, batch_loss)]
+        assert self.teacher_fn is not None
+        x2 = torch.from_numpy(np.ascontiguousarray(x_fit[:2], dtype=np.float32))
+        with torch.no_grad():
+            # a copy: a forward of the training model would already move brevitas' runtime activation statistics
+            _, feats = copy.deepcopy(model)(x2, return_features=True)
+            s_dim, t_dim = feats[self.hint].flatten(1).shape[1], self.teacher_fn(x2)["hint"].shape[1]
+        adapter = self.adapter = nn.Linear(s_dim, t_dim)
+        layer = self.hint
+
+        def hint_batch_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            x, _, t = batches(x, y, idx)
+            _, f = m(x, return_features=True)
+            return hint_loss(adapter(f[layer].flatten(1)), t["hint"])
+
+        return [Stage(f"{name} hint", h, hint_batch_loss, list(model.parameters()) + list(adapter.parameters()),
+                      select=False),
+                Stage(name, epochs - h, batch_loss)]
+
+    def info(self, results: list[FitResult]) -> dict[str, Any]:
+        if self.adapter is None:
+            return {}
+        first = results[0]
+        return {"hint_layer": self.hint, "teacher_hint_layer": self.taps["hint"], "hint_epochs": self.hint_epochs,
+                "adapter_params": sum(p.numel() for p in self.adapter.parameters()),
+                "hint_loss_last": first.history[-1]["loss"] if first.history else None}
+
+
+class EnsembleTeaching(Teaching):
+    """Hinton KD on the mean soft targets of several teachers (``ensemble_logits``)."""
+
+    def network_fn(self) -> TeacherFn:
+        members = [_sequential_fn(m, self.shape, {}) for m in [self.teacher, *self.extras] if m is not None]
+        t = float(self.params["temperature"])
+        return lambda x: {"logits": ensemble_logits([f(x)["logits"] for f in members], t)}
+
+    def cache(self, x_fit: np.ndarray, transfer: bool, teacher_train: np.ndarray | None,
+              teacher_unlab: np.ndarray | None) -> dict[str, torch.Tensor]:
+        main = self._cached_logits(x_fit, transfer, teacher_train, teacher_unlab)
+        if main is None:
+            if self.teacher is None:
+                raise InputError(f"{self.src}: distill.method = ensemble on a transfer set needs the teacher network "
+                                 "or its logits on the transfer set")
+            main = _run(_sequential_fn(self.teacher, self.shape, {}), self.models, x_fit)["logits"]
+        logits = [main] + [_run(_sequential_fn(m, self.shape, {}), self.extras, x_fit)["logits"] for m in self.extras]
+        return {"logits": ensemble_logits(logits, self.params["temperature"])}
+
+
+class BornAgainTeaching(Teaching):
+    """Self-distillation: the teacher is the previous generation (``teacher_fn``), never an external one."""
+
+    @property
+    def reads_teacher(self) -> bool:
+        return True
+
+
+TEACHINGS: dict[str, type[Teaching]] = {"rkd": RelationalTeaching, "fitnets": FitNetsTeaching,
+                                        "ensemble": EnsembleTeaching, "born_again": BornAgainTeaching}
+
+
+def teaching_for(method: str, dcfg: dict[str, Any], data: Dataset, model: StudentNet, src: str = "config", *,
+                 teacher: nn.Module | None = None, teacher_fn: TeacherFn | None = None,
+                 extra_teachers: list[nn.Module] | None = None) -> Teaching:
+    """The object that owns ``method``'s teacher access, loss, stages and report info for one arm."""
+    meth = get_method(method)
+    return TEACHINGS.get(meth.name, Teaching)(meth, dcfg, data, model, src, teacher=teacher, teacher_fn=teacher_fn,
+                                              extra_teachers=extra_teachers)
+
+
+@dataclass
+class TrainingRows:
+    """The rows an arm trains on and its optimizer steps per epoch."""
+
+    x: np.ndarray
+    y: np.ndarray  # -1 on transfer-set rows
+    steps: int | None  # None: one pass over ``x``
+    transfer: int  # transfer-set rows included
+
+    @classmethod
+    def of(cls, x_train: np.ndarray, x_unlab: np.ndarray, y_train: np.ndarray, reads_teacher: bool,
+           batch_size: int) -> TrainingRows:
+        """Labelled + transfer-set rows when the loss reads a teacher; else the labelled rows with as many steps
+        per epoch as an arm that reads them all (paired arms differ in what they see, not how long they train)."""
+        transfer = reads_teacher and len(x_unlab) > 0
+        x = np.concatenate([x_train, x_unlab]) if transfer else x_train
+        y = np.concatenate([y_train, np.full(len(x_unlab), -1, dtype=np.int64)]) if transfer else y_train
+        n_all = len(x_train) + len(x_unlab)
+        return cls(x, y, -(-n_all // batch_size) if len(x) < n_all else None, len(x_unlab) if transfer else 0)
+
+
+class Batches:
+    """Input, labels and teacher outputs of each training batch.
+
+    With mixup or augmentation on, every batch is a new input: augmented, mixed (inputs and one-hot labels
+    alike), and the teacher runs on exactly that input (function matching, Beyer et al. 2022).  Otherwise
+    the teacher outputs are the cached rows of the batch.  Augmentation and mixup draw from their own
+    generators, seeded alike in every arm, so paired arms see the same inputs.
+    """
+
+    def __init__(self, dcfg: dict[str, Any], data: Dataset, seed: int, teacher_fn: TeacherFn | None,
+                 cache: dict[str, torch.Tensor]) -> None:
+        self.online = _online(dcfg)
+        self.aug, self.mix_a = Augment.from_config(dcfg), float(dcfg.get("mixup_alpha", 0) or 0)
+        self.shape, self.n_classes = data.shape, data.n_classes
+        self.teacher_fn, self.cache = teacher_fn, cache
+        self.mix_rng = np.random.default_rng(seed + 7919)
+        self.mix_g = torch.Generator().manual_seed(seed + 7919)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        if not self.online:
+            return x, y, {k: v[idx] for k, v in self.cache.items()}
+        x = self.aug(x, self.shape, self.mix_g)
+        if self.mix_a > 0:
+            lam = float(self.mix_rng.beta(self.mix_a, self.mix_a))
+            x, y = mixup(x, one_hot_like(y, self.n_classes), lam, torch.randperm(len(x), generator=self.mix_g))
+        if self.teacher_fn is None:
+            return x, y, {}
+        with torch.no_grad():
+            return x, y, {k: v.detach() for k, v in self.teacher_fn(x).items()}
+
+
+# ---------------------------------------------------------------- one arm
 
 def train_arm(
     name: str, spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
@@ -169,165 +429,92 @@ def train_arm(
     Methods that read a teacher train on labelled + transfer-set rows (the hard-label term sees only the
     labelled ones); label-only methods train on the labelled rows with the same number of steps per epoch.
     """
-    meth = get_method(method)
+    dcfg = plain_settings(dcfg)
     _require(method, dcfg, teacher_train, teacher, teacher_fn, src)
-    if method == "born_again" and teacher_fn is None and teacher is None:
+    if get_method(method).name == "born_again" and teacher_fn is None and teacher is None:
         raise InputError(f"{src}: distill.method = born_again is trained generation by generation by distill(); "
                          "train_arm needs the previous generation as teacher_fn")
     xs = {s: student_input(getattr(data, f"x_{s}"), spec) for s in ("train", "val", "test")}
-    x_unlab = student_input(data.unlab, spec)
     seed = int(dcfg["seed"])
     torch.manual_seed(seed)
+    spec = resource_spec(spec, int(dcfg["epochs"]))  # a beta ramp spans this arm's own epochs (fm trains longer)
     model = build_trainable(spec, xs["train"].shape[1:], data.n_classes, src)  # resource-aware when asked
     if init_state is not None:
         model.load_state_dict(init_state)
-    extras = list(extra_teachers or [])
-    params = dict(dcfg)
-    uses_teacher = meth.needs_teacher or method == "born_again"
-    transfer = uses_teacher and len(x_unlab) > 0
-    x_fit = np.concatenate([xs["train"], x_unlab]) if transfer else xs["train"]
-    y_fit = (np.concatenate([data.y_train, np.full(len(x_unlab), -1, dtype=np.int64)]) if transfer
-             else data.y_train)
-    bs = int(dcfg["batch_size"])
-    n_all = len(xs["train"]) + len(x_unlab)
-    steps = -(-n_all // bs) if len(x_fit) < n_all else None
+    teaching = teaching_for(method, dcfg, data, model, src, teacher=teacher, teacher_fn=teacher_fn,
+                            extra_teachers=extra_teachers)
+    rows = TrainingRows.of(xs["train"], student_input(data.unlab, spec), data.y_train, teaching.reads_teacher,
+                           int(dcfg["batch_size"]))
+    x_fit, y_fit = rows.x, rows.y
+    info: dict[str, Any] = {"transfer_rows": rows.transfer} if rows.transfer else {}
+    if init_state is not None:
+        info["init"] = "scratch"
+    t_fn = teaching.teacher_fn if teaching.reads_teacher else None
+    cache = (teaching.cache(x_fit, rows.transfer > 0, teacher_train, teacher_unlab)
+             if teaching.reads_teacher and not _online(dcfg) else {})
+    batches = Batches(dcfg, data, seed, t_fn, cache)
+    if teaching.reads_teacher:
+        for tm in teaching.models:
+            tm.eval()
+    if batches.aug.active and t_fn is not None:
+        info.update(teacher_on_augmented(t_fn, teaching.models, batches.aug, xs["train"], data, seed))
 
-    taps: dict[str, int] = {}
-    s_hint = s_emb_name = None
-    if method == "rkd":
-        s_emb_name = embedding_layer(model)
-        taps["emb"] = len(list(teacher.children())) - 2 if isinstance(teacher, nn.Sequential) else -1
-        if taps["emb"] < 0:
-            raise InputError(f"{src}: distill.method = rkd needs a teacher built as nn.Sequential (kdhw teachers are)")
-    if method == "fitnets":
-        s_hint = hint_layer(model, dcfg, src)
-        taps["hint"] = teacher_layer_index(teacher, dcfg.get("teacher_hint_layer", -2), src)
-    if uses_teacher and teacher_fn is None and teacher is not None:
-        base = _sequential_fn(teacher, data.shape, taps)
-        if method == "ensemble":
-            members = [base] + [_sequential_fn(m, data.shape, {}) for m in extras]
-            t = float(dcfg["temperature"])
-            teacher_fn = lambda x: {"logits": ensemble_logits([f(x)["logits"] for f in members], t)}  # noqa: E731
-        else:
-            teacher_fn = base
-    online_models = [m for m in [teacher, *extras] if m is not None]
-
-    online = _online(dcfg)
-    cache: dict[str, torch.Tensor] = {}
-    if uses_teacher and not online:
-        cache = _teacher_cache(method, dcfg, data, x_fit, transfer, teacher_train, teacher_unlab, teacher,
-                               teacher_fn, taps, extras, online_models, src)
-
-    # augmentation and mixup draw from their own generators, seeded alike in every arm
-    mix_a = float(dcfg.get("mixup_alpha", 0) or 0)
-    aug = Augment.from_config(dcfg)
-    mix_rng = np.random.default_rng(seed + 7919)
-    mix_g = torch.Generator().manual_seed(seed + 7919)
-
-    def batch_inputs(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(input, labels, teacher outputs) of one batch; mixup mixes inputs and one-hot labels alike."""
-        if not online:
-            return x, y, {k: v[idx] for k, v in cache.items()}
-        x = aug(x, data.shape, mix_g)
-        if mix_a > 0:
-            lam = float(mix_rng.beta(mix_a, mix_a))
-            x, y = mixup(x, one_hot_like(y, data.n_classes), lam, torch.randperm(len(x), generator=mix_g))
-        if uses_teacher:
-            with torch.no_grad():
-                return x, y, {k: v.detach() for k, v in teacher_fn(x).items()}
-        return x, y, {}
-
-    def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        x, y, t = batch_inputs(x, y, idx)
-        s_emb = None
-        if s_emb_name is not None:
-            out, feats = m(x, return_features=True)
-            s_emb = feats[s_emb_name].flatten(1)
-        else:
-            out = m(x)
-        loss = meth.loss(out, t.get("logits"), y, params, s_emb=s_emb, t_emb=t.get("emb"))
+    def batch_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The one place a training batch's loss is assembled: inputs and teacher targets, then the method."""
+        x, y, t = batches(x, y, idx)
+        loss = teaching.loss(m, x, y, t)
         resource = getattr(m, "resource_loss", None)  # a resource-aware student owns its cost term
         return loss if resource is None else loss + resource()
 
-    if uses_teacher:
-        for tm in online_models:
-            tm.eval()
-    info: dict[str, Any] = {}
-    if transfer:
-        info["transfer_rows"] = int(len(x_unlab))
-    if init_state is not None:
-        info["init"] = "scratch"
-    if aug.active and teacher_fn is not None and uses_teacher:
-        info.update(teacher_on_augmented(teacher_fn, online_models, aug, xs["train"], data, seed))
+    stages = teaching.stages(name, int(dcfg["epochs"]), batch_loss, batches, model, x_fit)
     warm = FloatWarmup(model, int(dcfg.get("float_warmup_epochs", 0) or 0))
-    common = dict(lr=dcfg["lr"], batch_size=bs, seed=seed, progress=progress, steps_per_epoch=steps)
-    epochs = int(dcfg["epochs"])
-    h = int(dcfg.get("hint_epochs", 0)) if method == "fitnets" else 0
-    try:
-        if h > 0:
-            assert s_hint is not None
-            assert teacher_fn is not None
-            res1, adapter = _hint_stage(model, s_hint, teacher_fn, batch_inputs, x_fit, y_fit, xs, data, h, warm,
-                                        common, name)
-            info.update({"hint_layer": s_hint, "teacher_hint_layer": taps["hint"], "hint_epochs": h,
-                         "adapter_params": sum(p.numel() for p in adapter.parameters()),
-                         "hint_loss_last": res1.history[-1]["loss"] if res1.history else None})
-        res = fit(model, loss_fn, x_fit, y_fit, xs["val"], data.y_val, epochs=epochs - h,
-                  desc=name, on_epoch=lambda e: (warm(e + h), getattr(model, "set_epoch", int)(e + h)),
-                  select_from=max(0, warm.epochs - h, getattr(model, "select_from", 0) - h), **common)
-    finally:
-        warm.finish()
-    if h > 0:
-        n = max(res1.epochs_run + res.epochs_run, 1)
-        res = FitResult(res.best_val_acc, res.best_epoch + h, res1.epochs_run + res.epochs_run,
-                        res1.history + [{**r, "epoch": r["epoch"] + h} for r in res.history],
-                        (res1.seconds_per_epoch * res1.epochs_run + res.seconds_per_epoch * res.epochs_run) / n,
-                        (res1.cpu_seconds_per_epoch * res1.epochs_run + res.cpu_seconds_per_epoch * res.epochs_run) / n)
+    common = dict(lr=dcfg["lr"], batch_size=int(dcfg["batch_size"]), seed=seed, progress=progress,
+                  steps_per_epoch=rows.steps)
+    results = _fit_stages(model, stages, warm, x_fit, y_fit, xs["val"], data.y_val, common)
+    info.update(teaching.info(results))
     if warm.epochs:
         info["float_warmup_epochs"] = warm.epochs
-    return Arm(name, model, res, accuracy(model, xs["test"], data.y_test), info)
+    return Arm(name, model, _merged(results), accuracy(model, xs["test"], data.y_test), info)
 
 
-def _teacher_cache(method: str, dcfg: dict[str, Any], data: Dataset, x_fit: np.ndarray, transfer: bool,
-                   teacher_train: np.ndarray | None, teacher_unlab: np.ndarray | None, teacher: nn.Module | None,
-                   teacher_fn: TeacherFn | None, taps: dict[str, int], extras: list[nn.Module],
-                   online_models: list[nn.Module], src: str) -> dict[str, torch.Tensor]:
-    """Teacher outputs on every training row (labelled, then transfer set), computed once per arm.
+def _fit_stages(model: StudentNet, stages: list[Stage], warm: FloatWarmup, x_fit: np.ndarray, y_fit: np.ndarray,
+                x_val: np.ndarray, y_val: np.ndarray, common: dict[str, Any]) -> list[FitResult]:
+    """Train the stages one after the other; float warm-up counts epochs across them, and only epochs of a
+    selectable stage after the warm-up (and after a resource-aware student's own ``select_from``) may become
+    the exported checkpoint.  A resource-aware student's ``set_epoch`` hears the epoch of selectable stages."""
+    results: list[FitResult] = []
+    offset = 0
+    set_epoch = getattr(model, "set_epoch", None)
+    try:
+        for st in stages:
+            if st.select:
+                def on_epoch(e: int, o: int = offset) -> None:
+                    warm(e + o)
+                    if set_epoch is not None:
+                        set_epoch(e + o)
+                select_from = max(0, warm.epochs - offset, getattr(model, "select_from", 0) - offset)
+            else:
+                def on_epoch(e: int, o: int = offset) -> None:
+                    warm(e + o)
+                select_from = st.epochs
+            results.append(fit(model, st.loss, x_fit, y_fit, x_val, y_val, epochs=st.epochs, desc=st.desc,
+                               on_epoch=on_epoch, select_from=select_from, params=st.params, **common))
+            offset += st.epochs
+    finally:
+        warm.finish()
+    return results
 
-    Cached logits are used where given (``teacher_logits.npz``); what is missing (the transfer set's
-    logits, hidden-layer taps, a previous generation's logits) comes from one no-grad pass.
-    """
-    def cached() -> torch.Tensor | None:
-        if teacher_train is None:
-            return None
-        if not transfer:
-            return torch.from_numpy(teacher_train.astype(np.float32))
-        if teacher_unlab is not None:
-            if len(teacher_unlab) != len(x_fit) - len(teacher_train):
-                raise InputError(f"{src}: cached teacher logits cover {len(teacher_unlab)} transfer-set rows, the "
-                                 f"data has {len(x_fit) - len(teacher_train)}; recompute the teacher logits")
-            return torch.from_numpy(np.concatenate([teacher_train, teacher_unlab]).astype(np.float32))
-        return None
 
-    if method == "ensemble":
-        main = cached()
-        if main is None:
-            if teacher is None:
-                raise InputError(f"{src}: distill.method = ensemble on a transfer set needs the teacher network or "
-                                 "its logits on the transfer set")
-            main = _run(_sequential_fn(teacher, data.shape, {}), online_models, x_fit)["logits"]
-        logits = [main] + [_run(_sequential_fn(m, data.shape, {}), extras, x_fit)["logits"] for m in extras]
-        return {"logits": ensemble_logits(logits, dcfg["temperature"])}
-    logits = cached()
-    cache: dict[str, torch.Tensor] = {}
-    if taps or logits is None:
-        if teacher_fn is None:
-            raise InputError(f"{src}: distill.method = {method} on a transfer set needs the teacher network or its "
-                             "logits on the transfer set (teacher_logits.npz 'unlab')")
-        cache = _run(teacher_fn, online_models, x_fit)
-    if logits is not None:
-        cache["logits"] = logits
-    return cache
+def _merged(results: list[FitResult]) -> FitResult:
+    """One FitResult over all stages: epochs numbered across them, costs averaged per epoch."""
+    if len(results) == 1:
+        return results[0]
+    offsets = [sum(r.epochs_run for r in results[:i]) for i in range(len(results))]
+    last, n = results[-1], offsets[-1] + results[-1].epochs_run
+    return FitResult(last.best_val_acc, last.best_epoch + offsets[-1], n,
+                     [{**row, "epoch": row["epoch"] + o} for r, o in zip(results, offsets) for row in r.history],
+                     sum(r.seconds_per_epoch * r.epochs_run for r in results) / max(n, 1),
+                     sum(r.cpu_seconds_per_epoch * r.epochs_run for r in results) / max(n, 1), last.best_val_loss)
 
 
 def teacher_on_augmented(teacher_fn: TeacherFn, models: list[nn.Module], aug: Augment, x: np.ndarray,
@@ -346,32 +533,6 @@ def teacher_on_augmented(teacher_fn: TeacherFn, models: list[nn.Module], aug: Au
         augd = teacher_fn(aug(xt, data.shape, g))["logits"].argmax(1).numpy()
     return {"teacher_train_acc_clean": float((clean == data.y_train).mean()),
             "teacher_train_acc_augmented": float((augd == data.y_train).mean())}
-
-
-def _hint_stage(model: StudentNet, layer: str, teacher_fn: TeacherFn, batch_inputs: Any, x_fit: np.ndarray,
-                y_fit: np.ndarray, xs: dict[str, np.ndarray], data: Dataset, epochs: int, warm: FloatWarmup,
-                common: dict[str, Any], name: str) -> tuple[FitResult, nn.Module]:
-    """FitNets stage 1: the student up to ``layer`` plus a linear adapter regress the teacher's hint layer.
-
-    The adapter lives only here (it is not part of the exported student).  Layers after the hint get no
-    gradient from this loss, so Adam leaves them untouched until stage 2.
-    """
-    x2 = torch.from_numpy(np.ascontiguousarray(x_fit[:2], dtype=np.float32))
-    with torch.no_grad():
-        # a copy: a forward of the training model would already move brevitas' runtime activation statistics
-        _, feats = copy.deepcopy(model)(x2, return_features=True)
-        s_dim, t_dim = feats[layer].flatten(1).shape[1], teacher_fn(x2)["hint"].shape[1]
-    adapter = nn.Linear(s_dim, t_dim)
-
-    def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        x, _, t = batch_inputs(x, y, idx)
-        _, f = m(x, return_features=True)
-        return hint_loss(adapter(f[layer].flatten(1)), t["hint"])
-
-    res = fit(model, loss_fn, x_fit, y_fit, xs["val"], data.y_val, epochs=epochs,
-              desc=f"{name} hint", on_epoch=warm, select_from=epochs,
-              params=list(model.parameters()) + list(adapter.parameters()), **common)
-    return res, adapter
 
 
 # ---------------------------------------------------------------- teachers for the ensemble
@@ -430,31 +591,54 @@ def check_distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, src
                 raise InputError(f"{src}: distill.teachers: {p}: teacher file not found")
     if teacher_known:
         _require(method, dcfg, teacher_train, teacher, None, src)
+        check_recipe(dcfg, teacher, src)
 
 
 def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
             progress: bool = True, src: str = "config", *, teacher: nn.Module | None = None,
             teacher_cfg: dict[str, Any] | None = None, extra_teachers: list[nn.Module] | None = None,
-            scratch: Arm | None = None, teacher_unlab: np.ndarray | None = None) -> dict[str, Arm]:
-    """Train the scratch arm and (if a method is configured) the distilled arm.
+            scratch: Arm | None = None, teacher_unlab: np.ndarray | None = None,
+            scratch_aug: Arm | None = None) -> dict[str, Arm]:
+    """Train the arms of the run's recipe (``kdhw.recipe``): plain = scratch and (if a method is configured)
+    the distilled arm; function matching = scratch, ``scratch_aug`` (its control: the same augmentation and
+    schedule, labels only) and the distilled arm.
 
     Optional: ``teacher`` (the float network: hidden-layer methods, online teacher under augmentation),
     ``teacher_cfg`` (to train extra ensemble members), ``extra_teachers`` (ensemble members already built,
-    so a sweep trains them once), ``scratch`` (an already trained scratch arm with the same recipe),
-    ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``).
+    so a sweep trains them once), ``scratch`` / ``scratch_aug`` (arms already trained with the same
+    settings), ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``).
 
     ``distill.init: scratch`` is QKD's schedule: the distilled arm starts from the trained scratch student
     (quantized self-study first) instead of a fresh initialisation.
     """
     method = dcfg["method"]
     check_distill(spec, dcfg, data, src, teacher_train=teacher_train, teacher=teacher)
-    arms = {"scratch": scratch or train_arm("scratch", spec, dcfg, data, None, "none", progress, src)}
-    if method == "none":
-        return arms
-    init = arms["scratch"].model.state_dict() if dcfg.get("init", "fresh") == "scratch" else None
+    recipe = resolve_recipe(dcfg, data, teacher, src=src)
+    given = {"scratch": scratch, "scratch_aug": scratch_aug}
+    arms: dict[str, Arm] = {}
+    for name, (cfg, meth) in recipe.arms(method).items():
+        if given.get(name) is not None:
+            arms[name] = given[name]  # type: ignore[assignment]
+        elif name == "kd":
+            arms[name] = _distilled_arm(spec, cfg, data, teacher_train, arms["scratch"], progress, src,
+                                        teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers,
+                                        teacher_unlab=teacher_unlab)
+            arms[name].info["recipe"] = recipe.describe()
+        else:
+            arms[name] = train_arm(name, spec, cfg, data, None, meth, progress, src)
+    return arms
+
+
+def _distilled_arm(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
+                   scratch: Arm, progress: bool, src: str, *, teacher: nn.Module | None,
+                   teacher_cfg: dict[str, Any] | None, extra_teachers: list[nn.Module] | None,
+                   teacher_unlab: np.ndarray | None) -> Arm:
+    """The arm trained with ``distill.method``: born-again generations from the scratch arm, an ensemble's
+    members, or one arm (from the scratch student's weights under ``init: scratch``)."""
+    method = dcfg["method"]
     if method == "born_again":
-        arms["kd"] = _born_again(spec, dcfg, data, arms["scratch"], progress, src)
-        return arms
+        return _born_again(spec, dcfg, data, scratch, progress, src)
+    init = scratch.model.state_dict() if dcfg.get("init", "fresh") == "scratch" else None
     extras = None
     if method == "ensemble":
         extras = extra_teachers if extra_teachers is not None else ensemble_members(dcfg, data, teacher_cfg,
@@ -463,8 +647,7 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
                     extra_teachers=extras, teacher_unlab=teacher_unlab, init_state=init)
     if method == "ensemble":
         arm.info.update(_ensemble_info(teacher, teacher_train, extras or [], dcfg, data))
-    arms["kd"] = arm
-    return arms
+    return arm
 
 
 def _ensemble_info(teacher: nn.Module | None, teacher_train: Any, extras: list[nn.Module], dcfg: dict[str, Any],
@@ -492,19 +675,36 @@ def _born_again(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, gen0:
 
 
 def choose(arms: dict[str, Arm], select: str) -> tuple[str, str]:
-    """Pick the exported arm: forced by config, or the better validation accuracy (ties -> scratch)."""
-    if select in ("kd", "scratch"):
+    """Pick the exported arm: forced by ``distill.select``, or the best validation accuracy.
+
+    Ties in accuracy are common on a validation split of a few dozen rows (a label budget with
+    ``data.labels.val``); they go to the arm with the lower validation loss (cross-entropy at its best
+    epoch), a continuous score that separates a confident, right student from a lucky one, and only then
+    to scratch.
+    """
+    if select in ("kd", "scratch", "scratch_aug"):
         if select not in arms:
             raise InputError(f"distill.select = {select} but no {select} arm was trained")
         return select, "forced by distill.select"
-    best = max(arms, key=lambda k: (arms[k].fit.best_val_acc, k == "scratch"))
-    return best, "best validation accuracy"
+
+    def loss(k: str) -> float:
+        v = arms[k].fit.best_val_loss
+        return math.inf if v is None else v
+
+    best = max(arms, key=lambda k: (arms[k].fit.best_val_acc, -loss(k), k == "scratch"))
+    acc = arms[best].fit.best_val_acc
+    tied = [k for k in arms if arms[k].fit.best_val_acc == acc]
+    if len(tied) == 1:
+        return best, "best validation accuracy"
+    losses = ", ".join(f"{k} {loss(k):.3f}" for k in sorted(tied, key=loss))
+    return best, f"validation accuracy tied at {100 * acc:.2f} %; lowest validation loss ({losses})"
 
 
 def summary(arms: dict[str, Arm]) -> dict[str, Any]:
     out = {}
     for k, a in arms.items():
-        out[k] = {"val_acc": a.fit.best_val_acc, "test_acc": a.test_acc, "best_epoch": a.fit.best_epoch,
+        out[k] = {"val_acc": a.fit.best_val_acc, "val_loss": a.fit.best_val_loss, "test_acc": a.test_acc,
+                  "best_epoch": a.fit.best_epoch,
                   "epochs": a.fit.epochs_run, "seconds_per_epoch": a.fit.seconds_per_epoch,
                   "cpu_seconds_per_epoch": a.fit.cpu_seconds_per_epoch, "params": param_count(a.model)}
         if a.info:

@@ -23,10 +23,10 @@ from .export import hls_input_type, load_qonnx
 from .flow import check_hardware_tools, hardware_summary, student_to_hardware
 from .flow import random_inputs  # noqa: F401 - kept importable from here for scripts
 from .report import training_plot, write_report
-from .resource import fold_arms, resource_spec
+from .resource import fold_arms
 from .runtime import set_torch_threads, torch_threads  # noqa: F401 - set_torch_threads: the CLI's
 from .student import build_student, describe, param_count, save_student
-from .teacher import obtain_teacher, save_teacher, teacher_accuracy, teacher_logits
+from .teacher import ForeignTeacher, obtain_teacher, save_teacher, teacher_accuracy, teacher_logits, teacher_params
 
 
 def _noise_note(val_diff: float, n_val: int) -> str:
@@ -84,7 +84,6 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
                                               progress, log)
             spec, reason, arm_specs = auto["spec"], auto["reason"], auto.pop("arm_specs")
         else:
-            spec = resource_spec(spec, cfg.distill["epochs"])  # a resource entry's ramp spans the run's epochs
             arms = distill(spec, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
                            teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
             chosen, reason = choose(arms, cfg.distill["select"])
@@ -115,9 +114,10 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
             "config_source": cfg.source,
             "data": data.manifest,
             "teacher": {"arch": tcfg["arch"], "test_acc": tacc["test"], "val_acc": tacc["val"],
-                        "params": sum(p.numel() for p in tmodel.parameters()),
+                        "params": teacher_params(tmodel),
                         "epochs": None if tres is None else tres.epochs_run,
-                        "loaded_from": cfg.teacher["path"]},
+                        "loaded_from": cfg.teacher["path"],
+                        "handed_over": tmodel.describe() if isinstance(tmodel, ForeignTeacher) else None},
             "students": summ,
             "chosen": {"arm": chosen, "reason": reason, "val_diff_points": val_diff, "test_diff_points": test_diff,
                        "noise_note": _noise_note(val_diff, data.manifest["val"])},

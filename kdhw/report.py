@@ -1,5 +1,10 @@
 """The run report: teacher / scratch / KD accuracy, the chosen student, bit widths, verification, timings.
 
+Under function matching (``kdhw.recipe``) it shows three students: plain scratch, ``scratch_aug`` (the same
+augmentation and schedule, labels only) and the distilled one, and splits the gain into the recipe's share
+(scratch_aug − scratch) and the teacher's own (kd − scratch_aug), with what the teacher-following check
+scaled down.
+
 ``report.json`` is for regression scripts to diff; ``report.md`` (with a training-curve PNG) is for a
 person.  Hardware figures per board come from ``hwreport`` and are linked from here when present.
 """
@@ -25,7 +30,7 @@ def training_plot(histories: dict[str, list[dict[str, float]]], teacher_val: flo
         ax.axhline(100 * teacher_val, color="k", ls="--", lw=1, label="teacher (float)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Student QAT: scratch vs distilled")
+    ax.set_title("Student QAT: " + " vs ".join(histories))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -51,6 +56,52 @@ def _budget_note(manifest: dict[str, Any]) -> str:
     if manifest.get("unlabeled"):
         parts.append(f"{manifest['unlabeled']} unlabelled transfer-set rows read by the distillation term")
     return (" · " + "; ".join(parts)) if parts else ""
+
+
+ARM_NOTES = {"scratch": "labels only, plain schedule",
+             "scratch_aug": "labels only, with the distilled arm's augmentation, mixup and schedule (the control)",
+             "kd": "distilled"}
+
+
+def _teacher_note(t: dict[str, Any]) -> str:
+    if not t.get("loaded_from"):
+        return f"trained {t.get('epochs')} epochs"
+    h = t.get("handed_over") or {}
+    what = f" ({h['format']}; outputs read as {h['outputs']})" if h.get("format") else ""
+    return f"loaded from {t['loaded_from']}{what}"
+
+
+def _recipe_lines(arms: dict[str, Any]) -> list[str]:
+    """Which recipe, why, what the augmented arms trained with and what the teacher check changed."""
+    r = ((arms.get("kd") or {}).get("info") or {}).get("recipe")
+    if not r:
+        return []
+    lines = ["", f"Recipe: **{r['name'].replace('_', ' ')}** ({r['reason']})."]
+    if r.get("augmented"):
+        a = r["augmented"]
+        lines[-1] += (f" The augmented arms trained {a['epochs']} epochs ({a['epochs_factor']:g}x "
+                      f"the plain {r['plain_epochs']}) with mixup {a['mixup_alpha']:g}, shift {a['augment_shift']}, "
+                      f"scale {a['augment_scale']:g}, noise {a['augment_noise']:g}; distillation at T = "
+                      f"{a['temperature']:g}, alpha = {a['alpha']:g}, teacher evaluated on every augmented batch.")
+    for c in r.get("teacher_check") or []:
+        if c["augment"] == "all kept":
+            lines.append(f"Teacher on the labelled rows: {_pct(c['teacher_acc_clean'])} clean, "
+                         f"{_pct(c['teacher_acc'])} with the kept augmentation.")
+        elif c["scaled_down"]:
+            drop = 100 * (c["teacher_acc_clean"] - c["tried"][0]["teacher_acc"])
+            lines.append(f"Augmentation `{c['augment']}` {c['asked']:g} cost the teacher {drop:.1f} points on the "
+                         f"labelled rows (more than the 5 allowed): scaled down to {c['kept']:g}.")
+        elif c.get("user_set"):
+            drop = 100 * (c["teacher_acc_clean"] - c["tried"][0]["teacher_acc"])
+            lines.append(f"Augmentation `{c['augment']}` {c['asked']:g} (set in the config, kept) costs the teacher "
+                         f"{drop:.1f} points on the labelled rows.")
+    if {"scratch", "scratch_aug", "kd"} <= set(arms):
+        sc, aug, kd = (arms[k]["test_acc"] for k in ("scratch", "scratch_aug", "kd"))
+        lines.append(f"Gain over plain scratch: {100 * (kd - sc):+.2f} points test, of which the augmentation and "
+                     f"schedule alone (scratch_aug − scratch) {100 * (aug - sc):+.2f} and **the teacher's share "
+                     f"(kd − scratch_aug) {100 * (kd - aug):+.2f}** (one seed; benchmarks/kd_pays.py has multi-seed "
+                     "figures).")
+    return lines
 
 
 def _contract_lines(rep: dict[str, Any]) -> list[str]:
@@ -93,19 +144,21 @@ def render_markdown(rep: dict[str, Any]) -> str:
         "",
         "| model | test acc | val acc | params | notes |",
         "|---|---|---|---|---|",
-        f"| teacher ({t['arch']}, float) | {_pct(t['test_acc'])} | {_pct(t['val_acc'])} | {t['params']} | "
-        f"{'loaded from ' + t['loaded_from'] if t.get('loaded_from') else 'trained ' + str(t.get('epochs')) + ' epochs'} |",
+        f"| teacher ({t['arch']}, float) | {_pct(t['test_acc'])} | {_pct(t['val_acc'])} | "
+        f"{'—' if t.get('params') is None else t['params']} | {_teacher_note(t)} |",
     ]
     for k, a in arms.items():
-        note = "**exported**" if k == rep["chosen"]["arm"] else ""
+        note = ", ".join(x for x in ("**exported**" if k == rep["chosen"]["arm"] else "",
+                                     ARM_NOTES.get(k, "") if "scratch_aug" in arms else "") if x)
         info = a.get("info") or {}
-        if "teacher_train_acc_augmented" in info:
+        if "teacher_train_acc_augmented" in info and not (info.get("recipe") or {}).get("augmented"):
             note += (f" teacher on augmented training rows {_pct(info['teacher_train_acc_augmented'])} "
                      f"(clean {_pct(info['teacher_train_acc_clean'])})")
         if info.get("init") == "scratch":
             note += " started from the scratch student (QKD schedule)"
         lines.append(f"| student {k} | {_pct(a['test_acc'])} | {_pct(a['val_acc'])} | {a['params']} | {note} |")
     ch = rep["chosen"]
+    lines += _recipe_lines(arms)
     lines += [
         "",
         f"Exported: **{ch['arm']}** ({ch['reason']}). Validation difference KD − scratch: "

@@ -2,7 +2,9 @@
 
 The teacher is trained (or loaded) once and shared by every value, and so are ensemble members; a scratch
 arm is trained once per seed unless the swept value changes something it depends on (student bits,
-epochs, seed, mixup, warm-up), because a temperature or method sweep leaves it identical.  Every value's
+epochs, seed, mixup, warm-up), because a temperature or method sweep leaves it identical.  Where the
+recipe is function matching (a transfer set and a runnable teacher), its control arm (scratch_aug) is
+planned the same way, once per seed and per setting it depends on.  Every value's
 config is validated before any training, so a bad value costs nothing.
 
 Each arm is an independent task on ``kdhw.grid`` (sequential, or on Ray with ``--workers``/``--address``):
@@ -34,6 +36,8 @@ _NOT_SWEPT = ("teachers", "select")
 # distill keys a scratch arm depends on: anything else can change without retraining it
 _SCRATCH_KEYS = ("epochs", "lr", "batch_size", "seed", "mixup_alpha", "float_warmup_epochs", "augment_shift",
                  "augment_scale", "augment_noise")
+# ... and function matching's control (scratch_aug), whose augmentation and schedule the recipe sets
+_AUG_KEYS = (*_SCRATCH_KEYS, "recipe", "epochs_factor")
 # label budgets: each value is its own labelled subset of the same train split, the rest its transfer set
 BUDGET_KEYS = {"data.labels.fraction": float, "data.labels.per_class": int}
 RUNS_FILE = "runs.jsonl"  # one line per finished arm: what a rerun of the same sweep skips
@@ -88,8 +92,8 @@ def config_with(cfg: Config, param: str, value: Any) -> Config:
     return validate(raw, f"{cfg.source} [{param}={value}]")
 
 
-def _scratch_key(spec: dict[str, Any], dcfg: dict[str, Any]) -> str:
-    return json.dumps([spec, {k: dcfg[k] for k in _SCRATCH_KEYS}], sort_keys=True, default=str)
+def _scratch_key(spec: dict[str, Any], dcfg: dict[str, Any], keys: tuple[str, ...] = _SCRATCH_KEYS) -> str:
+    return json.dumps([spec, {k: dcfg[k] for k in keys}], sort_keys=True, default=str)
 
 
 def _stats(v: list[float]) -> tuple[float, float]:
@@ -102,17 +106,21 @@ def _safe(v: Any) -> str:
 
 # ---------------------------------------------------------------- what runs inside one task
 
-def _train_arms(task: dict[str, Any], shared: dict[str, Any], scratch: Any) -> dict[str, Any]:
-    """The sweep's only call to ``distill()``: every arm of every task is trained here, so new keyword
-    arguments (label budgets, transfer sets) need adding in one place."""
-    from .distill import distill
-    from .resource import resource_spec
+def _train_arms(task: dict[str, Any], shared: dict[str, Any], scratch: Any = None,
+                scratch_aug: Any = None) -> dict[str, Any]:
+    """Every arm of every task is trained here, so new keyword arguments (label budgets, transfer sets) need
+    adding in one place: ``distill()``, or for function matching's control alone the arm its recipe plans."""
+    from .distill import distill, train_arm
+    from .recipe import resolve
 
     extras = shared["ensembles"].get(task["ensemble"]) if task.get("ensemble") else None
     data, t_train, t_unlab = _task_data(task, shared)
-    return distill(resource_spec(task["spec"], task["dcfg"]["epochs"]), task["dcfg"], data, t_train, False, task["source"],
+    if task["kind"] == "scratch_aug":
+        cfg, _ = resolve(task["dcfg"], data, shared["teacher"], src=task["source"]).arms("none")["scratch_aug"]
+        return {"scratch_aug": train_arm("scratch_aug", task["spec"], cfg, data, None, "none", False, task["source"])}
+    return distill(task["spec"], task["dcfg"], data, t_train, False, task["source"],
                    teacher=shared["teacher"], teacher_cfg=shared["teacher_cfg"], extra_teachers=extras,
-                   scratch=scratch, teacher_unlab=t_unlab)
+                   scratch=scratch, teacher_unlab=t_unlab, scratch_aug=scratch_aug)
 
 
 def _task_data(task: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -158,17 +166,19 @@ def _scratch_arm(blob: bytes, rec: dict[str, Any]) -> Any:
     from .training import FitResult
 
     fit = FitResult(rec["val_acc"], rec["best_epoch"], rec["epochs_run"], [], rec["s_per_epoch"],
-                    rec["cpu_s_per_epoch"])
+                    rec["cpu_s_per_epoch"], rec.get("val_loss"))
     return Arm("scratch", load_student(io.BytesIO(blob)), fit, rec["test_acc"])
 
 
 def _arm_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """One grid task: a scratch arm (one recipe, one seed) or a distilled arm (one value, one seed)."""
+    """One grid task: a scratch arm (one recipe, one seed), function matching's control (scratch_aug) or a
+    distilled arm (one value, one seed)."""
     from .student import param_count
 
     kind = task["kind"]
     scratch = _scratch_arm(task["scratch_pt"], task["scratch_rec"]) if kind == "kd" else None
-    arm = _train_arms(task, shared, scratch)[kind]
+    aug = _scratch_arm(task["scratch_aug_pt"], task["scratch_aug_rec"]) if task.get("scratch_aug_pt") else None
+    arm = _train_arms(task, shared, scratch, aug)[kind]
     spec = task["spec"]
     if spec.get("resource") is not None:  # learned precisions: a brevitas student with the arm's own spec
         import numpy as np
@@ -180,7 +190,8 @@ def _arm_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         folded, specs = fold_arms({kind: arm}, student_input(np.concatenate([d.x_val, d.x_test]), spec))
         arm, spec = folded[kind], specs[kind]
     return {"kind": kind, "value": task.get("value"), "seed": task["dcfg"]["seed"], "method": task["dcfg"]["method"],
-            "test_acc": arm.test_acc, "val_acc": arm.fit.best_val_acc, "best_epoch": arm.fit.best_epoch,
+            "test_acc": arm.test_acc, "val_acc": arm.fit.best_val_acc, "val_loss": arm.fit.best_val_loss,
+            "best_epoch": arm.fit.best_epoch,
             "epochs_run": arm.fit.epochs_run, "s_per_epoch": arm.fit.seconds_per_epoch,
             "cpu_s_per_epoch": arm.fit.cpu_seconds_per_epoch, "params": param_count(arm.model),
             "info": json.loads(json.dumps(arm.info, default=float)),
@@ -230,6 +241,7 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
     from .atomic import write_json, write_text
     from .distill import ensemble_members
     from .grid import Grid, load_done
+    from .recipe import matches_function
     from .teacher import shared_teacher, teacher_accuracy, teacher_logits
 
     tmodel, tcfg, how = shared_teacher(cfg, data, out, teacher_path, progress)
@@ -239,11 +251,12 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
     fp = _digest(data.manifest["sha256_16"], tl["train"].tobytes(), tl["val"].tobytes(),
                  tl["unlab"].tobytes() if "unlab" in tl else b"")
 
-    # ---- tasks: distinct scratch arms, then one distilled arm per (value, seed)
-    scratch_label = param.startswith(("student.", "data.")) or param.split(".", 1)[1] in _SCRATCH_KEYS
+    # ---- tasks: distinct scratch arms (function matching's control too), then one distilled arm per (value, seed)
+    scratch_label = param.startswith(("student.", "data.")) or param.split(".", 1)[1] in _AUG_KEYS
     scratch_tasks: dict[str, dict[str, Any]] = {}
     kd_tasks: list[dict[str, Any]] = []
-    cells: list[tuple[Any, int, str, str | None]] = []  # (value, seed, scratch key, kd key)
+    cells: list[tuple[Any, int, str, str | None, str | None]] = []  # (value, seed, scratch, kd, scratch_aug key)
+    plan_shared = {"data": data, "teacher_train": tl["train"], "teacher_unlab": tl.get("unlab")}
     for v, c in zip(values, cfgs):
         for s in range(seeds):
             dcfg = {**c.distill, "seed": int(c.distill["seed"]) + s}
@@ -256,16 +269,23 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
             scratch_tasks.setdefault(skey, {"key": skey, "kind": "scratch", "spec": c.student, "budget": budget,
                                             "dcfg": {**dcfg, "method": "none"}, "source": c.source,
                                             "file": f"scratch_s{dcfg['seed']}_{skey[-10:]}.pt"})
-            kkey = None
+            kkey = akey = None
+            if dcfg["method"] != "none" and matches_function(
+                    dcfg, _task_data({"budget": budget, "source": c.source}, plan_shared)[0], tmodel):
+                akey = (f"scratch_aug {param}={v} " if scratch_label else "scratch_aug ") + \
+                    f"seed={dcfg['seed']} #{_digest([_scratch_key(c.student, dcfg, _AUG_KEYS), budget], fp)}"
+                scratch_tasks.setdefault(akey, {"key": akey, "kind": "scratch_aug", "spec": c.student, "budget": budget,
+                                                "dcfg": dcfg, "source": c.source,
+                                                "file": f"scratch_aug_s{dcfg['seed']}_{akey[-10:]}.pt"})
             if dcfg["method"] != "none":
                 files = [_file_digest(p) for p in dcfg["teachers"] or []] if dcfg["method"] == "ensemble" else []
                 kkey = (f"{dcfg['method']} {param}={v} seed={dcfg['seed']} "
                         f"#{_digest(c.student, dcfg, fp, files, budget)}")
                 ens = json.dumps([dcfg["teachers"], dcfg["ensemble_size"]]) if dcfg["method"] == "ensemble" else None
                 kd_tasks.append({"key": kkey, "kind": "kd", "value": v, "spec": c.student, "dcfg": dcfg, "budget": budget,
-                                 "source": c.source, "ensemble": ens, "scratch_key": skey,
+                                 "source": c.source, "ensemble": ens, "scratch_key": skey, "scratch_aug_key": akey,
                                  "file": f"kd_{_safe(v)}_s{dcfg['seed']}_{kkey[-10:]}.pt"})
-            cells.append((v, dcfg["seed"], skey, kkey))
+            cells.append((v, dcfg["seed"], skey, kkey, akey))
 
     jsonl = out / RUNS_FILE
     done = load_done(jsonl)
@@ -282,9 +302,9 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
         res = dict(res)
         write_bytes(out / ARMS_DIR / task["file"], res.pop("student_pt"))
         res["arm"] = f"{ARMS_DIR}/{task['file']}"
-        if task["kind"] == "scratch":
-            log(f"[sweep] scratch seed {res['seed']}{f' ({param}={task_value(task)})' if scratch_label else ''}: "
-                f"{100 * res['test_acc']:.2f} %")
+        if task["kind"] in ("scratch", "scratch_aug"):
+            log(f"[sweep] {task['kind']} seed {res['seed']}"
+                f"{f' ({param}={task_value(task)})' if scratch_label else ''}: {100 * res['test_acc']:.2f} %")
         else:
             sc = scratch_res[task["scratch_key"]]
             log(f"[sweep] {param}={task['value']} seed {res['seed']}: scratch {100 * sc['test_acc']:.2f} %, "
@@ -292,7 +312,7 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
         return res
 
     def task_value(task: dict[str, Any]) -> Any:
-        return next(v for v, _, sk, _ in cells if sk == task["key"])
+        return next(v for v, _, sk, _, ak in cells if task["key"] in (sk, ak))
 
     with Grid(workers, address, progress) as grid:
         scratch_res = dict(zip(scratch_tasks, grid.run(_arm_task, list(scratch_tasks.values()), shared, jsonl,
@@ -300,20 +320,27 @@ def _run_sweep_locked(cfg: Config, param: str, values: list[Any], out: Path, see
         for t in kd_tasks:  # distilled arms already recorded before this run (``done``) need no scratch input
             if t["key"] in done:
                 continue
-            sc = scratch_res[t["scratch_key"]]
-            path = out / sc["arm"]
-            if not path.is_file():
-                raise InputError(f"{jsonl}: scratch arm {t['scratch_key']!r} is recorded but {path} is missing; "
-                                 f"delete {jsonl.name} (or its line) to retrain it")
-            t["scratch_pt"], t["scratch_rec"] = path.read_bytes(), sc
+            for kind in ("scratch", "scratch_aug"):
+                if t.get(f"{kind}_key") is None:
+                    continue
+                sc = scratch_res[t[f"{kind}_key"]]
+                path = out / sc["arm"]
+                if not path.is_file():
+                    raise InputError(f"{jsonl}: {kind} arm {t[f'{kind}_key']!r} is recorded but {path} is missing; "
+                                     f"delete {jsonl.name} (or its line) to retrain it")
+                t[f"{kind}_pt"], t[f"{kind}_rec"] = path.read_bytes(), sc
         kd_res = dict(zip([t["key"] for t in kd_tasks],
                           grid.run(_arm_task, kd_tasks, shared, jsonl, desc="distilled arms", on_result=save_arm)))
         stats = grid.stats
 
     rows: list[dict[str, Any]] = []
-    for v, seed, skey, kkey in cells:
-        sc, kd = scratch_res[skey], (kd_res[kkey] if kkey else None)
+    for v, seed, skey, kkey, akey in cells:
+        sc, kd, aug = scratch_res[skey], (kd_res[kkey] if kkey else None), (scratch_res[akey] if akey else None)
         rows.append({"value": v, "seed": seed, "method": kd["method"] if kd else "none",
+                     "recipe": ((kd["info"] or {}).get("recipe") or {}).get("name") if kd else None,
+                     "scratch_aug_test": None if aug is None else aug["test_acc"],
+                     "scratch_aug_val": None if aug is None else aug["val_acc"],
+                     "scratch_aug_arm": None if aug is None else aug["arm"],
                      "scratch_test": sc["test_acc"], "scratch_val": sc["val_acc"],
                      "kd_test": None if kd is None else kd["test_acc"], "kd_val": None if kd is None else kd["val_acc"],
                      "scratch_s_per_epoch": sc["s_per_epoch"],
@@ -351,7 +378,8 @@ def _aggregate(values: list[Any], rows: list[dict[str, Any]], teacher_test: floa
         sm, ss = _stats([r["scratch_test"] for r in rs])
         entry: dict[str, Any] = {"value": v, "method": rs[0]["method"], "n": len(rs), "scratch_test_mean": sm,
                                  "scratch_test_std": ss, "kd_test_mean": None, "kd_test_std": None,
-                                 "diff_mean": None, "gap_closed": None, "epoch_time_ratio": None}
+                                 "diff_mean": None, "gap_closed": None, "epoch_time_ratio": None,
+                                 "scratch_aug_test_mean": None, "teacher_share_mean": None}
         if all(r["kd_test"] is not None for r in rs):
             km, ks = _stats([r["kd_test"] for r in rs])
             entry.update(kd_test_mean=km, kd_test_std=ks,
@@ -361,6 +389,9 @@ def _aggregate(values: list[Any], rows: list[dict[str, Any]], teacher_test: floa
                          # process CPU time: parallel tasks on shared cores inflate wall time, not CPU time
                          epoch_time_ratio=statistics.mean(r["kd_cpu_s_per_epoch"] / r["scratch_cpu_s_per_epoch"]
                                                           for r in rs))
+            if all(r["scratch_aug_test"] is not None for r in rs):  # function matching: the teacher's own share
+                entry.update(scratch_aug_test_mean=statistics.mean(r["scratch_aug_test"] for r in rs),
+                             teacher_share_mean=statistics.mean(r["kd_test"] - r["scratch_aug_test"] for r in rs))
         table.append(entry)
     return table
 
@@ -372,19 +403,26 @@ def _pct(m: float | None, s: float | None = None) -> str:
 
 
 def sweep_markdown(res: dict[str, Any]) -> str:
+    fm = any(e.get("scratch_aug_test_mean") is not None for e in res["table"])
     lines = [f"# Sweep of `{res['param']}` ({res['seeds']} seed{'s' if res['seeds'] > 1 else ''} per value)", "",
              f"Teacher ({res['teacher']['arch']}): {100 * res['teacher']['test_acc']:.2f} % test accuracy; "
              f"data {res['data']['dataset']}, {res['data']['train']} training rows.  KD − scratch is paired "
-             "(same seed, init and batch order); gap closed = (KD − scratch) / (teacher − scratch).", "",
+             "(same seed, init and batch order); gap closed = (KD − scratch) / (teacher − scratch)."
+             + ("  Where the recipe is function matching, scratch_aug is its control (the same augmentation and "
+                "schedule, labels only) and KD − scratch_aug the teacher's own share." if fm else ""), "",
              "| value | method | scratch test % | KD test % | KD − scratch (points) | gap closed "
-             "| KD/scratch epoch CPU time |",
-             "|---|---|---|---|---|---|---|"]
+             "| KD/scratch epoch CPU time |" + (" scratch_aug test % | KD − scratch_aug (points) |" if fm else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if fm else "")]
     for e in res["table"]:
         diff = "—" if e["diff_mean"] is None else f"{100 * e['diff_mean']:+.2f}"
         gap = "—" if e["gap_closed"] is None else f"{100 * e['gap_closed']:+.0f} %"
         ratio = "—" if e["epoch_time_ratio"] is None else f"{e['epoch_time_ratio']:.2f}"
-        lines.append(f"| {e['value']} | {e['method']} | {_pct(e['scratch_test_mean'], e['scratch_test_std'])} | "
-                     f"{_pct(e['kd_test_mean'], e['kd_test_std'])} | {diff} | {gap} | {ratio} |")
+        row = (f"| {e['value']} | {e['method']} | {_pct(e['scratch_test_mean'], e['scratch_test_std'])} | "
+               f"{_pct(e['kd_test_mean'], e['kd_test_std'])} | {diff} | {gap} | {ratio} |")
+        if fm:
+            share = e.get("teacher_share_mean")
+            row += f" {_pct(e.get('scratch_aug_test_mean'))} | {'—' if share is None else f'{100 * share:+.2f}'} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 

@@ -189,7 +189,7 @@ def test_second_sweep_into_a_busy_folder_is_one_line_and_writes_nothing(tmp_path
 
 
 def test_label_budget_sweep_gives_each_value_its_subset_and_transfer_set(tmp_path: Path) -> None:
-    cfg = validate({**SMALL, "distill": {"epochs": 2, "alpha": 0.9}}, "s.yaml")
+    cfg = validate({**SMALL, "distill": {"epochs": 2, "alpha": 0.9, "epochs_factor": 1.5}}, "s.yaml")
     assert parse_values("data.labels.fraction", "0.1,1") == [0.1, 1]
     res = run_sweep(cfg, "data.labels.fraction", [0.1, 1], tmp_path / "o", seeds=2, log=lambda *_: None)
     by = {(r["value"], r["seed"]): r for r in res["runs"]}
@@ -202,6 +202,14 @@ def test_label_budget_sweep_gives_each_value_its_subset_and_transfer_set(tmp_pat
         assert "transfer_rows" not in (by[(1, seed)]["kd_info"] or {})
     # a budget changes the scratch arm: one scratch task per (value, seed)
     assert len({r["scratch_key"] for r in res["runs"]}) == 4
+    # with a transfer set the recipe is function matching, with its control trained as a task of its own
+    for seed in (0, 1):
+        fm, plain = by[(0.1, seed)], by[(1, seed)]
+        assert fm["recipe"] == "function_matching" and fm["scratch_aug_test"] is not None
+        assert fm["kd_info"]["recipe"]["augmented"]["epochs"] == 3 and (tmp_path / "o" / fm["scratch_aug_arm"]).is_file()
+        assert plain["recipe"] == "plain" and plain["scratch_aug_test"] is None
+    assert res["table"][0]["teacher_share_mean"] is not None and res["table"][1]["teacher_share_mean"] is None
+    assert res["grid"]["tasks"] == 4 + 2 + 4  # scratch per (value, seed), scratch_aug per seed at 0.1, kd
     # seeds draw different label subsets, so the same value's scratch students differ
     assert by[(0.1, 0)]["scratch_test"] != by[(0.1, 1)]["scratch_test"] or \
         by[(0.1, 0)]["scratch_val"] != by[(0.1, 1)]["scratch_val"]

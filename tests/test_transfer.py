@@ -213,7 +213,7 @@ def budget_setup() -> tuple[Any, Any, dict[str, np.ndarray]]:
 
 
 def _dcfg(**kw: Any) -> dict[str, Any]:
-    return validate({"distill": {"epochs": 2, **kw}}).distill
+    return validate({"distill": {"epochs": 2, "recipe": "plain", **kw}}).distill
 
 
 def test_distillation_reads_the_transfer_set_and_scratch_gets_equal_steps(budget_setup: Any) -> None:

@@ -1,0 +1,204 @@
+"""The recipe chosen by the data (kdhw.recipe): when function matching is picked, what its control trains
+with, the teacher-following check, and the selection tie-break on small validation splits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import dataset
+from kdhw.augment import Augment, follow
+from kdhw.config import validate
+from kdhw.data import apply_label_budget
+from kdhw.distill import Arm, choose, distill
+from kdhw.errors import InputError
+from kdhw.recipe import FM_EPOCHS_FACTOR, augmentation_for, matches_function, resolve
+from kdhw.teacher import LogitsTeacher, write_logits_file
+from kdhw.training import FitResult
+
+MLP = {"input": {"bits": 8, "int_bits": 1, "signed": False}, "weight_bits": 4, "act_bits": 4,
+       "layers": [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]}
+
+
+def dcfg(**kw: Any) -> dict[str, Any]:
+    return validate({"distill": {"epochs": 2, **kw}}).distill
+
+
+@pytest.fixture(scope="module")
+def nn_teacher() -> torch.nn.Module:
+    """A 1-nearest-neighbour teacher on digits' training rows: right on every clean training row, and (like a
+    CNN teacher) thrown off by a one-pixel shift of an 8x8 digit but not by a little noise."""
+    d = dataset("digits")
+    ref = torch.from_numpy(d.x_train.reshape(len(d.x_train), -1))
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(d.y_train), 10).float()
+
+    class NearestNeighbour(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 10 * onehot[torch.cdist(x.reshape(len(x), -1), ref).argmin(1)]
+
+    return NearestNeighbour()
+
+
+# ---------------------------------------------------------------- which recipe
+
+def _budget(d: Any, fraction: float = 0.2) -> Any:
+    return apply_label_budget(d, {"fraction": fraction}, 0)
+
+
+@pytest.mark.parametrize("case, want", [
+    ("budget + network", "function_matching"),
+    ("unlabeled file + network", "function_matching"),
+    ("budget + logits file", "plain"),
+    ("budget + cached logits only", "plain"),
+    ("budget + method none", "plain"),
+    ("budget + label-free method", "plain"),
+    ("full labels + network", "plain"),
+    ("budget + network, recipe plain", "plain"),
+    ("full labels + network, recipe function_matching", "function_matching"),
+])
+def test_function_matching_exactly_when_a_transfer_set_and_a_runnable_teacher_exist(
+        case: str, want: str, nn_teacher: Any, tmp_path: Path) -> None:
+    d = dataset("digits")
+    if case.startswith("budget"):
+        d = _budget(d)
+    if case.startswith("unlabeled"):
+        d.x_unlab = d.x_test[:50]  # what data.unlabeled adds: inputs without labels
+    teacher: Any = nn_teacher
+    if "logits file" in case:
+        rows = np.concatenate([d.x_train, d.unlab, d.x_val, d.x_test])
+        write_logits_file(tmp_path / "t.npz", rows, nn_teacher(torch.from_numpy(rows)).numpy())
+        teacher = LogitsTeacher((tmp_path / "t.npz").read_bytes(), str(tmp_path / "t.npz"))
+    if "cached logits only" in case:
+        teacher = None
+    kw: dict[str, Any] = {}
+    if "method none" in case:
+        kw["method"] = "none"
+    if "label-free" in case:
+        kw["method"] = "tf_kd"
+    if "recipe" in case:
+        kw["recipe"] = case.rsplit("recipe ", 1)[1]
+    r = resolve(dcfg(**kw), d, teacher)
+    assert r.name == want and matches_function(dcfg(**kw), d, teacher) == (want == "function_matching")
+    arms = set(r.arms(kw.get("method", "hinton")))
+    if want == "function_matching":
+        assert arms == {"scratch", "scratch_aug", "kd"}
+        assert r.augmented["epochs"] == 2 * FM_EPOCHS_FACTOR and r.plain["epochs"] == 2
+        assert r.augmented["alpha"] == 0.9 and r.augmented["mixup_alpha"] == 0.4 and r.plain["alpha"] == 0.5
+    else:
+        assert "scratch_aug" not in arms and r.augmented is None and r.plain["mixup_alpha"] == 0.0
+
+
+def test_explicit_function_matching_without_a_runnable_teacher_is_one_line(tmp_path: Path, nn_teacher: Any) -> None:
+    d = _budget(dataset("digits"))
+    rows = np.concatenate([d.x_train, d.unlab, d.x_val, d.x_test])
+    write_logits_file(tmp_path / "t.npz", rows, nn_teacher(torch.from_numpy(rows)).numpy())
+    t = LogitsTeacher((tmp_path / "t.npz").read_bytes(), "t.npz")
+    with pytest.raises(InputError, match=r"^c.yaml: distill.recipe = function_matching needs a runnable teacher and a "
+                                         r"method that reads it, but the teacher is a logits file, which cannot run"):
+        distill(MLP, dcfg(recipe="function_matching"), d, np.zeros((len(d.y_train), 10)), False, "c.yaml", teacher=t)
+    with pytest.raises(InputError, match=r"distill.recipe = 'fm' is not allowed; choose one of: auto, plain, "
+                                         "function_matching"):
+        validate({"distill": {"recipe": "fm"}})
+
+
+def test_every_field_stays_overridable(nn_teacher: Any) -> None:
+    d = _budget(dataset("digits"))
+    r = resolve(dcfg(alpha=0.7, mixup_alpha=0.2, augment_noise=0.01, epochs_factor=3, temperature=2.0), d, nn_teacher)
+    a = r.augmented
+    assert (a["alpha"], a["mixup_alpha"], a["augment_noise"], a["epochs"], a["temperature"]) == (0.7, 0.2, 0.01, 6, 2.0)
+    assert r.plain["mixup_alpha"] == 0.0 and r.plain["augment_noise"] == 0.0  # plain scratch stays plain
+
+
+def test_augmentation_fits_the_modality() -> None:
+    img, sig, tab = np.full((4, 1, 28, 28), 0.5), np.ones((4, 1, 40)), np.ones((4, 12))
+    assert augmentation_for((1, 28, 28), img)["augment_shift"] == 2 and augmentation_for((1, 8, 8), img)["augment_shift"] == 1
+    assert augmentation_for((1, 28, 28), img)["augment_scale"] == 0.0  # images: translations and noise, no flips
+    assert augmentation_for((1, 40), sig) == {"augment_shift": 2, "augment_scale": 0.1, "augment_noise": 0.0}
+    x = np.random.default_rng(0).normal(0, 2.0, (500, 12))
+    t = augmentation_for((12,), x)
+    assert t["augment_shift"] == 0 and t["augment_scale"] == 0.0 and t["augment_noise"] == pytest.approx(0.2, rel=0.05)
+    assert augmentation_for((12,), tab)["augment_noise"] == 0.0
+
+
+# ---------------------------------------------------------------- the control: same augmentation, same steps
+
+def test_control_gets_the_distilled_arms_augmentation_and_steps(nn_teacher: Any, monkeypatch: Any) -> None:
+    import kdhw.distill as dm
+
+    d = _budget(dataset("digits"), 0.1)
+    seen: dict[str, dict[str, Any]] = {}
+    real_fit = dm.fit
+
+    def spy(model: Any, loss: Any, x: np.ndarray, y: np.ndarray, *a: Any, desc: str, epochs: int,
+            steps_per_epoch: int | None, batch_size: int, **kw: Any) -> FitResult:
+        steps = steps_per_epoch if steps_per_epoch is not None else math.ceil(len(x) / batch_size)
+        seen[desc] = {"epochs": epochs, "steps": steps, "rows": len(x)}
+        return real_fit(model, loss, x, y, *a, desc=desc, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        batch_size=batch_size, **kw)
+
+    monkeypatch.setattr(dm, "fit", spy)
+    arms = distill(MLP, dcfg(epochs=2, epochs_factor=1.5), d, None, False, teacher=nn_teacher)
+    assert set(arms) == {"scratch", "scratch_aug", "kd"}
+    n_all = len(d.y_train) + len(d.unlab)
+    assert seen["kd"] == {"epochs": 3, "steps": math.ceil(n_all / 64), "rows": n_all}  # reads the transfer set
+    assert seen["scratch_aug"] == {"epochs": 3, "steps": math.ceil(n_all / 64), "rows": len(d.y_train)}
+    assert seen["scratch"]["epochs"] == 2 and seen["scratch"]["steps"] == seen["kd"]["steps"]
+    rec = arms["kd"].info["recipe"]
+    assert rec["name"] == "function_matching" and rec["augmented"]["epochs"] == 3
+    # both augmented arms were trained from the same settings: the recipe's, shift scaled down for 8x8 digits
+    assert rec["augmented"]["augment_shift"] == 0 and rec["augmented"]["augment_noise"] > 0
+    assert arms["kd"].fit.epochs_run == arms["scratch_aug"].fit.epochs_run == 3
+
+
+# ---------------------------------------------------------------- augmentations the teacher can follow
+
+def test_follow_scales_down_a_shift_the_teacher_cannot_follow_and_keeps_noise(nn_teacher: Any) -> None:
+    d = dataset("digits")
+    x, y = np.concatenate([d.x_train, d.x_val]), np.concatenate([d.y_train, d.y_val])
+    kept, rec = follow(Augment(shift=1, noise=0.04), nn_teacher, x, y, d.shape, 0, 0.05)
+    by = {r["augment"]: r for r in rec}
+    assert kept == Augment(shift=0, noise=0.04)
+    assert by["shift"]["scaled_down"] and by["shift"]["tried"][0]["value"] == 1
+    assert by["shift"]["teacher_acc_clean"] - by["shift"]["tried"][0]["teacher_acc"] > 0.2  # a shifted 8x8 digit
+    assert not by["noise"]["scaled_down"] and by["noise"]["teacher_acc_clean"] - by["noise"]["tried"][0]["teacher_acc"] < 0.05
+    assert by["all kept"]["kept"] == {"shift": 0, "scale": 0.0, "noise": 0.04}
+    # a float augmentation is halved until the teacher follows (or switched off after MAX_HALVINGS)
+    kept, rec = follow(Augment(noise=2.0), nn_teacher, x, y, d.shape, 0, 0.05)
+    assert 0 <= kept.noise < 2.0 and [t["value"] for t in rec[0]["tried"]][:3] == [2.0, 1.0, 0.5]
+    # what the user set is measured and reported, never changed
+    kept, rec = follow(Augment(shift=1), nn_teacher, x, y, d.shape, 0, 0.05, scalable={"noise", "scale"})
+    assert kept.shift == 1 and rec[0]["user_set"] and not rec[0]["scaled_down"]
+
+
+def test_recipe_reports_the_scaled_down_augmentation(nn_teacher: Any) -> None:
+    from kdhw.report import _recipe_lines
+
+    d = _budget(dataset("digits"))
+    r = resolve(dcfg(), d, nn_teacher)
+    assert r.augmented["augment_shift"] == 0 and r.teacher_check[0]["asked"] == 1
+    text = "\n".join(_recipe_lines({"kd": {"info": {"recipe": r.describe()}, "test_acc": 0.9},
+                                    "scratch": {"test_acc": 0.8}, "scratch_aug": {"test_acc": 0.85}}))
+    assert "Augmentation `shift` 1 cost the teacher" in text and "scaled down to 0" in text
+    assert "the teacher's share (kd − scratch_aug) +5.00**" in text
+
+
+# ---------------------------------------------------------------- selection on a small validation split
+
+def _arm(name: str, val: float, loss: float | None) -> Arm:
+    return Arm(name, torch.nn.Linear(1, 1), FitResult(val, 0, 1, best_val_loss=loss), 0.0)  # type: ignore[arg-type]
+
+
+def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss() -> None:
+    arms = {"scratch": _arm("scratch", 0.9, 0.61), "scratch_aug": _arm("scratch_aug", 0.8, 0.2),
+            "kd": _arm("kd", 0.9, 0.35)}
+    best, why = choose(arms, "best_val")
+    assert best == "kd" and why == "validation accuracy tied at 90.00 %; lowest validation loss (kd 0.350, scratch 0.610)"
+    assert choose({**arms, "kd": _arm("kd", 0.9, 0.7)}, "best_val")[0] == "scratch"
+    assert choose({**arms, "kd": _arm("kd", 0.93, 0.9)}, "best_val") == ("kd", "best validation accuracy")
+    assert choose({"scratch": _arm("s", 0.9, None), "kd": _arm("k", 0.9, None)}, "best_val")[0] == "scratch"
+    assert choose(arms, "scratch_aug") == ("scratch_aug", "forced by distill.select")
