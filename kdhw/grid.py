@@ -181,17 +181,18 @@ def check_address(address: str | None) -> None:
 # ---------------------------------------------------------------- the runner
 
 def _ray_call(fn: TaskFn, task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """Body of every Ray task: one torch thread, user errors returned as data instead of raised.
+    """Body of every Ray task: one torch thread, onnxruntime's log noise off, user errors returned as data.
 
-    One thread: these models are tiny, so a second intra-op thread only adds hand-offs, and N workers on
+    Python warnings are left alone (brevitas' and hls4ml's precision warnings reach the worker's log, as they
+    would in a sequential run).  One thread: these models are tiny, so a second intra-op thread only adds hand-offs, and N workers on
     N cores should not fight over them.  Returning a KdhwError as a value keeps its class and message
     exact; raised through Ray it would arrive wrapped in a remote traceback.
     """
-    import warnings
-
     import torch
 
-    warnings.filterwarnings("ignore")
+    from .quiet import silence_onnxruntime
+
+    silence_onnxruntime()
     torch.set_num_threads(1)
     t = time.perf_counter()
     try:

@@ -14,11 +14,11 @@ every front point is then converted to an hls4ml project and verified bit-exact 
 RTL simulation) in its own folder under ``DIR/points/``.
 
 ``--board B`` (repeatable) marks per board the most accurate front point (by validation accuracy) that fits
-its LUT/FF/DSP, its pins (the parallel RTL behind the serial pin wrapper the Lattice flow synthesizes;
-``pareto.pins: parallel`` demands the parallel ports) and, where an open timing model exists (iCE40, ECP5
-through nextpnr), its clock.  Seam for the streaming RTL: ``_fits`` is the only place that knows the
-interface; a streaming form would bring its own pin count and resource figures there.  A board no front
-point fits is an error (exit 2) that names the smallest point found.
+its LUT/FF/DSP, its pins and, where an open timing model exists (iCE40, ECP5 through nextpnr), its clock, in
+the least folded RTL form that fits (``kdhw.fit``: the parallel form, else a stream form; ``pareto.pins:
+parallel`` judges the parallel form by its real ports, ``serialize`` behind the serial pin wrapper the
+Lattice flow synthesizes).  A board no front point fits is an error (exit 2) that names the smallest point
+found.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -167,43 +166,37 @@ def _verify_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]
 # ---------------------------------------------------------------- boards
 
 def _fits(point: dict[str, Any], board: Any, out: Path, pins: str) -> dict[str, Any]:
-    """Resources, pins and clock of ``point`` on ``board``.
+    """Whether ``point`` fits ``board`` in some RTL form: ``kdhw.fit.choose_form`` judges the parallel form
+    first (its yosys counts reused when the grid already synthesized it for this board's flow) and, when that
+    does not fit, the stream forms from least to most folded; pins, estimate, then yosys (+ nextpnr place,
+    route and fmax against the board clock on iCE40/ECP5; Xilinx parts have no open timing model).
 
-    Xilinx: yosys counts for the board's family (no open timing model: the clock is not checked).  Lattice:
-    yosys + nextpnr place-and-route of the core behind the serial pin wrapper; the achieved fmax must reach
-    the board clock.  This is the parallel RTL (II = 1); the streaming RTL would bring its own figures here.
+    ``pins: serialize`` judges the parallel form without its pin count (the serial pin wrapper the Lattice flow
+    synthesizes); ``pins: parallel`` demands its real ports.  Stream forms always bring their real ports.
     """
+    from .fit import choose_form
     from .hwreport import synth_flow_key
-    from .synth import synthesize
 
     if point.get("lut") is None:
         return {"fits": False, "why": "no synthesis result"}
-    same_flow = board.vendor == "xilinx" and synth_flow_key(board) == point.get("_synth_flow")
-    if same_flow:
-        syn = {"lut": point["lut"], "ff": point["ff"], "dsp": point.get("dsp") or 0, "ok": True, "fmax_mhz": None}
-    else:
-        rtl = out / POINTS_DIR / point["id"] / "rtl"
-        if not (rtl / "rtl.json").is_file():
-            from .rtl import qonnx_to_rtl
-
-            qonnx_to_rtl(out / point["onnx"], rtl, clock_period_ns=board.clock_period_ns)
-        syn = synthesize(rtl, board, out / POINTS_DIR / point["id"] / f"synth_{board.name}")
-        if not syn.get("ok"):
-            return {"fits": False, "why": f"place-and-route failed: {syn.get('error')}", "lut": syn.get("lut")}
-    why = []
-    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)):
-        if (syn.get(k) or 0) > cap:
-            why.append(f"{k.upper()} {syn[k]:,} > {cap:,}")
-    need = int(point["input_bits_total"]) + int(point["output_bits_total"]) + 1
-    if pins == "parallel" and need > board.io_pins:
-        why.append(f"pins {need} > {board.io_pins}")
-    fmax = syn.get("fmax_mhz")
-    if fmax is not None and fmax < board.clock_mhz:
-        why.append(f"fmax {fmax:.1f} MHz < {board.clock_mhz:g} MHz")
-    return {"fits": not why, "why": "; ".join(why) or "fits", "lut": syn.get("lut"), "ff": syn.get("ff"),
-            "fmax_mhz": fmax, "pins_parallel": need, "board_pins": board.io_pins,
-            "serialization_factor": 1 if need <= board.io_pins else math.ceil((need - 1) / max(board.io_pins - 1, 1)),
-            "clock_checked": fmax is not None}
+    known = None
+    if board.vendor == "xilinx" and synth_flow_key(board) == point.get("_synth_flow"):
+        known = {"parallel": {"lut": point["lut"], "ff": point["ff"], "dsp": point.get("dsp") or 0, "ok": True,
+                              "fmax_mhz": None}}
+    res = choose_form(out / point["onnx"], board, out / POINTS_DIR / point["id"] / f"fit_{board.name}",
+                      parallel_pins=pins == "parallel", known=known, log=lambda *a: None)
+    chosen = next((c for c in res["candidates"] if c["verdict"] == "chosen"), None)
+    if chosen is None:
+        last = res["candidates"][-1]
+        return {"fits": False, "why": f"{last['label']}: {last['why']}", "form": None,
+                "lut": (last["synthesis"] or {}).get("lut") or last["estimate"]["lut"],
+                "candidates": res["candidates"]}
+    syn = chosen["synthesis"] or {}
+    return {"fits": True, "why": "fits" if chosen["label"] == "parallel" else f"fits as {chosen['label']}",
+            "form": chosen["label"], "lut": syn.get("lut"), "ff": syn.get("ff"), "fmax_mhz": syn.get("fmax_mhz"),
+            "pins": chosen["pins"], "board_pins": board.io_pins, "initiation_interval": chosen["initiation_interval"],
+            "latency_cycles": chosen["latency_cycles"], "clock_checked": res["clock_checked"],
+            "candidates": res["candidates"]}
 
 
 def pick_for_boards(points: list[dict[str, Any]], boards: list[Any], out: Path, pins: str,
@@ -217,7 +210,8 @@ def pick_for_boards(points: list[dict[str, Any]], boards: list[Any], out: Path, 
             f = _fits(p, b, out, pins)
             entry["checked"].append({"point": p["id"], **f})
             if f["fits"]:
-                entry.update(pick=p["id"], val_acc=p["val_acc"], test_acc=p["test_acc"], lut=f["lut"], ff=f["ff"])
+                entry.update(pick=p["id"], val_acc=p["val_acc"], test_acc=p["test_acc"], lut=f["lut"], ff=f["ff"],
+                             form=f["form"])
                 log(f"[pareto] {b.name}: point {p['id']} ({100 * p['test_acc']:.1f} % test, {f['lut']:,} LUT)")
                 break
         res.append(entry)
@@ -474,12 +468,12 @@ def pareto_markdown(res: dict[str, Any]) -> str:
                      f"{_n(p['ebops'])} | {p['live_weights']}/{p['weights']} | {p['inputs_read']}/{p['inputs']} | "
                      f"{p['latency_cycles']} | {'yes' if p['bit_exact'] else '**NO**'} |")
     if res["boards"]:
-        lines += ["", "## Best student per board", "", "| board | point | val % | test % | LUT | FF | checked |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Best student per board", "", "| board | point | RTL form | val % | test % | LUT | FF | checked |",
+                  "|---|---|---|---|---|---|---|---|"]
         for e in res["boards"]:
             chk = "; ".join(f"`{c['point']}`: {c['why']}" for c in e["checked"])
             lines.append(f"| {e['board']} | {('`' + e['pick'] + '`') if e['pick'] else '**none fits**'} | "
-                         f"{_pct(e.get('val_acc'))} | {_pct(e.get('test_acc'))} | {_n(e.get('lut'))} | "
+                         f"{e.get('form') or '—'} | {_pct(e.get('val_acc'))} | {_pct(e.get('test_acc'))} | {_n(e.get('lut'))} | "
                          f"{_n(e.get('ff'))} | {chk} |")
     if res["kd"]:
         lines += ["", "## Distillation at each point (paired: same student, beta, seed and initial weights)", "",

@@ -160,3 +160,25 @@ def test_ray_two_workers_give_the_sequential_results_and_keep_user_errors(tmp_pa
         assert len(g._refs) == 1  # the shared data went into the object store once for all three batches
         assert g.stats.mode == "ray" and g.stats.executed >= 4
     assert not ray.is_initialized()  # what the grid started, it shut down
+
+
+def _warns(task: dict[str, Any], shared: dict[str, Any]) -> int:
+    import warnings
+
+    warnings.warn("Bit width of the output clipped", UserWarning)
+    return task["v"]
+
+
+def test_a_worker_keeps_the_warnings_meant_for_the_user() -> None:
+    """The body of every Ray task must not swallow Python warnings (a library's precision warning is for
+    the user); a worker that filtered them all away would make this fail."""
+    import torch
+
+    from kdhw.grid import _ray_call
+
+    threads = torch.get_num_threads()
+    try:
+        with pytest.warns(UserWarning, match="clipped"):
+            assert _ray_call(_warns, {"v": 3}, {})["ok"] == 3
+    finally:
+        torch.set_num_threads(threads)
