@@ -576,7 +576,7 @@ def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if goal:
         met60 = all(e["gap_closed"] is not None and e["gap_closed"] >= 0.6 for e in goal)
         n80 = sum(e["gap_closed"] is not None and e["gap_closed"] >= 0.8 for e in goal)
-        lines += ["### Goal (issue 14): with validation cut to the budget, exported student", "",
+        lines += ["### Goal: with validation cut to the budget, exported student", "",
                   ", ".join(f"{e['set']}/{e['student']} {100 * e['gap_closed']:+.0f} %" for e in goal) +
                   f".  >= 60 % on every student: **{'met' if met60 else 'not met'}**; >= 80 % on at least two: "
                   f"**{'met' if n80 >= 2 else 'not met'}** ({n80} of {len(goal)}).", ""]

@@ -195,7 +195,8 @@ def test_a_missed_board_clock_keeps_fmax_and_still_fits(tiny_dir: Path, report: 
     assert s["ok"] and s["fits"] is True and s["meets_clock"] is False, s.get("error")
     assert 1.0 < s["fmax_mhz"] < 400 and s["lut"] == ice["synthesis"]["lut"]
     est = ice["estimate"]
-    e = _board_entry(fast, {**est, "latency_cycles": 3}, s, None, {"latency_cycles": 3}, (160, 60), None)
+    meta = json.loads((tiny_dir / "rtl" / "rtl.json").read_text())
+    e = _board_entry(fast, {**est, "latency_cycles": 3}, s, None, meta, (160, 60), None)
     assert e["fits"] is True and e["latency"]["fmax_mhz"] == s["fmax_mhz"] and e["latency"]["meets_board_clock"] is False
     md = render_markdown({"model": "m", "rtl": "rtl", "estimate_formula": "f", "estimate_note": "", "boards": [e]})
     row = next(ln for ln in md.splitlines() if ln.startswith("| icebreaker-400 |"))
