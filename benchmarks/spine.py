@@ -1,6 +1,6 @@
 """The default `kdhw run` on digits, 3 seeds: accuracy, stage times and the per-board hardware figures.
 
-Runs the real pipeline (`kdhw.pipeline.run`, the embedded default config: 64-8-10 student, hls4ml project,
+Runs the real pipeline (`kdhw.pipeline.run`, the embedded default config and its student, hls4ml project,
 RTL, verification, open synthesis for pynq-z2, ulx3s-85f and icebreaker) once per seed (teacher and student
 seed both set; the data split stays fixed) and records, per seed: teacher / scratch / KD test accuracy, the
 exported arm, bit-exactness, each stage's wall time, the run's wall and CPU time (this process and the
@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-VERSION = "spine-v3"  # part of every task key: a change to what a task records reruns it
+VERSION = "spine-v4"  # part of every task key: a change to what a task records reruns it
 
 
 def _cpu_seconds() -> float:

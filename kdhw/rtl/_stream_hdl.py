@@ -130,6 +130,13 @@ def _credit(depth: int, stages: int, emit: str, pop: str) -> tuple[list[str], li
     return decl, upd, f"(occ < {depth})"
 
 
+def _handshake_ports(name: str, wi: int, wo: int) -> list[str]:
+    """The header every internal unit shares: a valid/ready input and a valid/ready output."""
+    return [f"module {name} (", "    input clk,", "    input rst,", "    input in_valid,", "    output in_ready,",
+            f"    input [{wi - 1}:0] in_data,", "    output out_valid,", "    input out_ready,",
+            f"    output [{wo - 1}:0] out_data", ");"]
+
+
 def window_unit(top: str, u: Unit) -> str:
     s = u.spec
     dp: Datapath = u.dp
@@ -162,16 +169,7 @@ def window_unit(top: str, u: Unit) -> str:
     a("// sit at fixed offsets per (row class, column class); taps outside the image read the pad value.")
     if n_tot > n_in:
         a(f"// Rows below the image are fed as {n_tot - n_in} virtual zero beat(s) after the {n_in} real ones.")
-    a(f"module {name} (")
-    a("    input clk,")
-    a("    input rst,")
-    a("    input in_valid,")
-    a("    output in_ready,")
-    a(f"    input [{wi - 1}:0] in_data,")
-    a("    output out_valid,")
-    a("    input out_ready,")
-    a(f"    output [{wo - 1}:0] out_data")
-    a(");")
+    L_ += _handshake_ports(name, wi, wo)
     a(f"    reg [{B * wi - 1}:0] sr;")
     for k in range(B):
         a(f"    wire [{wi - 1}:0] lb_{k} = sr[{(k + 1) * wi - 1}:{k * wi}];")
@@ -385,16 +383,7 @@ def mac_unit(top: str, u: Unit) -> str:
     a(f"// ({S} steps per frame).  Weights come from a constant ROM (codes x 2^-{s['fw']}); inputs are aligned to "
       f"{fx} fraction bits;")
     a("// the exact integer sums are requantized by a da4ml datapath once per frame.")
-    a(f"module {name} (")
-    a("    input clk,")
-    a("    input rst,")
-    a("    input in_valid,")
-    a("    output in_ready,")
-    a(f"    input [{wi - 1}:0] in_data,")
-    a("    output out_valid,")
-    a("    input out_ready,")
-    a(f"    output [{wo - 1}:0] out_data")
-    a(");")
+    L_ += _handshake_ports(name, wi, wo)
     a(f"    reg [{wi - 1}:0] xb;  // the beat being multiplied")
     a("    reg busy;  // xb holds a beat with steps left")
     a(f"    reg [{sw - 1}:0] st;  // step of the frame (ROM address)")
@@ -504,16 +493,7 @@ def collect_unit(top: str, u: Unit) -> str:
     a = L_.append
     a(f"// {u.name}: dense {', '.join(u.nodes)} unrolled: collects {NB} beat(s) of {s['J']} element(s), then one da4ml "
       "datapath")
-    a(f"module {name} (")
-    a("    input clk,")
-    a("    input rst,")
-    a("    input in_valid,")
-    a("    output in_ready,")
-    a(f"    input [{wi - 1}:0] in_data,")
-    a("    output out_valid,")
-    a("    input out_ready,")
-    a(f"    output [{wo - 1}:0] out_data")
-    a(");")
+    L_ += _handshake_ports(name, wi, wo)
     a(f"    reg [{NB * wi - 1}:0] sh;  // beat b of the frame at [b*{wi} +: {wi}] once full")
     a(f"    reg [{bw - 1}:0] b;")
     a("    reg full;")

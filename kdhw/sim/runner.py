@@ -227,11 +227,9 @@ def simulate_rtl(
         work_dir = owned
     work = Path(work_dir).resolve()
     try:
-        bdir = build_design(rtl_dir, simulator, work / "build")
-        run = Path(tempfile.mkdtemp(prefix="run-", dir=work))
-        (run / "inputs.hex").write_text("\n".join(format(w, "x") for w in words) + "\n")
+        files = {"inputs.hex": "\n".join(format(w, "x") for w in words) + "\n"}
         if exp_words is not None:
-            (run / "expected.hex").write_text("\n".join(format(w, "x") for w in exp_words) + "\n")
+            files["expected.hex"] = "\n".join(format(w, "x") for w in exp_words) + "\n"
         cfg = {
             "latency_reported": int(meta["latency_cycles"]),
             "n_inputs": int(meta["n_inputs"]), "in_bits": int(meta["input_format"]["bits"]),
@@ -240,26 +238,8 @@ def simulate_rtl(
             "impulse_row": impulse,
             "impulse_word": format(words[impulse if impulse is not None else 0], "x"),
         }
-        (run / "config.json").write_text(json.dumps(cfg))
-        log = run / "sim.log"
-        with _tool_env(simulator):
-            runner = _get_runner(simulator)
-            try:
-                runner.test(
-                    test_module=TB_MODULE,
-                    hdl_toplevel=meta["top"],
-                    hdl_toplevel_lang="verilog",
-                    build_dir=bdir,
-                    test_dir=run,
-                    extra_env={"KDHW_SIM_DIR": str(run)},
-                    timescale=("1ns", "1ps"),
-                    results_xml=str(run / "results.xml"),
-                    log_file=log,
-                )
-            except SystemExit:
-                pass  # cocotb's runner exits on a failed test under pytest; the result files tell what failed
-            except RuntimeError as e:
-                raise CheckFailed(f"{simulator} simulation of {rtl_dir} did not run ({e}):\n{_tail(log)}") from None
+        files["config.json"] = json.dumps(cfg)
+        run, log = _run_bench(rtl_dir, meta, simulator, work, TB_MODULE, files)
         try:
             lat_res = json.loads((run / "impulse_latency.json").read_text())
             stream_res = json.loads((run / "stream_vectors.json").read_text())
