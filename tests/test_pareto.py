@@ -99,6 +99,19 @@ def test_pareto_end_to_end(tmp_path, tiny, boards_dir, capsys) -> None:
     assert res2["grid"]["executed"] == 0 and res2["grid"]["resumed"] == 2
     assert [p["test_acc"] for p in res2["points"]] == [p["test_acc"] for p in res["points"]]
     assert [p["bit_exact"] for p in res2["points"]] == [p["bit_exact"] for p in res["points"]]
+    # a board whose pins the parallel ports exceed: the same point fits as a stream form, named in the pick
+    import dataclasses
+
+    from kdhw.boards import load_board
+    from kdhw.pareto import pick_for_boards
+
+    pinned = dataclasses.replace(load_board("pynq-z2"), name="pynq-40-pins", io_pins=40)
+    pick = pick_for_boards(res2["points"], [pinned], out, "parallel", log=lambda *a: None)[0]
+    assert pick["pick"] == best["id"] and pick["form"].startswith("stream p="), pick
+    cands = pick["checked"][0]["candidates"]
+    assert cands[0]["label"] == "parallel" and cands[0]["why"].startswith("pins ")
+    chosen = next(c for c in cands if c["verdict"] == "chosen")
+    assert chosen["pins"] <= 40 and chosen["synthesis"]["lut"] == pick["lut"] > 0
 
 
 def test_pareto_bad_input(tmp_path, capsys) -> None:
