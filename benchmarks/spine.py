@@ -115,11 +115,22 @@ def _min_s(s: float) -> str:
 
 # ---------------------------------------------------------------- tables (also rendered into the README)
 
+def _student_label() -> str:
+    """The embedded default student in a few words (digits: 64 input features)."""
+    from kdhw.config import load_config
+
+    st = load_config(None).student
+    dims = "-".join(["64"] + [str(x["units"]) for x in st["layers"] if x["type"] == "dense"])
+    bits = (f"learned weight precisions, beta {st['resource']['beta']:g}" if st.get("resource")
+            else f"w{st['weight_bits']} a{st['act_bits']}")
+    return f"{dims}, {bits}, {st['input']['bits']}-bit input"
+
+
 def accuracy_table(res: dict[str, Any]) -> str:
     s, r0 = res["summary"], res["runs"][0]
     a = s["accuracy_mean_std"]
     rows = [("teacher", f"teacher (float CNN, {r0['teacher_params'] / 1000:.1f} k params)"),
-            ("scratch", f"student scratch (64-8-10, w4 a4, {r0['student_params']} params)"),
+            ("scratch", f"student scratch ({_student_label()}, {r0['student_params']} params)"),
             ("kd", "student KD (Hinton, T = 1, alpha = 0.5)")]
     out = [f"| model | test accuracy (%), mean ± std over {s['seeds']} seeds |", "|---|---|"]
     out += [f"| {label} | {a[k][0]:.2f} ± {a[k][1]:.2f} |" for k, label in rows]
