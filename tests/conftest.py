@@ -87,3 +87,22 @@ def qonnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
         x = np.concatenate([x_test, off_grid_inputs(shape, 300, spec["input"]["signed"])])
         out[kind] = (path, x)
     return out
+
+
+def hardware_signature(onnx_path: Path) -> list[tuple[Any, ...]]:
+    """What the hardware stages read from an exported student apart from its constants: every node's op type
+    and, for each Quant node, its bit width and zero point and whether every scale is a power of two (the
+    scale values, like the weights, follow training).  Students with equal signatures take the same path
+    through hls4ml and da4ml, so one bit-exactness run covers them all."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    m = ModelWrapper(str(onnx_path))
+    sig: list[tuple[Any, ...]] = []
+    for n in m.graph.node:
+        if n.op_type != "Quant":
+            sig.append((n.op_type,))
+            continue
+        scale, zero, bits = (np.asarray(m.get_initializer(x), dtype=float).ravel() for x in n.input[1:4])
+        po2 = bool(np.all(scale > 0) and np.all(np.log2(scale) == np.round(np.log2(scale))))
+        sig.append(("Quant", tuple(bits.tolist()), tuple(zero.tolist()), po2))
+    return sig
