@@ -274,9 +274,9 @@ def summarize(recs: dict[str, Any], designs: dict[tuple[str, str], dict[str, Any
                                            "error", "skipped", "seconds", "meets_clock")}
             if b.vendor == "lattice":
                 eb = estimate_design(Path(d["rtl"]).parent / "model.onnx", meta, b)
-                f = eb["features"]
+                feat = eb["features"]
                 keep["estimate"] = eb["lut"]
-                keep["estimate_soft"] = (f.get("mult_bits", 0.0) - f.get("soft_mult_bits", 0.0)
+                keep["estimate_soft"] = (feat.get("mult_bits", 0.0) - feat.get("soft_mult_bits", 0.0)
                                          if flow == "ice40" else 0.0)
                 keep["pins_fit"] = pins <= b.io_pins
                 ns, fps = throughput(meta["latency_cycles"], meta["initiation_interval"], r.get("fmax_mhz"))

@@ -77,7 +77,7 @@ K_S_FF = 0.850
 # one flip-flop, so a design rich in registers (line buffers, FIFOs: no LUT-RAM on iCE40) needs cells for them
 # too.  Fitted (least squares on relative error, in sample) on the placed designs of
 # benchmarks/stream_vs_parallel.py (nextpnr's ICESTORM_LC / TRELLIS_COMB); a screening figure, nextpnr decides.
-LATTICE_CELLS = {"ice40": (1.7, 0.0), "ecp5": (1.8, 0.0)}
+LATTICE_CELLS = {"ice40": (0.9, 2.825), "ecp5": (1.483, 1.423)}  # (per LUT6, per FF): results/stream_vs_parallel.json
 STREAM_LUT_TERMS = ("dp_cost", "logic_luts")
 STREAM_FF_TERMS = ("ff_bits",)
 FORMULA = (f"LUT = {K_DENSE:.3f}*sum_dense(adders*(a+2)) + {K_CONV:.3f}*sum_conv(adders*(a+2)), "
