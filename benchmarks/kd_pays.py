@@ -157,23 +157,13 @@ def shared_teachers(sets: list[str], log: Any = print) -> dict[str, Any]:
     return out
 
 
-def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """Train one arm of one (set, student, budget, seed) cell; returns accuracies and epoch cost."""
-    import torch
-
+def _task_inputs(raw: dict[str, Any], task: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, ...]:
+    """A task's validated config, its data (label budget applied), the shared handed-over teacher and that
+    teacher's cached logits on the task's labelled and transfer rows."""
     from kdhw.config import validate
     from kdhw.data import load_dataset
-    from kdhw.distill import choose, distill, train_arm
-    from kdhw.teacher import build_teacher, teacher_accuracy, teacher_logits, train_teacher
+    from kdhw.teacher import build_teacher
 
-    torch.set_num_threads(1)
-    spec_set = SETS[task["set"]]
-    b, seed, arm = task["budget"], task["seed"], task["arm"]
-    raw: dict[str, Any] = {"data": dict(spec_set["data"]), "teacher": spec_set["teacher"],
-                           "student": spec_set["students"][task["student"]],
-                           "distill": {"epochs": spec_set["epochs"], "seed": seed, "method": "none"}}
-    if b < 1.0:
-        raw["data"]["labels"] = {"fraction": b, "seed": seed, "val": bool(task.get("val_budget"))}
     cfg = validate(raw, f"kd_pays:{task['key']}")
     data = load_dataset(cfg.data)
     sh = shared[task["set"]]
@@ -183,6 +173,25 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     full = sh["logits"]["train"]
     t_train = full if data.train_index is None else full[data.train_index]
     t_unlab = None if data.dropped_index is None else full[data.dropped_index]
+    return cfg, data, teacher, t_train, t_unlab
+
+
+def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm of one (set, student, budget, seed) cell; returns accuracies and epoch cost."""
+    import torch
+
+    from kdhw.distill import choose, distill, train_arm
+    from kdhw.teacher import teacher_accuracy, teacher_logits, train_teacher
+
+    torch.set_num_threads(1)
+    spec_set = SETS[task["set"]]
+    b, seed, arm = task["budget"], task["seed"], task["arm"]
+    raw: dict[str, Any] = {"data": dict(spec_set["data"]), "teacher": spec_set["teacher"],
+                           "student": spec_set["students"][task["student"]],
+                           "distill": {"epochs": spec_set["epochs"], "seed": seed, "method": "none"}}
+    if b < 1.0:
+        raw["data"]["labels"] = {"fraction": b, "seed": seed, "val": bool(task.get("val_budget"))}
+    cfg, data, teacher, t_train, t_unlab = _task_inputs(raw, task, shared)
     d0 = dict(cfg.distill)
     aug = spec_set["augment"]
     long = {"epochs": LONG * spec_set["epochs"]}
@@ -270,11 +279,8 @@ def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, A
     teacher-following check), trained alone; returns accuracies, validation loss and CPU cost."""
     import torch
 
-    from kdhw.config import validate
-    from kdhw.data import load_dataset
     from kdhw.distill import train_arm
     from kdhw.recipe import resolve
-    from kdhw.teacher import build_teacher
 
     torch.set_num_threads(1)
     spec_set = SETS[task["set"]]
@@ -285,14 +291,7 @@ def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, A
                                                                    "val": task["val"] == "cut"}},
                            "teacher": spec_set["teacher"], "student": spec_set["students"][task["student"]],
                            "distill": dist}
-    cfg = validate(raw, f"kd_pays:{task['key']}")
-    data = load_dataset(cfg.data)
-    sh = shared[task["set"]]
-    teacher = build_teacher(cfg.teacher, data.shape, data.n_classes)
-    teacher.load_state_dict(sh["state"])
-    teacher.eval()
-    full = sh["logits"]["train"]
-    t_train, t_unlab = full[data.train_index], full[data.dropped_index]
+    cfg, data, teacher, t_train, t_unlab = _task_inputs(raw, task, shared)
     c0, t0 = time.process_time(), time.perf_counter()
     recipe = resolve(cfg.distill, data, teacher, src=f"kd_pays:{task['key']}")
     name = {"fm": "kd"}.get(task["arm"], task["arm"])

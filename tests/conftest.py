@@ -106,3 +106,12 @@ def hardware_signature(onnx_path: Path) -> list[tuple[Any, ...]]:
         po2 = bool(np.all(scale > 0) and np.all(np.log2(scale) == np.round(np.log2(scale))))
         sig.append(("Quant", tuple(bits.tolist()), tuple(zero.tolist()), po2))
     return sig
+
+
+def write_tiny_board(folder: Path) -> Path:
+    """A catalog entry (an iCE40 LP384 with 21 pins) far too small for any student, in ``folder``."""
+    p = folder / "tiny-fpga.yaml"
+    p.write_text("name: tiny-fpga\nvendor: lattice\nfamily: ice40\npart: lp384-qn32\nclock_mhz: 12\nlut: 100\n"
+                 "ff: 100\ndsp: 0\nbram36: 0\nuram: 0\nio_pins: 21\n"
+                 'sources: ["test board: a catalog entry far too small for any student"]\n')
+    return p

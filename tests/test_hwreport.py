@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+
+from conftest import write_tiny_board
 from onnx import numpy_helper
 
 from kdhw import synth
@@ -542,20 +544,7 @@ def test_require_fit_exits_1_on_a_board_too_small(tiny_dir: Path, tmp_path: Path
     boards.mkdir()
     for b in ("pynq-z2",):
         shutil.copy(ROOT / "boards" / f"{b}.yaml", boards)
-    (boards / "tiny-fpga.yaml").write_text(textwrap.dedent("""\
-        name: tiny-fpga
-        vendor: lattice
-        family: ice40
-        part: lp384-qn32
-        clock_mhz: 12
-        lut: 100
-        ff: 100
-        dsp: 0
-        bram36: 0
-        uram: 0
-        io_pins: 21
-        sources: ["test board: a catalog entry far too small for any student"]
-    """))
+    write_tiny_board(boards)
     run = _copy_run(tiny_dir, tmp_path / "run")
     env = {**os.environ, "KDHW_BOARDS_DIR": str(boards)}
     cmd = [sys.executable, "-m", "kdhw.cli", "report", str(run), "--board", "tiny-fpga", "--board", "pynq-z2",

@@ -15,10 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from conftest import write_tiny_board
 
 from kdhw.boards import list_boards, load_board
 from kdhw.cli import main
@@ -182,20 +183,7 @@ def test_auto_refusals_are_one_line_and_exit_2(qonnx_models, tmp_path, capsys) -
     path, _ = qonnx_models["conv1d"]
     boards = tmp_path / "boards"
     boards.mkdir()
-    (boards / "tiny-fpga.yaml").write_text(textwrap.dedent("""\
-        name: tiny-fpga
-        vendor: lattice
-        family: ice40
-        part: lp384-qn32
-        clock_mhz: 12
-        lut: 100
-        ff: 100
-        dsp: 0
-        bram36: 0
-        uram: 0
-        io_pins: 21
-        sources: ["test board: a catalog entry far too small for any student"]
-    """))
+    write_tiny_board(boards)
     env = {**os.environ, "KDHW_BOARDS_DIR": str(boards), "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "kdhw.cli", "rtl", str(path), "--out", str(tmp_path / "x"), "--mode",
                         "auto", "--board", "tiny-fpga", "--no-synth"], capture_output=True, text=True, env=env,
