@@ -412,9 +412,12 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
             fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
             arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
             arm_specs[p["kind"]] = p["spec"]
-    why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}, "
-           f"{chosen['lut']:,} LUT (yosys, {synth_board.name}), beta {chosen['beta']:g}")
-    info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"],
+    form = pick.get("form") or "parallel"
+    why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}"
+           + ("" if form == "parallel" else f" as {form} (set rtl.mode: auto with rtl.board: {board.name} to "
+                                            "generate that form)")
+           + f", {chosen['lut']:,} LUT parallel (yosys, {synth_board.name}), beta {chosen['beta']:g}")
+    info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"], "form": form,
             "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"],
             "arm_specs": arm_specs}
     return arms, chosen["kind"], {"reason": why, **info}
