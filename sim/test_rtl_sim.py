@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from kdhw.errors import ToolMissing
-from kdhw.export import export_qonnx, load_qonnx, reference
+from kdhw.export import load_qonnx, reference
 from kdhw.rtl import emulate, load_meta, qonnx_to_rtl
 from kdhw.rtl._formats import FixedFormat
+from _students import off_grid_vectors, random_student_qonnx
 from kdhw.sim.runner import simulate_rtl
 
 SPECS = {
@@ -43,28 +44,8 @@ ROWS = 1000
 
 
 def _student_qonnx(kind: str, path: Path) -> Path:
-    import torch
-
-    from kdhw.student import build_student
-
     spec, shape = SPECS[kind]
-    torch.manual_seed(3)
-    model = build_student({**spec, "weight_bits": 4, "act_bits": 4}, shape, 10)
-    model.train()
-    with torch.no_grad():
-        for _ in range(5):
-            model(torch.rand(64, *shape) * 2 - (1 if spec["input"]["signed"] else 0))
-    return export_qonnx(model.eval(), shape, path)
-
-
-def _vectors(meta: dict, n: int, seed: int) -> np.ndarray:
-    """Off-grid floats over the input range and 25% past both ends, a quarter of them exact ties."""
-    rng = np.random.default_rng(seed)
-    fmt = FixedFormat.from_json(meta["input_format"])
-    lo, hi = fmt.lo * fmt.scale, fmt.hi * fmt.scale
-    x = rng.uniform(lo - 0.25 * (hi - lo), hi + 0.25 * (hi - lo), size=(n, *meta["input_shape"]))
-    ties = (rng.integers(fmt.lo, fmt.hi, size=x.shape) + 0.5) * fmt.scale
-    return np.where(rng.random(x.shape) < 0.25, ties, x).astype(np.float32)
+    return random_student_qonnx(spec, shape, 3, path)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +60,7 @@ def designs(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray, np.ndarray, P
             rtl = root / f"{kind}_rtl"
             qonnx_to_rtl(onnx_path, rtl, **({"pipeline": 9} if kind == "mlp_wide" else {}))
             meta = load_meta(rtl)
-            x = _vectors(meta, ROWS, seed=5)
+            x = off_grid_vectors(meta, ROWS, seed=5)
             ref = reference(load_qonnx(onnx_path), x)
             cache[kind] = (rtl, x, ref, root / f"{kind}_work")
         return cache[kind]
