@@ -18,9 +18,9 @@ import pytest
 
 from kdhw.errors import ToolMissing
 from kdhw.export import load_qonnx, reference
-from kdhw.rtl import emulate, load_meta, qonnx_to_rtl
+from kdhw.rtl import edge_vectors, emulate, load_meta, qonnx_to_rtl
 from kdhw.rtl._formats import FixedFormat
-from _students import off_grid_vectors, random_student_qonnx
+from _students import random_student_qonnx
 from kdhw.sim.runner import simulate_rtl
 
 SPECS = {
@@ -60,7 +60,7 @@ def designs(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray, np.ndarray, P
             rtl = root / f"{kind}_rtl"
             qonnx_to_rtl(onnx_path, rtl, **({"pipeline": 9} if kind == "mlp_wide" else {}))
             meta = load_meta(rtl)
-            x = off_grid_vectors(meta, ROWS, seed=5)
+            x = edge_vectors(meta, ROWS, seed=5)
             ref = reference(load_qonnx(onnx_path), x)
             cache[kind] = (rtl, x, ref, root / f"{kind}_work")
         return cache[kind]

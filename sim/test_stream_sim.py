@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from kdhw.export import load_qonnx, reference
-from kdhw.rtl import emulate, input_codes, load_meta, qonnx_to_rtl
-from _students import off_grid_vectors, random_student_qonnx
+from kdhw.rtl import edge_vectors, emulate, input_codes, load_meta, qonnx_to_rtl
+from _students import random_student_qonnx
 from kdhw.sim.runner import simulate_rtl
 
 # kind -> (student spec, input shape, stream options)
@@ -62,7 +62,7 @@ def designs(tmp_path_factory):
             rtl = root / f"{kind}_rtl"
             qonnx_to_rtl(onnx_path, rtl, mode="stream", **SPECS[kind][2])
             meta = load_meta(rtl)
-            x = off_grid_vectors(meta, max(ROWS.values()), seed=5)
+            x = edge_vectors(meta, max(ROWS.values()), seed=5)
             ref = reference(load_qonnx(onnx_path), x)
             assert np.array_equal(emulate(rtl, x), ref)
             cache[kind] = (rtl, x, ref, root / f"{kind}_work")

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from kdhw.errors import InputError
 from kdhw.export import load_qonnx, reference
 from kdhw.rtl import (
-    emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, qonnx_to_rtl, trace_qonnx,
+    edge_vectors, emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, qonnx_to_rtl, trace_qonnx,
     unpack_outputs,
 )
 from kdhw.rtl._formats import FixedFormat, unpack_words
@@ -39,28 +39,12 @@ def designs(qonnx_models, tmp_path_factory) -> dict[str, tuple[Path, Path, np.nd
     return out
 
 
-def wide_inputs(meta: dict, n: int, seed: int) -> np.ndarray:
-    """Off-grid floats over the input range plus 25% beyond each end (saturation), and exact ties.
-
-    A quarter of the values sit exactly half an LSB between two codes, where round-half-even and
-    round-half-up disagree; most of the rest are off-grid.
-    """
-    rng = np.random.default_rng(seed)
-    fmt = FixedFormat.from_json(meta["input_format"])
-    lo, hi = fmt.lo * fmt.scale, fmt.hi * fmt.scale
-    span = hi - lo
-    x = rng.uniform(lo - 0.25 * span, hi + 0.25 * span, size=(n, *meta["input_shape"]))
-    ties = (rng.integers(fmt.lo, fmt.hi, size=x.shape) + 0.5) * fmt.scale
-    x = np.where(rng.random(x.shape) < 0.25, ties, x)
-    return x.astype(np.float32)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_emulated_design_is_bit_exact_on_10000_off_grid_vectors(kind: str, designs) -> None:
     path, rtl, x_test = designs[kind]
     meta = load_meta(rtl)
     mw = load_qonnx(path)
-    x = np.concatenate([wide_inputs(meta, 10_000, seed=11), x_test.reshape(len(x_test), *meta["input_shape"])])
+    x = np.concatenate([edge_vectors(meta, 10_000, seed=11), x_test.reshape(len(x_test), *meta["input_shape"])])
     codes = input_codes(meta, x)
     fmt = FixedFormat.from_json(meta["input_format"])
     assert (codes == fmt.lo).mean() > 0.05 and (codes == fmt.hi).mean() > 0.05, "saturation not exercised"
@@ -262,7 +246,7 @@ def test_op_zoo_padding_strides_groups_ceil_mode_transpose_flatten_gemm_attrs(tm
     onnx.save(model, str(path))
     meta = qonnx_to_rtl(path, tmp_path / "rtl")
     assert meta["input_shape"] == [2, 5, 5] and meta["n_outputs"] == 10
-    x = wide_inputs(meta, 3000, seed=9)
+    x = edge_vectors(meta, 3000, seed=9)
     ref = reference(load_qonnx(path), x)
     got = emulate(tmp_path / "rtl", x)
     assert np.array_equal(got, ref)
@@ -337,7 +321,7 @@ def test_inputs_no_weight_reads_keep_their_port_slot_and_stay_bit_exact(dead_inp
     top = (rtl / f"src/{meta['top']}.v").read_text()
     assert f"wire [{(64 - len(dead)) * fin['bits'] - 1}:0] core_inp;" in top
     mw = load_qonnx(path)
-    x = np.concatenate([wide_inputs(meta, 3000, seed=21), x_test])
+    x = np.concatenate([edge_vectors(meta, 3000, seed=21), x_test])
     ref = reference(mw, x)
     assert np.array_equal(emulate(rtl, x), ref)
     assert len(np.unique(ref.argmax(1))) > 1
@@ -354,7 +338,7 @@ def test_icarus_runs_the_design_with_dead_inputs_bit_exact(dead_input_design, tm
 
     path, rtl, x_test, dead, _ = dead_input_design
     meta = load_meta(rtl)
-    x = np.concatenate([wide_inputs(meta, 25, seed=22), x_test[:25]])
+    x = np.concatenate([edge_vectors(meta, 25, seed=22), x_test[:25]])
     ref = reference(load_qonnx(path), x)
     res = simulate_rtl(rtl, x, ref, simulator="icarus", work_dir=tmp_path / "icarus")
     assert res["exact_rows"] == len(x) == 50, res["mismatches"][:3]

@@ -19,10 +19,9 @@ from kdhw.config import validate
 from kdhw.errors import InputError
 from kdhw.export import load_qonnx, reference
 from kdhw.rtl import (
-    emulate, input_codes, load_meta, output_codes, qonnx_to_rtl, stream_in_words, stream_out_words,
+    edge_vectors, emulate, input_codes, load_meta, output_codes, qonnx_to_rtl, stream_in_words, stream_out_words,
     unpack_stream_words,
 )
-from kdhw.rtl._formats import FixedFormat
 
 KINDS = ["mlp", "conv1d", "conv2d"]
 
@@ -39,21 +38,11 @@ def streams(qonnx_models, tmp_path_factory) -> dict[str, tuple[Path, Path, np.nd
     return out
 
 
-def wide_inputs(meta: dict, n: int, seed: int) -> np.ndarray:
-    """Off-grid floats over the input range and 25% past both ends, a quarter of them exact ties."""
-    rng = np.random.default_rng(seed)
-    fmt = FixedFormat.from_json(meta["input_format"])
-    lo, hi = fmt.lo * fmt.scale, fmt.hi * fmt.scale
-    x = rng.uniform(lo - 0.25 * (hi - lo), hi + 0.25 * (hi - lo), size=(n, *meta["input_shape"]))
-    ties = (rng.integers(fmt.lo, fmt.hi, size=x.shape) + 0.5) * fmt.scale
-    return np.where(rng.random(x.shape) < 0.25, ties, x).astype(np.float32)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_stream_emulator_is_bit_exact_on_10000_off_grid_vectors(kind: str, streams) -> None:
     path, rtl, x_test = streams[kind]
     meta = load_meta(rtl)
-    x = np.concatenate([wide_inputs(meta, 10_000, seed=11), x_test.reshape(len(x_test), *meta["input_shape"])])
+    x = np.concatenate([edge_vectors(meta, 10_000, seed=11), x_test.reshape(len(x_test), *meta["input_shape"])])
     ref = reference(load_qonnx(path), x)
     got = emulate(rtl, x)
     bad = np.flatnonzero(~np.all(got == ref, axis=1))
@@ -100,7 +89,7 @@ def test_an_mlp_on_an_image_streams_elements_of_the_flattened_input(tmp_path) ->
     assert meta["input_shape"] == [1, 8, 8] and st["beats_in"] == 8
     assert st["in_elements_of_beat"][1] == list(range(8, 16))
     assert meta["initiation_interval"] == 16  # 64 elements, 4 MAC lanes
-    x = wide_inputs(meta, 2000, seed=3)
+    x = edge_vectors(meta, 2000, seed=3)
     assert np.array_equal(emulate(tmp_path / "rtl", x), reference(load_qonnx(path), x))
 
 
@@ -216,7 +205,7 @@ def test_padding_stride_dilation_groups_and_overlapping_pool_are_exact(tmp_path)
     assert conv["output_size"] == [4, 5, 8] and pool["output_size"] == [4, 4, 3]
     assert conv["out_lane_bits"][0] == 0 and conv["out_lane_bits"][3] == 1  # constant 0, constant 0.25
     assert conv["virtual_padding_beats"] == 10  # the bottom padding row, fed as zeros after the frame
-    x = wide_inputs(meta, 3000, seed=9)
+    x = edge_vectors(meta, 3000, seed=9)
     ref = reference(load_qonnx(path), x)
     assert np.array_equal(emulate(tmp_path / "rtl", x), ref)
     assert len(np.unique(ref)) > 30
@@ -313,7 +302,7 @@ def test_icarus_runs_the_padded_strided_dilated_design_exact(tmp_path) -> None:
     path = _zoo_graph(tmp_path)
     rtl = tmp_path / "rtl"
     meta = qonnx_to_rtl(path, rtl, mode="stream", parallelism=3, output="both", out_elements=2, dense="folded")
-    x = wide_inputs(meta, 20, seed=10)
+    x = edge_vectors(meta, 20, seed=10)
     ref = reference(load_qonnx(path), x)
     res = simulate_rtl(rtl, x, ref, simulator="icarus", work_dir=tmp_path / "icarus")
     assert res["exact_rows"] == 20, res["mismatches"][:2]

@@ -17,13 +17,13 @@ Public API (the CLI's ``kdhw rtl`` calls ``qonnx_to_rtl``; ``kdhw.sim.runner.sim
 from ._build import (
     DEFAULT_LATENCY_CUTOFF, META_FILE, MODEL_FILE, MODES, STREAM_OPTIONS, load_meta, qonnx_to_rtl, rtl_options,
 )
-from ._formats import FixedFormat
+from ._formats import FixedFormat, edge_vectors
 from ._io import emulate, input_codes, output_codes, pack_inputs, pack_outputs, unpack_outputs
 from ._stream_io import stream_in_words, stream_out_words, unpack_stream_words
 from ._trace import SUPPORTED_OPS, trace_qonnx
 
 __all__ = [
     "DEFAULT_LATENCY_CUTOFF", "META_FILE", "MODEL_FILE", "MODES", "STREAM_OPTIONS", "SUPPORTED_OPS", "FixedFormat",
-    "emulate", "input_codes", "load_meta", "output_codes", "pack_inputs", "pack_outputs", "qonnx_to_rtl",
+    "edge_vectors", "emulate", "input_codes", "load_meta", "output_codes", "pack_inputs", "pack_outputs", "qonnx_to_rtl",
     "rtl_options", "stream_in_words", "stream_out_words", "trace_qonnx", "unpack_outputs", "unpack_stream_words",
 ]

@@ -134,3 +134,16 @@ def po2_exponent(scale: float) -> int | None:
         return None
     m, e = math.frexp(scale)
     return e - 1 if m == 0.5 else None
+
+
+def edge_vectors(meta: dict[str, Any], n: int, seed: int) -> np.ndarray:
+    """``n`` float input rows for a generated design (``rtl.json`` meta): off-grid values over the input
+    format's range and 25 % past both ends, a quarter of them exact ties halfway between two codes.  Why: a
+    regression test on such rows exercises every rounding and saturation decision of the input quantizer,
+    which rows from a data set rarely do."""
+    rng = np.random.default_rng(seed)
+    fmt = FixedFormat.from_json(meta["input_format"])
+    lo, hi = fmt.lo * fmt.scale, fmt.hi * fmt.scale
+    x = rng.uniform(lo - 0.25 * (hi - lo), hi + 0.25 * (hi - lo), size=(n, *meta["input_shape"]))
+    ties = (rng.integers(fmt.lo, fmt.hi, size=x.shape) + 0.5) * fmt.scale
+    return np.where(rng.random(x.shape) < 0.25, ties, x).astype(np.float32)
