@@ -125,7 +125,7 @@ def distill_students(cfg: Config, data: Dataset, teacher: Teacher | None = None,
                        progress, cfg.source, teacher=None if teacher is None else teacher.model,
                        teacher_cfg=None if teacher is None else teacher.config,
                        teacher_unlab=None if teacher is None else teacher.logits.get("unlab"))
-    chosen, reason = choose(arms, cfg.distill["select"])
+    chosen, reason = choose(arms, cfg.distill["select"], data)
     return Students(arms, chosen, reason, cfg.student, data)
 
 

@@ -102,7 +102,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     spec = cfg.student
     arms = distill(spec, cfg.distill, data, tl["train"], not a.no_progress, cfg.source, teacher=tmodel,
                    teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
-    chosen, reason = choose(arms, cfg.distill["select"])
+    chosen, reason = choose(arms, cfg.distill["select"], data)
     arms, specs = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))  # resource-aware
     shape = student_input(data.x_test, cfg.student).shape[1:]
     with atomic_dir(a.out) as d:

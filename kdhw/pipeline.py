@@ -86,7 +86,7 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
         else:
             arms = distill(spec, cfg.distill, data, tl["train"], progress, cfg.source, teacher=tmodel,
                            teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
-            chosen, reason = choose(arms, cfg.distill["select"])
+            chosen, reason = choose(arms, cfg.distill["select"], data)
             if cfg.student["resource"] is not None:  # learned precisions -> brevitas students, checked exact
                 arms, arm_specs = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))
                 spec = arm_specs[chosen]

@@ -95,7 +95,7 @@ def train_system(cfg: Config, data: Dataset, teacher_train: np.ndarray | None = 
         arms = distill(spec, cfg.distill, data, teacher_train, progress, f"{src}: selector.students[{i}]",
                        teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers,
                        teacher_unlab=teacher_unlab)
-        chosen, _ = choose(arms, cfg.distill["select"])
+        chosen, _ = choose(arms, cfg.distill["select"], data)
         students.append(arms[chosen])
 
     k = len(specs)

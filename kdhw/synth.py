@@ -210,6 +210,25 @@ def place_and_route(work: Path, board: Board, lut4_synth: int = 0, seed: int = 1
     return out
 
 
+def xilinx_counts(stat_json: str | Path) -> dict[str, Any]:
+    """LUT/FF/carry/DSP/BRAM from a finished ``synth_xilinx`` run's ``stat -json``; public so a long benchmark can
+    resume from the stat files of designs it already synthesized instead of running yosys again."""
+    c = _cells(Path(stat_json))
+    lut = sum(v for k, v in c.items() if k.startswith("LUT") or k == "INV")
+    lutram = sum(v * LUTS_PER_MEMORY_CELL[k] for k, v in c.items() if k in LUTS_PER_MEMORY_CELL)
+    return {
+        "ok": True, "lut": lut + lutram, "lut_memory": lutram,
+        "ff": sum(v for k, v in c.items() if k.startswith("FD")),
+        "carry": sum(v for k, v in c.items() if k.startswith("CARRY")),
+        "dsp": sum(v for k, v in c.items() if k.startswith("DSP48")),
+        "bram36": sum(v for k, v in c.items() if k.startswith("RAMB36")) + 0.5 * sum(
+            v for k, v in c.items() if k.startswith("RAMB18")),
+        "muxf": sum(v for k, v in c.items() if k.startswith("MUXF")),
+        "fmax_mhz": None, "wrapped_io": False,
+        "note": "cell counts only: no open timing model exists for Xilinx parts",
+    }
+
+
 def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: int = 1) -> dict[str, Any]:
     """Synthesize (and for Lattice place and route) ``rtl_dir`` for ``board``; never raises on a failed
     place-and-route (a design that does not fit is a result, reported as such)."""
@@ -225,20 +244,8 @@ def synthesize(rtl_dir: str | Path, board: Board, work_dir: str | Path, seed: in
         r = _run([*yosys(), "-q", "-p", script, *files], work, work / "yosys.log")
         if r.returncode:
             return {"tool": "yosys synth_xilinx", "ok": False, "error": _first_error(r.stderr + r.stdout)}
-        c = _cells(work / "stat.json")
-        lut = sum(v for k, v in c.items() if k.startswith("LUT") or k == "INV")
-        lutram = sum(v * LUTS_PER_MEMORY_CELL[k] for k, v in c.items() if k in LUTS_PER_MEMORY_CELL)
-        return {
-            "tool": f"yosys synth_xilinx -family {fam}", "ok": True, "lut": lut + lutram, "lut_memory": lutram,
-            "ff": sum(v for k, v in c.items() if k.startswith("FD")),
-            "carry": sum(v for k, v in c.items() if k.startswith("CARRY")),
-            "dsp": sum(v for k, v in c.items() if k.startswith("DSP48")),
-            "bram36": sum(v for k, v in c.items() if k.startswith("RAMB36")) + 0.5 * sum(
-                v for k, v in c.items() if k.startswith("RAMB18")),
-            "muxf": sum(v for k, v in c.items() if k.startswith("MUXF")),
-            "fmax_mhz": None, "wrapped_io": False, "seconds": time.perf_counter() - t0,
-            "note": "cell counts only: no open timing model exists for Xilinx parts",
-        }
+        return {"tool": f"yosys synth_xilinx -family {fam}", **xilinx_counts(work / "stat.json"),
+                "seconds": time.perf_counter() - t0}
     fam = board.family
     if fam not in ("ice40", "ecp5"):
         raise InputError(f"board {board.name}: no open flow for family {fam}; supported: ice40, ecp5, Xilinx families")

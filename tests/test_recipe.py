@@ -3,6 +3,8 @@ with, the teacher-following check, and the selection tie-break on small validati
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from conftest import dataset
 from kdhw.augment import Augment, follow
 from kdhw.config import validate
 from kdhw.data import apply_label_budget
-from kdhw.distill import Arm, choose, distill
+from kdhw.distill import Arm, choose, choose_scores, distill, noise_margin
 from kdhw.errors import InputError
 from kdhw.recipe import FM_EPOCHS_FACTOR, augmentation_for, matches_function, resolve
 from kdhw.teacher import LogitsTeacher, write_logits_file
@@ -202,3 +204,28 @@ def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss() -> None:
     assert choose({**arms, "kd": _arm("kd", 0.93, 0.9)}, "best_val") == ("kd", "best validation accuracy")
     assert choose({"scratch": _arm("s", 0.9, None), "kd": _arm("k", 0.9, None)}, "best_val")[0] == "scratch"
     assert choose(arms, "scratch_aug") == ("scratch_aug", "forced by distill.select")
+
+
+def test_with_a_transfer_set_the_distilled_arm_is_kept_unless_validation_clearly_overturns_it() -> None:
+    # hand count: two arms at 90 % on 100 rows differ by chance by 1.645 * sqrt(2 * 0.9 * 0.1 / 100) = 6.979 points
+    assert noise_margin(0.9, 0.9, 100) == pytest.approx(0.069791, abs=1e-6)
+    n = 29  # digits' validation split cut to a 10 % label budget
+    one_row, three_rows = 28 / 29, 26 / 29
+    scores = {"scratch": (1.0, 0.17), "scratch_aug": (0.9, 0.3), "kd": (one_row, 0.23)}
+    # without a transfer set: best validation accuracy (scratch, one row ahead)
+    assert choose_scores(scores, "best_val")[0] == "scratch"
+    best, why = choose_scores(scores, "best_val", transfer_rows=900, val_rows=n)
+    assert best == "kd" and why == ("distilled arm kept (transfer set of 900 rows): no other arm beats its validation "
+                                    "accuracy 96.55 % by more than the noise of 29 rows")
+    # a clearly better arm (three rows of 29 ahead) still wins, and the reason says why
+    assert choose_scores({**scores, "kd": (three_rows, 0.2)}, "best_val", transfer_rows=900, val_rows=n) == (
+        "scratch", "best validation accuracy (by more than the validation noise)")
+    # a forced arm stays forced; the same gap on a large split is not noise
+    assert choose_scores(scores, "scratch_aug", transfer_rows=900, val_rows=n)[0] == "scratch_aug"
+    assert choose_scores({"scratch": (0.95, 0.2), "kd": (0.90, 0.3)}, "best_val", transfer_rows=900,
+                         val_rows=2000)[0] == "scratch"
+    # choose reads both counts off the data set
+    arms = {k: _arm(k, v[0], v[1]) for k, v in scores.items()}
+    data = SimpleNamespace(unlab=np.zeros((900, 64)), y_val=np.zeros(n))
+    assert choose(arms, "best_val", data)[0] == "kd"  # type: ignore[arg-type]
+    assert choose(arms, "best_val", SimpleNamespace(unlab=np.zeros((0, 64)), y_val=np.zeros(n)))[0] == "scratch"  # type: ignore[arg-type]
