@@ -68,7 +68,7 @@ KDHW = {
 }
 
 
-def kdhw_front(name: str, quick: bool, log: Any) -> dict[str, Any]:
+def kdhw_front(name: str, quick: bool, log: Any, workers: int = 1) -> dict[str, Any]:
     from kdhw.config import validate
     from kdhw.pareto import run_pareto
 
@@ -80,7 +80,7 @@ def kdhw_front(name: str, quick: bool, log: Any) -> dict[str, Any]:
            "pareto": {**pareto, "kd": False, "verify_random_inputs": 300, "sim_rows": 100}}
     cfg = validate(raw, f"<pareto_vs_hgq2 {name}>")
     t, c = time.perf_counter(), time.process_time()
-    res = run_pareto(cfg, WORK / f"{'quick_' if quick else ''}kdhw_{name}", log=log)
+    res = run_pareto(cfg, WORK / f"{'quick_' if quick else ''}kdhw_{name}", log=log, workers=workers)
     return {"points": [{k: p[k] for k in ("id", "label", "beta", "val_acc", "test_acc", "lut", "ff", "ebops",
                                           "lut_estimate", "pareto", "pareto_test", "bit_exact", "live_weights",
                                           "weights", "inputs_read", "latency_cycles", "train_cpu_s")}
@@ -128,32 +128,36 @@ HGQ2_BETA_MAX = (1e-4, 1e-3)
 def hgq2_run(name: str, beta_max: float, quick: bool, log: Any) -> dict[str, Any]:
     """One HGQ2 training (cached once complete): its Pareto checkpoints, traced and synthesized."""
     from kdhw.boards import load_board
-    from kdhw.synth import synthesize
+    from kdhw.synth import synthesize, xilinx_counts
 
     tag = f"{'quick_' if quick else ''}hgq2_{name}_bmax{beta_max:.0e}"
     done = WORK / f"{tag}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    py = ensure_venv(log)
-    split = export_split(name)
     out = WORK / tag
-    out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(py), str(ROOT / "benchmarks" / "hgq2_worker.py"), "--data", name, "--split", str(split),
-           "--out", str(out), "--beta-max", str(beta_max)] + (["--quick"] if quick else [])
-    log(f"[hgq2] {name} (beta up to {beta_max:g}): training + da4ml tracing in {VENV.name} ...")
-    env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     t = time.perf_counter()
-    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    (out / "worker.log").write_text(r.stdout + "\n" + r.stderr)
-    if r.returncode:
-        raise RuntimeError(f"HGQ2 worker failed (see {out / 'worker.log'}): {r.stderr.strip().splitlines()[-1:]}")
+    if not (out / "points.json").is_file():  # a run interrupted during synthesis resumes after its training
+        py = ensure_venv(log)
+        split = export_split(name)
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [str(py), str(ROOT / "benchmarks" / "hgq2_worker.py"), "--data", name, "--split", str(split),
+               "--out", str(out), "--beta-max", str(beta_max)] + (["--quick"] if quick else [])
+        log(f"[hgq2] {name} (beta up to {beta_max:g}): training + da4ml tracing in {VENV.name} ...")
+        env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        (out / "worker.log").write_text(r.stdout + "\n" + r.stderr)
+        if r.returncode:
+            raise RuntimeError(f"HGQ2 worker failed (see {out / 'worker.log'}): {r.stderr.strip().splitlines()[-1:]}")
+        (out / "worker_cpu_s.txt").write_text(f"{(c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)}\n")
     pts = json.loads((out / "points.json").read_text())
-    pts["worker_cpu_s"] = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    cpu = out / "worker_cpu_s.txt"
+    pts["worker_cpu_s"] = float(cpu.read_text()) if cpu.is_file() else None
     board = load_board("pynq-z2")
     for p in pts["points"]:
-        syn = synthesize(out / p["rtl"], board, out / p["rtl"] / "syn")
+        stat = out / p["rtl"] / "syn" / "stat.json"
+        syn = xilinx_counts(stat) if stat.is_file() else synthesize(out / p["rtl"], board, out / p["rtl"] / "syn")
         p.update(lut=syn.get("lut"), ff=syn.get("ff"), dsp=syn.get("dsp"), synth_ok=bool(syn.get("ok")),
                  beta_max=beta_max, rtl=f"{tag}/{p['rtl']}")
         log(f"[hgq2] {name} epoch {p['epoch']}: test {100 * p['test_acc']:.2f} %, {p['lut']} LUT "
@@ -298,6 +302,7 @@ def main() -> None:
     ap.add_argument("--sides", default="kdhw,hgq2",
                     help="sides to run now; a side left out is read from its cache of an earlier run")
     ap.add_argument("--datasets", default="digits,mnist1d")
+    ap.add_argument("--workers", type=int, default=1, help="kdhw grid tasks at once (local Ray when > 1)")
     a = ap.parse_args()
     from kdhw.runtime import set_torch_threads
 
@@ -309,7 +314,7 @@ def main() -> None:
         r: dict[str, Any] = {}
         kcache = WORK / f"{'quick_' if a.quick else ''}kdhw_{name}.json"
         if "kdhw" in sides:
-            r["kdhw"] = kdhw_front(name, a.quick, log)
+            r["kdhw"] = kdhw_front(name, a.quick, log, a.workers)
             kcache.write_text(json.dumps(r["kdhw"], indent=1, default=float))
         elif kcache.is_file():
             r["kdhw"] = json.loads(kcache.read_text())

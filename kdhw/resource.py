@@ -152,8 +152,8 @@ class FineReLU(nn.Module):
         f = self.frac.clamp(A_MIN, A_MAX)
         fr = int(torch.round(f).item())
         ib = int(self.int_bits.item())
-        if ib + fr < 1:
-            fr = 1 - ib
+        if ib + fr < 2:  # never one bit: brevitas exports a 1-bit activation as BipolarQuant ({-1, +1}), not Quant
+            fr = 2 - ib
         return f, fr, ib + fr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

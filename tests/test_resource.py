@@ -184,3 +184,26 @@ def test_pruned_weights_produce_no_logic(tmp_path) -> None:
     assert costs[0] == costs[1] and costs[0] > 0
     assert ebops[0] == ebops[1]
     assert pruned.stats()["inputs_read"] == small.stats()["inputs_read"] == 44
+
+
+def test_an_activation_never_folds_to_one_bit(tmp_path) -> None:
+    """A ReLU whose learned precision shrinks to one bit keeps two: brevitas would export a 1-bit activation
+    as BipolarQuant ({-1, +1}), which is not the unsigned grid trained and which kdhw's exact path refuses
+    (a mnist1d pareto point at beta 1e-4 hit it)."""
+    import onnx
+
+    from kdhw.export import export_qonnx
+    from kdhw.resource import FineReLU
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 16, size=(64, 4)).astype(np.float32) / 8
+    m = FineNet(TINY, (4,), 2).eval()
+    relu = next(l for l in m.layers if isinstance(l, FineReLU))
+    with torch.no_grad():
+        relu.frac.fill_(-6.0)  # learned down to nothing: int_bits 1 + frac -6 would be -5 bits
+    assert relu.grid()[2] == 2
+    student, fspec = fold(m, check_x=x)  # exact, or it raises
+    assert fspec["layers"][1]["bits"] == 2
+    onnx_path = export_qonnx(student, (4,), tmp_path / "s.onnx")
+    ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
+    assert "BipolarQuant" not in ops and "Quant" in ops
