@@ -242,6 +242,9 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the new default: recipe tasks
 
+# Part of every recipe task's key: records without it were trained when ``kdhw.training.fit`` kept the first
+# epoch of the best validation accuracy; "/e2" ones break such ties by validation loss, as fit does now.
+FIT_TAG = "/e2"
 RECIPE_ARMS = ("scratch", "scratch_aug", "fm")  # fm = the distilled arm of `distill.recipe: auto`
 RECIPE_JSONL = "benchmarks/results/kd_recipe.jsonl"  # shared with fm_schedule.py: identical tasks run once
 
@@ -268,7 +271,7 @@ def recipe_tasks(sets: list[str], seeds: int, students: list[str] | None = None,
                         for arm in arms:
                             for f in (factors if arm != "scratch" else (None,)):
                                 key = (f"recipe/{s}/{stu}/{b:g}/{seed}/{arm}" + ("" if f is None else f"/x{f:g}")
-                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}")
+                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}{FIT_TAG}")
                                 tasks.append({"key": key, "set": s, "student": stu, "budget": b, "seed": seed,
                                               "arm": arm, "factor": f, "val": val})
     return list({t["key"]: t for t in tasks}.values())
@@ -740,10 +743,10 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     vals = tuple(v for v in a.vals.split(",") if v)
     tasks = recipe_tasks(sets, a.seeds, [x for x in a.students.split(",") if x] or None, budgets, (factor,), vals,
                          RECIPE_ARMS, teachers)
-    # budget-cut validation first (the goal is stated on it), cheap arms before long ones, seed by seed:
-    # an interrupted run has whole cells for as many seeds as it got through
+    # seed by seed, budget-cut validation first (the goal is stated on it), cheap arms before long ones:
+    # an interrupted run has whole cells, in both validation variants, for as many seeds as it got through
     rank = {"scratch": 0, "fm": 1, "scratch_aug": 2}
-    tasks.sort(key=lambda t: (t["val"] != "cut", t["seed"], rank[t["arm"]]))
+    tasks.sort(key=lambda t: (t["seed"], t["val"] != "cut", rank[t["arm"]]))
     jsonl = Path(a.jsonl if a.jsonl != "benchmarks/results/kd_pays.jsonl" else RECIPE_JSONL)
     print(f"{len(tasks)} tasks; results append to {jsonl}", flush=True)
     run_tasks(run_recipe_task, tasks, shared=teachers, jsonl=jsonl, workers=a.workers, address=a.address)

@@ -77,6 +77,11 @@ def fit(
 ) -> FitResult:
     """Train in place; the model ends holding its best-validation weights.
 
+    Epochs tied in validation accuracy go to the lower validation loss.  Why: on a validation split of a few
+    dozen rows (a label budget with ``data.labels.val``) a long schedule reaches the top accuracy early and
+    many times; keeping the first such epoch exported function-matching students from epoch 9 of 300
+    (benchmarks/results/kd_pays_recipe.md), while the loss keeps falling as the student converges.
+
     ``select_from``: epochs before it are never checkpointed (float warm-up, FitNets hint stage: their
     validation accuracy does not describe the model that will be exported); when no epoch is eligible the
     model keeps its last weights.  ``on_epoch(ep)`` runs before each epoch (switching quantizers on).
@@ -112,7 +117,8 @@ def fit(
         sched.step()
         va, vl = evaluate(model, x_val, y_val) if metric is None else (metric(model), None)
         hist.append({"epoch": ep, "loss": tot / max(nb, 1), "val_acc": va, **({} if vl is None else {"val_loss": vl})})
-        if ep >= select_from and va > best:
+        if ep >= select_from and (va > best or (va == best and vl is not None and best_loss is not None
+                                                and vl < best_loss)):
             best, best_ep, best_state, best_loss = va, ep, copy.deepcopy(model.state_dict()), vl
         bar.set_postfix(loss=f"{tot / max(nb, 1):.3f}", val=f"{va:.3f}", best=f"{best:.3f}")
         if patience is not None and ep >= select_from and ep - max(best_ep, select_from) >= patience:
