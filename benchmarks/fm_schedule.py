@@ -144,7 +144,7 @@ def markdown(table: list[dict[str, Any]], choice: dict[str, Any], meta: dict[str
                   + f".  Rule fixed before the run: the smallest factor within {choice['tolerance_points']:g} point of "
                   f"the best -> **{choice['chosen']:g}x**.  `FM_EPOCHS_FACTOR` in kdhw/recipe.py is "
                   f"**{FM_EPOCHS_FACTOR:g}x**" + ("." if choice["chosen"] == FM_EPOCHS_FACTOR else
-                  f" (not the rule's choice: see the test accuracy and CPU seconds per factor above)."), ""]
+                  " (not the rule's choice: see the test accuracy and CPU seconds per factor above)."), ""]
     return "\n".join(lines)
 
 
