@@ -126,6 +126,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "betas": (list, [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]),  # weights of the EBOPs term, one point each
         "students": (list, []),  # student specs, each merged over the student section; [] = that section
         "epochs": (int, 150),
+        "seeds": (int, 1),  # trainings per (student, beta), seeds distill.seed, +1, ...: more candidates for the front
         "lr": (_Num, None),  # default: distill.lr
         "ramp": (_Num, 0.3),  # beta ramps up over this fraction of the epochs; checkpoints are chosen after it
         "granularity": (str, "weight"),  # learned precision per weight or per output channel
@@ -331,6 +332,8 @@ def _check_pareto(cfg: Config) -> None:
         raise InputError(f"{src}: pareto.betas must be a non-empty list of numbers >= 0, got {betas!r}")
     if p["epochs"] < 1:
         raise InputError(f"{src}: pareto.epochs must be >= 1")
+    if p["seeds"] < 1:
+        raise InputError(f"{src}: pareto.seeds must be >= 1, got {p['seeds']}")
     if not 0 <= p["ramp"] < 1:
         raise InputError(f"{src}: pareto.ramp = {p['ramp']} must be in [0, 1)")
     for key in ("verify_random_inputs", "sim_rows"):

@@ -4,7 +4,9 @@ student per board.
 Each point of the grid is one student spec (``pareto.students``, each overriding keys of the student
 section; none = the student section itself) trained resource-aware (``kdhw.resource``) at one ``beta``, once
 from labels alone (scratch) and, when a teacher is configured, once with the distillation method, paired
-(same seed, initial weights and batch order), so every point says what the teacher bought at that budget.
+(same seed, initial weights and batch order), so every point says what the teacher bought at that budget;
+``pareto.seeds`` repeats each point with further seeds, because on a small validation split one training's
+top points are a row or two apart and move with the seed (and with the CPU).
 Every arm is a task on ``kdhw.grid`` (sequential, or Ray with ``--workers``; finished tasks land in
 ``DIR/runs.jsonl``, so an interrupted run resumes): it trains, folds the learned precisions into a brevitas
 student, checks the fold exact, exports QONNX, generates the da4ml RTL and synthesizes it with yosys for
@@ -240,13 +242,17 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
         for beta in pc["betas"]:
             rspec = {**spec, "resource": {"beta": float(beta), "epochs": epochs, "ramp": float(pc["ramp"]),
                                           "granularity": pc["granularity"]}}
-            for kind in (("scratch", "kd") if kd_on else ("scratch",)):
-                dcfg = dict(dcfg0) if kind == "kd" else {**dcfg0, "method": "none"}
-                h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
-                tasks.append({"key": f"{kind} s{si} beta={beta:g} #{h}", "kind": kind, "student": si,
-                              "label": _label(spec), "beta": float(beta), "spec": rspec, "dcfg": dcfg,
-                              "source": cfg.source, "synth_board": synth_board.name,
-                              "file": f"s{si}_b{beta:g}_{kind}_{h[:8]}"})
+            for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
+                seed = int(dcfg0["seed"]) + k
+                for kind in (("scratch", "kd") if kd_on else ("scratch",)):
+                    dcfg = {**dcfg0, "seed": seed} if kind == "kd" else {**dcfg0, "seed": seed, "method": "none"}
+                    h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"],
+                                    pc["synth_board"])
+                    tag = f"s{si}_b{beta:g}" + (f"_seed{seed}" if k else "")
+                    tasks.append({"key": f"{kind} s{si} beta={beta:g}" + (f" seed={seed}" if k else "") + f" #{h}",
+                                  "kind": kind, "student": si, "label": _label(spec), "beta": float(beta),
+                                  "spec": rspec, "dcfg": dcfg, "source": cfg.source,
+                                  "synth_board": synth_board.name, "file": f"{tag}_{kind}_{h[:8]}"})
     shared = {"data": data, "teacher_train": None if tl is None else tl["train"],
               "teacher_unlab": None if tl is None else tl.get("unlab"), "teacher": tmodel}
 
@@ -356,7 +362,7 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         "synth_board": synth_board.name, "synth_part": synth_board.part,
         "students": [{"index": i, "label": _label(s), "layers": s["layers"], "input": s.get("input")}
                      for i, s in enumerate(specs)],
-        "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "kd": kd_on,
+        "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "seeds": int(pc["seeds"]), "kd": kd_on,
         "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
         "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
         "pairs": pairs, "boards": picks,
@@ -457,6 +463,7 @@ def pareto_markdown(res: dict[str, Any]) -> str:
              f"Data {res['data']['dataset']} ({res['data']['test']} test rows); "
              + (f"teacher {100 * t['test_acc']:.2f} % test; " if t else "")
              + f"{len(res['points'])} arms ({len(res['betas'])} betas x {len(res['students'])} student(s)"
+             + (f" x {res['seeds']} seeds" if res.get("seeds", 1) > 1 else "")
              + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
              f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
              "accuracy (`pareto`); `front (test)` marks the front by test accuracy.", "",
@@ -480,12 +487,12 @@ def pareto_markdown(res: dict[str, Any]) -> str:
                          f"{_n(e.get('ff'))} | {chk} |")
     if res["kd"]:
         lines += ["", "## Distillation at each point (paired: same student, beta, seed and initial weights)", "",
-                  "| student | beta | scratch test % | scratch LUT | KD test % | KD LUT | KD − scratch (points) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| student | beta | seed | scratch test % | scratch LUT | KD test % | KD LUT | KD − scratch (points) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in res["pairs"]:
             s, k = r["scratch"] or {}, r["kd"] or {}
             d = r.get("kd_minus_scratch_test")
-            lines.append(f"| {r['label']} | {r['beta']:g} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
+            lines.append(f"| {r['label']} | {r['beta']:g} | {r['seed']} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
                          f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
                          f"{'—' if d is None else f'{100 * d:+.2f}'} |")
     lines += ["", "## Every point", "", "| point | arm | beta | val % | test % | yosys LUT | est. LUT | EBOPs | front "

@@ -112,6 +112,15 @@ def test_pareto_end_to_end(tmp_path, tiny, boards_dir, capsys) -> None:
     assert cands[0]["label"] == "parallel" and cands[0]["why"].startswith("pins ")
     chosen = next(c for c in cands if c["verdict"] == "chosen")
     assert chosen["pins"] <= 40 and chosen["synthesis"]["lut"] == pick["lut"] > 0
+    # pareto.seeds: 2 keeps the first seed's tasks (resumed) and trains a paired second seed beside them
+    cfg.write_text(yaml.safe_dump(_cfg(tiny, pareto={**_cfg(tiny)["pareto"], "seeds": 2})))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res3 = json.loads((out / "pareto.json").read_text())
+    assert res3["grid"]["executed"] == 2 and res3["grid"]["resumed"] == 2 and res3["seeds"] == 2
+    assert sorted(p["seed"] for p in res3["points"]) == [0, 0, 1, 1]
+    assert {p["id"] for p in res3["points"]} >= set(pts)
+    assert all("_seed1_" in p["id"] for p in res3["points"] if p["seed"] == 1)
+    assert sorted((r["seed"], r["scratch"]["id"] != r["kd"]["id"]) for r in res3["pairs"]) == [(0, True), (1, True)]
 
 
 def test_pareto_bad_input(tmp_path, capsys) -> None:
@@ -125,6 +134,10 @@ def test_pareto_bad_input(tmp_path, capsys) -> None:
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pareto.betas must be a non-empty list of numbers >= 0" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "seeds": 0})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pareto.seeds must be >= 1, got 0" in err[0]
     cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "granularity": "bit"})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
