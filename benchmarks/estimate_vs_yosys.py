@@ -255,7 +255,7 @@ def stream_table(rs: list[dict[str, Any]], title: str) -> str:
 
 def main_stream(a: argparse.Namespace) -> None:
     from kdhw import estimate as E
-    from kdhw.pipeline import set_torch_threads
+    from kdhw.runtime import set_torch_threads
 
     set_torch_threads()
     work = Path(a.work)
@@ -341,7 +341,7 @@ def table(rs: list[dict[str, Any]], title: str) -> str:
 
 def main() -> None:
     from kdhw import estimate as E
-    from kdhw.pipeline import set_torch_threads
+    from kdhw.runtime import set_torch_threads
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--calibrate", action="store_true", help="fit the constants on the calibration set")

@@ -151,7 +151,7 @@ def synth_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     from kdhw.grid import run_tasks
-    from kdhw.pipeline import set_torch_threads
+    from kdhw.runtime import set_torch_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(ROOT / ".kdhw-cache" / "stream_vs_parallel"))

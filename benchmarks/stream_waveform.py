@@ -165,7 +165,7 @@ def main() -> None:
     from kdhw.data import load_dataset
     from kdhw.distill import student_input, train_arm
     from kdhw.export import export_qonnx, load_qonnx, reference
-    from kdhw.pipeline import set_torch_threads
+    from kdhw.runtime import set_torch_threads
     from kdhw.rtl import input_codes, output_codes, qonnx_to_rtl, stream_in_words, unpack_stream_words
 
     set_torch_threads()

@@ -40,7 +40,7 @@ def _quiet_libraries() -> None:
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     silence_onnxruntime()
-    from .pipeline import set_torch_threads
+    from .runtime import set_torch_threads
 
     set_torch_threads()
 

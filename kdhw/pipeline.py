@@ -21,10 +21,9 @@ from .distill import choose, distill, student_input, summary
 from .errors import InputError
 from .export import hls_input_type, load_qonnx
 from .flow import check_hardware_tools, hardware_summary, student_to_hardware
-from .flow import random_inputs  # noqa: F401 - kept importable from here for scripts
 from .report import training_plot, write_report
 from .resource import fold_arms
-from .runtime import set_torch_threads, torch_threads  # noqa: F401 - set_torch_threads: the CLI's
+from .runtime import torch_threads
 from .student import build_student, describe, param_count, save_student
 from .teacher import ForeignTeacher, obtain_teacher, save_teacher, teacher_accuracy, teacher_logits, teacher_params
 
