@@ -466,7 +466,8 @@ def pareto_markdown(res: dict[str, Any]) -> str:
              + (f" x {res['seeds']} seeds" if res.get("seeds", 1) > 1 else "")
              + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
              f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
-             "accuracy (`pareto`); `front (test)` marks the front by test accuracy.", "",
+             f"accuracy (`pareto`, {res['data']['val']} rows: one row is {100 / max(res['data']['val'], 1):.2f} "
+             "points, so front points that close are a draw); `front (test)` marks the front by test accuracy.", "",
              "## Front", "",
              "| point | student | arm | beta | val % | test % | yosys LUT | FF | est. LUT | EBOPs | live weights "
              "| inputs read | latency | bit-exact |", "|" + "---|" * 14]
