@@ -18,6 +18,7 @@ import hashlib
 import io
 import math
 import zipfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,7 @@ def write_logits_file(path: str | Path, x: np.ndarray, logits: np.ndarray) -> No
     write_bytes(Path(path), buf.getvalue())
 
 
-class ForeignTeacher(nn.Module):
+class ForeignTeacher(nn.Module, ABC):
     """A teacher kdhw did not build: forward takes data rows (channels first, or flat) and returns logits.
 
     It has no trainable parameters here; pickling (Ray ships teachers to workers) carries the file's bytes
@@ -243,9 +244,9 @@ class ForeignTeacher(nn.Module):
                 "model_input_shape": None if self.model_shape is None else list(self.model_shape),
                 "params": self.n_params}
 
+    @abstractmethod
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """The model's own outputs on a batch of rows already in ``model_shape``."""
-        raise NotImplementedError
+        """The model's own outputs on a batch of rows already in ``model_shape``: one per file format."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
