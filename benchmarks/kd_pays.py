@@ -243,8 +243,9 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the new default: recipe tasks
 
 # Part of every recipe task's key: records without it were trained when ``kdhw.training.fit`` kept the first
-# epoch of the best validation accuracy; "/e2" ones break such ties by validation loss, as fit does now.
-FIT_TAG = "/e2"
+# epoch of the best validation accuracy; "/e2" ones break such ties by validation loss; "/e3" ones also train
+# with the default ReLU gradient leak (``distill.relu_grad_leak``, benchmarks/relu_leak.py), as kdhw does now.
+FIT_TAG = "/e3"
 RECIPE_ARMS = ("scratch", "scratch_aug", "fm")  # fm = the distilled arm of `distill.recipe: auto`
 RECIPE_JSONL = "benchmarks/results/kd_recipe.jsonl"  # shared with fm_schedule.py: identical tasks run once
 

@@ -77,13 +77,11 @@ def _ms(v: list[float]) -> tuple[float, float]:
 
 
 def _cpu_model() -> str:
-    """The CPU's model name, because float training differs across CPUs: commit cb0cd22's default run gave
-    the scratch student 94.89 % test on the machine that chose the default and 92.22 % on an AMD EPYC."""
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
-    except OSError:
-        return ""
-    return f", {names[0]}" if names else ""
+    """", CPU name" for the report line (see kdhw.runtime.cpu_model for why it is recorded)."""
+    from kdhw.runtime import cpu_model
+
+    name = cpu_model()
+    return f", {name}" if name else ""
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

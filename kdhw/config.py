@@ -82,6 +82,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         # training recipe: plain applies these to every arm, scratch included, so arms stay paired; unset, they
         # are 0 (plain) or function matching's values for its arms (augmentation for the data's modality)
         "mixup_alpha": (_Num, None),  # > 0: mixup with Beta(a, a); teacher evaluated online on mixed inputs
+        "relu_grad_leak": (_Num, 0.05),  # students' ReLUs pass this x the gradient below zero (value unchanged)
         "float_warmup_epochs": (int, 0),  # first epochs with quantizers off, counted inside distill.epochs
         "augment_shift": (int, None),  # signals: circular shift by up to n samples; images: translation, zero fill
         "augment_scale": (_Num, None),  # amplitude factor in [1 - s, 1 + s] per sample
@@ -387,6 +388,9 @@ def _check_distill_ranges(cfg: Config) -> None:
         raise InputError(f"{src}: distill.augment_noise = {d['augment_noise']} must be >= 0 (0 = off)")
     if d["epochs_factor"] is not None and not 0 < d["epochs_factor"] <= 1000:
         raise InputError(f"{src}: distill.epochs_factor = {d['epochs_factor']} must be in (0, 1000]")
+    if not 0 <= d["relu_grad_leak"] < 1:
+        raise InputError(f"{src}: distill.relu_grad_leak = {d['relu_grad_leak']} must be in [0, 1) (0 = plain ReLU "
+                         "gradient)")
     for key in ("rkd_distance", "rkd_angle", "mae_weight"):
         if d[key] < 0:
             raise InputError(f"{src}: distill.{key} = {d[key]} must be >= 0")

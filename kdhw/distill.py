@@ -46,7 +46,7 @@ from .recipe import check as check_recipe
 from .recipe import plain_settings
 from .recipe import resolve as resolve_recipe
 from .resource import build_trainable, resource_spec
-from .student import StudentNet, build_student, param_count
+from .student import StudentNet, build_student, param_count, set_relu_grad_leak
 from .teacher import ForeignTeacher
 from .training import FitResult, FloatWarmup, LossFn, accuracy, fit, predict_logits
 
@@ -442,6 +442,7 @@ def train_arm(
     model = build_trainable(spec, xs["train"].shape[1:], data.n_classes, src)  # resource-aware when asked
     if init_state is not None:
         model.load_state_dict(init_state)
+    set_relu_grad_leak(model, float(dcfg.get("relu_grad_leak", 0.0)))
     teaching = teaching_for(method, dcfg, data, model, src, teacher=teacher, teacher_fn=teacher_fn,
                             extra_teachers=extra_teachers)
     rows = TrainingRows.of(xs["train"], student_input(data.unlab, spec), data.y_train, teaching.reads_teacher,

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .config import RESOURCE_KEYS
 from .errors import InputError
-from .student import IOFormat, StudentNet, build_student
+from .student import IOFormat, StudentNet, build_student, relu_grad_leak
 
 LN2 = math.log(2.0)
 F_MIN, F_MAX = -8.0, 8.0  # learned fractional bits of weights (8: products stay exact in float32)
@@ -146,6 +146,7 @@ class FineReLU(nn.Module):
         self.frac = nn.Parameter(torch.tensor(float(bits - 1)))
         self.register_buffer("int_bits", torch.tensor(1.0))
         self.register_buffer("vmax", torch.tensor(0.0))
+        self.relu_leak = 0.0  # backward leak below zero (kdhw.student.relu_grad_leak), set per training run
 
     def grid(self) -> tuple[torch.Tensor, int, int]:
         """(continuous f for gradients, rounded fractional bits, total bits)."""
@@ -164,7 +165,7 @@ class FineReLU(nn.Module):
                 self.int_bits.fill_(float(min(max(math.ceil(math.log2(float(self.vmax))), -4), 12)))
         f, fr, bits = self.grid()
         s = 2.0 ** fr
-        r = F.relu(x)
+        r = relu_grad_leak(x, self.relu_leak) if self.training else F.relu(x)
         q0 = torch.clamp(torch.round(r.detach() * s), 0, 2 ** bits - 1) / s
         inside = (r.detach() <= (2 ** bits - 1) / s).float()
         return _exact_plus(q0, (r - r.detach()) * inside, -LN2 * (q0 - r).detach() * (f - f.detach()))

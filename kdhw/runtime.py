@@ -37,3 +37,14 @@ def set_torch_threads() -> None:
     import torch
 
     torch.set_num_threads(_wanted_threads())
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("" where /proc/cpuinfo is absent).  Benchmarks record it because float training
+    differs across CPUs: commit cb0cd22's default run gave the scratch student 94.89 % test on the machine
+    that chose the default and 92.22 % on an AMD EPYC."""
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+    except OSError:
+        return ""
+    return names[0] if names else ""

@@ -25,6 +25,7 @@ def test_embedded_default_is_valid_and_digits() -> None:
         ({"distill": {"temprature": 2}}, r"unknown key 'distill.temprature'; allowed: alpha, augment_noise, augment_scale, augment_shift, batch_size"),
         ({"studnet": {}}, r"unknown section 'studnet'; allowed: data, teacher"),
         ({"distill": {"alpha": 1.5}}, r"distill.alpha = 1.5 must be in \[0, 1\]"),
+        ({"distill": {"relu_grad_leak": 1.0}}, r"distill.relu_grad_leak = 1.0 must be in \[0, 1\)"),
         ({"hls": {"io_type": "axi"}}, r"hls.io_type = 'axi' is not allowed; choose one of: io_parallel, io_stream"),
         ({"distill": {"epochs": "ten"}}, r"distill.epochs must be an integer"),
         ({"data": {"dataset": "npz"}}, r"needs data.path"),

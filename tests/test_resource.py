@@ -207,3 +207,23 @@ def test_an_activation_never_folds_to_one_bit(tmp_path) -> None:
     onnx_path = export_qonnx(student, (4,), tmp_path / "s.onnx")
     ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
     assert "BipolarQuant" not in ops and "Quant" in ops
+
+
+@pytest.mark.parametrize("leak", [0.0, 0.05])
+def test_resource_aware_relu_leaks_the_gradient_of_a_dead_unit(leak: float) -> None:
+    """FineReLU follows distill.relu_grad_leak like the brevitas ReLU: same value, gradient below zero."""
+    from kdhw.student import set_relu_grad_leak
+
+    m = FineNet(TINY, (4,), 2)
+    l1 = m.layers[1]
+    _set(l1, [[-1.0, -1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0]], 2.0)  # unit 0 < 0 on every non-negative input
+    set_relu_grad_leak(m, leak)
+    m.train()
+    x = torch.rand(8, 4)
+    out = m(x)
+    ref = FineNet(TINY, (4,), 2)
+    ref.load_state_dict(m.state_dict())
+    ref.train()
+    assert torch.equal(out, ref(x))  # the leak never changes a value
+    out.sum().backward()
+    assert (l1.weight.grad[0].abs().sum() > 0) == (leak > 0)

@@ -48,3 +48,48 @@ def test_conv_students_track_shapes() -> None:
     m = build_student(spec, (1, 40), 10)
     assert m(torch.rand(3, 1, 40)).shape == (3, 10)
     assert "flatten1" in m.names
+
+
+def test_relu_grad_leak_keeps_the_value_and_leaks_the_gradient() -> None:
+    from kdhw.student import relu_grad_leak
+
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0], requires_grad=True)
+    y = relu_grad_leak(x, 0.05)
+    assert torch.equal(y, torch.relu(x.detach()))  # bit for bit: the exported network cannot change
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.05, 0.05, 0.05, 1.0, 1.0]))
+
+
+def _dead_unit_student(leak: float) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A student whose hidden unit 0 is negative on every (non-negative) input: a dead ReLU unit."""
+    from kdhw.student import set_relu_grad_leak
+
+    torch.manual_seed(0)
+    m = build_student({**MLP, "input": {"bits": 8, "int_bits": 1, "signed": False}}, (64,), 10)
+    dense = m.layers[m.names.index("dense1")]
+    with torch.no_grad():
+        dense.weight[0] = -dense.weight[0].abs()
+        dense.bias[0] = -1.0
+    set_relu_grad_leak(m, leak)
+    return m, dense.weight[0].detach().clone()
+
+
+@pytest.mark.parametrize("leak", [0.0, 0.05])
+def test_a_dead_unit_gets_a_gradient_only_with_the_leak(leak: float) -> None:
+    m, w0 = _dead_unit_student(leak)
+    x, y = torch.rand(32, 64), torch.randint(0, 10, (32,))
+    m.train()
+    _, feats = m(x, return_features=True)
+    assert not (feats["relu1"][:, 0] > 0).any()  # dead on every row
+    torch.nn.functional.cross_entropy(m(x), y).backward()
+    g = m.layers[m.names.index("dense1")].weight.grad[0]
+    assert (g.abs().sum() > 0) == (leak > 0)
+    assert torch.equal(m.layers[m.names.index("dense1")].weight[0].detach(), w0)
+
+
+def test_the_leak_is_off_outside_training() -> None:
+    m, _ = _dead_unit_student(0.05)
+    m.eval()
+    x = torch.rand(4, 64, requires_grad=True)
+    m(x).sum().backward()  # eval: a plain ReLU, so the dead unit passes nothing back
+    assert m.layers[m.names.index("dense1")].weight.grad[0].abs().sum() == 0
