@@ -33,7 +33,7 @@ from .config import Config
 from .data import Dataset
 from .distill import Arm, choose, distill, student_input
 from .errors import InputError
-from .student import StudentNet, build_student, param_count, save_student
+from .student import StudentNet, build_student, param_count, save_student, set_relu_grad_leak
 from .training import FitResult, fit, predict_logits
 
 
@@ -114,6 +114,7 @@ def train_system(cfg: Config, data: Dataset, teacher_train: np.ndarray | None = 
     seed = int(cfg.distill["seed"])
     torch.manual_seed(seed)
     sel = build_student(sspec, flat["train"].shape[1:], k, f"{src}: selector")
+    set_relu_grad_leak(sel, float(cfg.distill["relu_grad_leak"]))  # like every student kdhw trains
     sres = fit(sel, loss_fn, flat["train"], correct_train, flat["val"], data.y_val, epochs=cfg.selector["epochs"],
                lr=cfg.selector["lr"], batch_size=cfg.distill["batch_size"], seed=seed, desc="selector",
                progress=progress, metric=system_val_acc)
