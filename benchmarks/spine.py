@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-VERSION = "spine-v5"  # part of every task key: a change to what a task records reruns it
+VERSION = "spine-v6"  # part of every task key: a change to what a task records or trains reruns it (v6: ReLU leak)
 
 
 def _cpu_seconds() -> float:
