@@ -5,7 +5,7 @@ scratch and with each method; test accuracy mean ± std over seeds, the paired d
 gap closed = (method − scratch) / (teacher − scratch), and the cost of an epoch relative to scratch.
 
 Students (chosen from earlier measurements of tiny fixed-point students so that the scratch→teacher gap
-is real, and confirmed by the "gap" line this script prints): digits: MLP 64-8-10 at w4a4 (about 4 points under the teacher, mostly
+is real, and confirmed by the "gap" line this script prints): digits: MLP 64-8-10 at w4a4 (3-4 points under the teacher, mostly
 capacity); mnist1d: Conv1D 4 and 8 channels at w4a4 (about 25 points under).  Wider students sit within
 ~2 points of the teacher and leave nothing to measure.
 
