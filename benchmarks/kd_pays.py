@@ -285,6 +285,7 @@ def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, A
 
     from kdhw.distill import train_arm
     from kdhw.recipe import resolve
+    from kdhw.runtime import cpu_model
 
     torch.set_num_threads(1)
     spec_set = SETS[task["set"]]
@@ -304,7 +305,8 @@ def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, A
     out = {k: task[k] for k in ("key", "set", "student", "budget", "seed", "arm", "factor", "val")}
     out.update(recipe=recipe.name, val_acc=a.fit.best_val_acc, val_loss=a.fit.best_val_loss, test=a.test_acc,
                epochs=a.fit.epochs_run, best_epoch=a.fit.best_epoch, cpu_per_epoch=a.fit.cpu_seconds_per_epoch,
-               cpu_seconds=time.process_time() - c0, seconds=time.perf_counter() - t0, val_rows=int(len(data.y_val)))
+               cpu_seconds=time.process_time() - c0, seconds=time.perf_counter() - t0, val_rows=int(len(data.y_val)),
+               cpu=cpu_model())  # float training differs across CPUs: a row says where it was trained
     if name != "scratch":
         out["augmented"] = recipe.describe().get("augmented")
         out["teacher_check"] = [{k: r[k] for k in r if k != "tried"} for r in recipe.teacher_check]

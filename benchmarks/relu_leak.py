@@ -77,6 +77,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
     from kdhw.distill import student_input, train_arm
     from kdhw.recipe import resolve
+    from kdhw.runtime import cpu_model
 
     torch.set_num_threads(1)
     spec_set = kd_pays.SETS[task["set"]]
@@ -99,7 +100,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     dead, total = dead_units(a.model, np.concatenate(rows))
     out = {k: task[k] for k in ("key", "set", "student", "arm", "seed", "leak")}
     out.update(recipe=recipe.name, test=a.test_acc, val_acc=a.fit.best_val_acc, best_epoch=a.fit.best_epoch,
-               epochs=a.fit.epochs_run, dead=dead, units=total, cpu_seconds=time.process_time() - c0)
+               epochs=a.fit.epochs_run, dead=dead, units=total, cpu_seconds=time.process_time() - c0, cpu=cpu_model())
     return out
 
 
