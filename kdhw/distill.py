@@ -442,7 +442,7 @@ def train_arm(
     model = build_trainable(spec, xs["train"].shape[1:], data.n_classes, src)  # resource-aware when asked
     if init_state is not None:
         model.load_state_dict(init_state)
-    set_relu_grad_leak(model, float(dcfg.get("relu_grad_leak", 0.0)))
+    set_relu_grad_leak(model, float(dcfg["relu_grad_leak"]))
     teaching = teaching_for(method, dcfg, data, model, src, teacher=teacher, teacher_fn=teacher_fn,
                             extra_teachers=extra_teachers)
     rows = TrainingRows.of(xs["train"], student_input(data.unlab, spec), data.y_train, teaching.reads_teacher,
