@@ -49,7 +49,9 @@ def main() -> None:
     raw["student"].pop("resource", None)
     raw["pareto"].update(
         students=[{"input": {"bits": b, "int_bits": 1, "signed": False}, "layers": LAYERS} for b in INPUT_BITS],
-        betas=BETAS, epochs=raw["distill"]["epochs"], kd=True)
+        betas=BETAS, epochs=raw["distill"]["epochs"], kd=True,
+        # no input noise: `kdhw run` trains the chosen student with the distill section alone, so the grid must too
+        input_noise=[])
     cfg = validate(raw, "<default_student: embedded default + grid>")
     t, c = time.perf_counter(), time.process_time()
     res = run_pareto(cfg, WORK, boards=BOARDS, log=lambda m: print(m, flush=True), workers=a.workers)

@@ -128,6 +128,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "students": (list, []),  # student specs, each merged over the student section; [] = that section
         "epochs": (int, 150),
         "seeds": (int, 1),  # trainings per (student, beta), seeds distill.seed, +1, ...: more candidates for the front
+        # Gaussian input noise while training, as shares of the training inputs' std; one training per level
+        # (0 = none); [] = the distill section's own augmentation (benchmarks/pareto_vs_hgq2.py: 0.1 moved
+        # both validation fronts up)
+        "input_noise": (list, [0.1]),
         "lr": (_Num, None),  # default: distill.lr
         "ramp": (_Num, 0.3),  # beta ramps up over this fraction of the epochs; checkpoints are chosen after it
         "granularity": (str, "weight"),  # learned precision per weight or per output channel
@@ -335,6 +339,10 @@ def _check_pareto(cfg: Config) -> None:
         raise InputError(f"{src}: pareto.epochs must be >= 1")
     if p["seeds"] < 1:
         raise InputError(f"{src}: pareto.seeds must be >= 1, got {p['seeds']}")
+    noise = p["input_noise"]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and 0 <= n <= 1 for n in noise):
+        raise InputError(f"{src}: pareto.input_noise must be a list of numbers in [0, 1] (shares of the inputs' std), "
+                         f"got {noise!r}")
     if not 0 <= p["ramp"] < 1:
         raise InputError(f"{src}: pareto.ramp = {p['ramp']} must be in [0, 1)")
     for key in ("verify_random_inputs", "sim_rows"):

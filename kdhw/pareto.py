@@ -109,6 +109,7 @@ def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         files = {"student_pt": (d / "student.pt").read_bytes(), "onnx": onnx.read_bytes()}
     return {
         **files, "kind": task["kind"], "student": task["student"], "label": task["label"], "beta": task["beta"],
+        "input_noise": task.get("input_noise"), "augment_noise": float(dcfg.get("augment_noise") or 0),
         "seed": int(dcfg["seed"]), "method": dcfg["method"] if kd else "none",
         "val_acc": arm.fit.best_val_acc, "test_acc": arm.test_acc, "best_epoch": arm.fit.best_epoch,
         "epochs": arm.fit.epochs_run, "train_cpu_s": train_cpu,
@@ -230,6 +231,7 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     from .atomic import write_bytes
     from .grid import Grid, task_digest
     from .hwreport import synth_flow_key
+    from .recipe import input_noise
 
     pc = cfg.pareto
     fp = task_digest(data.manifest["sha256_16"], b"" if tl is None else tl["train"].tobytes(),
@@ -237,22 +239,29 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     epochs = int(pc["epochs"] or cfg.distill["epochs"])
     dcfg0 = {**cfg.distill, "epochs": epochs, "lr": pc["lr"] or cfg.distill["lr"], "select": "best_val",
              "float_warmup_epochs": 0}
+    # [] = one training per point with the distill section's augmentation; else one per noise level
+    noises: list[float | None] = [float(n) for n in pc["input_noise"]] or [None]
     tasks = []
     for si, spec in enumerate(specs):
         for beta in pc["betas"]:
             rspec = {**spec, "resource": {"beta": float(beta), "epochs": epochs, "ramp": float(pc["ramp"]),
                                           "granularity": pc["granularity"]}}
-            for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
-                seed = int(dcfg0["seed"]) + k
-                for kind in (("scratch", "kd") if kd_on else ("scratch",)):
-                    dcfg = {**dcfg0, "seed": seed} if kind == "kd" else {**dcfg0, "seed": seed, "method": "none"}
-                    h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"],
-                                    pc["synth_board"])
-                    tag = f"s{si}_b{beta:g}" + (f"_seed{seed}" if k else "")
-                    tasks.append({"key": f"{kind} s{si} beta={beta:g}" + (f" seed={seed}" if k else "") + f" #{h}",
-                                  "kind": kind, "student": si, "label": _label(spec), "beta": float(beta),
-                                  "spec": rspec, "dcfg": dcfg, "source": cfg.source,
-                                  "synth_board": synth_board.name, "file": f"{tag}_{kind}_{h[:8]}"})
+            for noise in noises:
+                dcfg_n = dcfg0 if noise is None else {**dcfg0, "augment_noise": input_noise(data.x_train, noise)}
+                # the first level keeps the keys of a one-level run, so adding levels resumes it
+                ntag = "" if noise is None or noise == noises[0] else f" noise={noise:g}"
+                for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
+                    seed = int(dcfg0["seed"]) + k
+                    for kind in (("scratch", "kd") if kd_on else ("scratch",)):
+                        dcfg = {**dcfg_n, "seed": seed, **({} if kind == "kd" else {"method": "none"})}
+                        h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"],
+                                        pc["synth_board"])
+                        tag = f"s{si}_b{beta:g}" + ntag.replace(" noise=", "_n") + (f"_seed{seed}" if k else "")
+                        tasks.append({"key": f"{kind} s{si} beta={beta:g}{ntag}" + (f" seed={seed}" if k else "")
+                                      + f" #{h}", "kind": kind, "student": si, "label": _label(spec),
+                                      "beta": float(beta), "input_noise": noise, "spec": rspec, "dcfg": dcfg,
+                                      "source": cfg.source, "synth_board": synth_board.name,
+                                      "file": f"{tag}_{kind}_{h[:8]}"})
     shared = {"data": data, "teacher_train": None if tl is None else tl["train"],
               "teacher_unlab": None if tl is None else tl.get("unlab"), "teacher": tmodel}
 
@@ -363,6 +372,7 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         "students": [{"index": i, "label": _label(s), "layers": s["layers"], "input": s.get("input")}
                      for i, s in enumerate(specs)],
         "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "seeds": int(pc["seeds"]), "kd": kd_on,
+        "input_noise": [float(n) for n in pc["input_noise"]],
         "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
         "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
         "pairs": pairs, "boards": picks,
@@ -430,14 +440,16 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
 
 
 def _pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Scratch vs KD at the same (student, beta, seed): accuracy and LUTs side by side."""
+    """Scratch vs KD at the same (student, beta, input noise, seed): accuracy and LUTs side by side."""
     by = {}
     for p in points:
-        by.setdefault((p["student"], p["beta"], p["seed"]), {})[p["kind"]] = p
+        noise = p.get("input_noise")
+        by.setdefault((p["student"], p["beta"], -1.0 if noise is None else noise, p["seed"]), {})[p["kind"]] = p
     out = []
-    for (si, beta, seed), arms in sorted(by.items()):
+    for (si, beta, noise, seed), arms in sorted(by.items()):
         s, k = arms.get("scratch"), arms.get("kd")
-        row = {"student": si, "label": (s or k)["label"], "beta": beta, "seed": seed}
+        row = {"student": si, "label": (s or k)["label"], "beta": beta, "seed": seed,
+               "input_noise": None if noise < 0 else noise}
         for name, a in (("scratch", s), ("kd", k)):
             row[name] = None if a is None else {"id": a["id"], "test_acc": a["test_acc"], "val_acc": a["val_acc"],
                                                 "lut": a["lut"], "ebops": a["ebops"]}
@@ -464,6 +476,8 @@ def pareto_markdown(res: dict[str, Any]) -> str:
              + (f"teacher {100 * t['test_acc']:.2f} % test; " if t else "")
              + f"{len(res['points'])} arms ({len(res['betas'])} betas x {len(res['students'])} student(s)"
              + (f" x {res['seeds']} seeds" if res.get("seeds", 1) > 1 else "")
+             + (f" x input noise {', '.join(f'{n:g}' for n in res['input_noise'])} of the inputs' std"
+                if res.get("input_noise") else "")
              + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
              f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
              f"accuracy (`pareto`, {res['data']['val']} rows: one row is {100 / max(res['data']['val'], 1):.2f} "
@@ -493,7 +507,8 @@ def pareto_markdown(res: dict[str, Any]) -> str:
         for r in res["pairs"]:
             s, k = r["scratch"] or {}, r["kd"] or {}
             d = r.get("kd_minus_scratch_test")
-            lines.append(f"| {r['label']} | {r['beta']:g} | {r['seed']} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
+            lab = r["label"] + (f" noise {r['input_noise']:g}" if len(res.get("input_noise") or []) > 1 else "")
+            lines.append(f"| {lab} | {r['beta']:g} | {r['seed']} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
                          f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
                          f"{'—' if d is None else f'{100 * d:+.2f}'} |")
     lines += ["", "## Every point", "", "| point | arm | beta | val % | test % | yosys LUT | est. LUT | EBOPs | front "

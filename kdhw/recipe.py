@@ -65,13 +65,19 @@ def augmentation_for(shape: tuple[int, ...], x_train: np.ndarray) -> dict[str, A
     feature vector is another row).  Noise: Gaussian, ``NOISE_OF_STD`` x the training inputs' std.
     """
     kind = modality(shape)
-    noise = float(f"{NOISE_OF_STD * float(np.std(x_train)):.3g}") if len(x_train) else 0.0
+    noise = input_noise(x_train)
     shift = 0
     if kind == "signal":
         shift = max(1, round(shape[1] / 20))
     elif kind == "image":
         shift = max(1, round(min(shape[1:]) / 14))
     return {"augment_shift": shift, "augment_scale": SCALE if kind == "signal" else 0.0, "augment_noise": noise}
+
+
+def input_noise(x_train: np.ndarray, share: float = NOISE_OF_STD) -> float:
+    """Std of Gaussian input noise, ``share`` x the training inputs' std (3 significant digits, so the value a
+    report prints is the value trained with)."""
+    return float(f"{share * float(np.std(x_train)):.3g}") if len(x_train) and share > 0 else 0.0
 
 
 @dataclass
@@ -187,4 +193,4 @@ def _predict_fn(teacher: torch.nn.Module | None, shape: tuple[int, ...]) -> Teac
 
 
 __all__ = ["FM_EPOCHS_FACTOR", "MAX_TEACHER_DROP", "PLAIN", "RECIPES", "Recipe", "augmentation_for", "check",
-           "matches_function", "modality", "plain_settings", "resolve"]
+           "input_noise", "matches_function", "modality", "plain_settings", "resolve"]

@@ -32,7 +32,9 @@ def _cfg(data: Path, **over: dict) -> dict:
         "teacher": {"arch": "mlp", "hidden": 16, "epochs": 3, "patience": 3},
         "student": STUDENT,
         "distill": {"epochs": 3},
-        "pareto": {"betas": [0.001], "epochs": 4, "lr": 0.05, "verify_random_inputs": 40, "sim_rows": 8},
+        # input_noise []: the distill section's augmentation (none), so 4 epochs prune something
+        "pareto": {"betas": [0.001], "epochs": 4, "lr": 0.05, "verify_random_inputs": 40, "sim_rows": 8,
+                   "input_noise": []},
     }
     return {**base, **over}
 
@@ -121,6 +123,27 @@ def test_pareto_end_to_end(tmp_path, tiny, boards_dir, capsys) -> None:
     assert {p["id"] for p in res3["points"]} >= set(pts)
     assert all("_seed1_" in p["id"] for p in res3["points"] if p["seed"] == 1)
     assert sorted((r["seed"], r["scratch"]["id"] != r["kd"]["id"]) for r in res3["pairs"]) == [(0, True), (1, True)]
+    # pareto.input_noise (default: one level, 0.1 x the training inputs' std): one training per level and
+    # point; the first level keeps its keys when levels are added, so a run resumes
+    from kdhw.config import validate
+    from kdhw.data import load_dataset
+    from kdhw.recipe import input_noise
+
+    assert validate({k: v for k, v in _cfg(tiny).items() if k != "pareto"}).pareto["input_noise"] == [0.1]
+    x_train = load_dataset(validate(_cfg(tiny)).data).x_train
+    assert res3["input_noise"] == [] and all(p["input_noise"] is None for p in res3["points"])
+    cfg.write_text(yaml.safe_dump(_cfg(tiny, pareto={**_cfg(tiny)["pareto"], "input_noise": [0.1]})))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res4 = json.loads((out / "pareto.json").read_text())
+    assert res4["grid"]["executed"] == 2 and res4["input_noise"] == [0.1]
+    assert all(p["augment_noise"] == input_noise(x_train, 0.1) > 0 for p in res4["points"])
+    cfg.write_text(yaml.safe_dump(_cfg(tiny, pareto={**_cfg(tiny)["pareto"], "input_noise": [0.1, 0]})))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res5 = json.loads((out / "pareto.json").read_text())
+    assert res5["grid"]["executed"] == 2 and res5["grid"]["resumed"] == 2
+    quiet = [p for p in res5["points"] if p["input_noise"] == 0]
+    assert len(quiet) == 2 and all(p["augment_noise"] == 0 and "_n0_" in p["id"] for p in quiet)
+    assert sorted(r["input_noise"] for r in res5["pairs"]) == [0, 0.1]
 
 
 def test_pareto_bad_input(tmp_path, capsys) -> None:
@@ -138,6 +161,10 @@ def test_pareto_bad_input(tmp_path, capsys) -> None:
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pareto.seeds must be >= 1, got 0" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "input_noise": [0.1, -1]})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pareto.input_noise must be a list of numbers in [0, 1]" in err[0]
     cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "granularity": "bit"})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
