@@ -486,9 +486,11 @@ def pareto_markdown(res: dict[str, Any]) -> str:
              "| point | student | arm | beta | val % | test % | yosys LUT | FF | est. LUT | EBOPs | live weights "
              "| inputs read | latency | bit-exact |", "|" + "---|" * 14]
     pts = {p["id"]: p for p in res["points"]}
+    levels = len(res.get("input_noise") or []) > 1  # name the noise level beside the student when it varies
     for pid in res["front"]:
         p = pts[pid]
-        lines.append(f"| `{pid}` | {p['label']} | {p['kind']} | {p['beta']:g} | {_pct(p['val_acc'])} | "
+        lab = p["label"] + (f" noise {p['input_noise']:g}" if levels else "")
+        lines.append(f"| `{pid}` | {lab} | {p['kind']} | {p['beta']:g} | {_pct(p['val_acc'])} | "
                      f"{_pct(p['test_acc'])} | {_n(p['lut'])} | {_n(p['ff'])} | {_n(p['lut_estimate'])} | "
                      f"{_n(p['ebops'])} | {p['live_weights']}/{p['weights']} | {p['inputs_read']}/{p['inputs']} | "
                      f"{p['latency_cycles']} | {'yes' if p['bit_exact'] else '**NO**'} |")
@@ -507,7 +509,7 @@ def pareto_markdown(res: dict[str, Any]) -> str:
         for r in res["pairs"]:
             s, k = r["scratch"] or {}, r["kd"] or {}
             d = r.get("kd_minus_scratch_test")
-            lab = r["label"] + (f" noise {r['input_noise']:g}" if len(res.get("input_noise") or []) > 1 else "")
+            lab = r["label"] + (f" noise {r['input_noise']:g}" if levels else "")
             lines.append(f"| {lab} | {r['beta']:g} | {r['seed']} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
                          f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
                          f"{'—' if d is None else f'{100 * d:+.2f}'} |")
