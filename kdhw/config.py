@@ -340,9 +340,10 @@ def _check_pareto(cfg: Config) -> None:
     if p["seeds"] < 1:
         raise InputError(f"{src}: pareto.seeds must be >= 1, got {p['seeds']}")
     noise = p["input_noise"]
-    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and 0 <= n <= 1 for n in noise):
-        raise InputError(f"{src}: pareto.input_noise must be a list of numbers in [0, 1] (shares of the inputs' std), "
-                         f"got {noise!r}")
+    if (not all(isinstance(n, (int, float)) and not isinstance(n, bool) and 0 <= n <= 1 for n in noise)
+            or len(set(noise)) < len(noise)):
+        raise InputError(f"{src}: pareto.input_noise must be a list of distinct numbers in [0, 1] (shares of the "
+                         f"inputs' std), got {noise!r}")
     if not 0 <= p["ramp"] < 1:
         raise InputError(f"{src}: pareto.ramp = {p['ramp']} must be in [0, 1)")
     for key in ("verify_random_inputs", "sim_rows"):

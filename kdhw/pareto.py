@@ -7,6 +7,9 @@ from labels alone (scratch) and, when a teacher is configured, once with the dis
 (same seed, initial weights and batch order), so every point says what the teacher bought at that budget;
 ``pareto.seeds`` repeats each point with further seeds, because on a small validation split one training's
 top points are a row or two apart and move with the seed (and with the CPU).
+``pareto.input_noise`` trains each point with Gaussian noise on its inputs (shares of the training inputs'
+std; one training per level): a regularizer that moved both validation fronts of
+``benchmarks/pareto_vs_hgq2.py`` up at most budgets.
 Every arm is a task on ``kdhw.grid`` (sequential, or Ray with ``--workers``; finished tasks land in
 ``DIR/runs.jsonl``, so an interrupted run resumes): it trains, folds the learned precisions into a brevitas
 student, checks the fold exact, exports QONNX, generates the da4ml RTL and synthesizes it with yosys for

@@ -164,7 +164,10 @@ def test_pareto_bad_input(tmp_path, capsys) -> None:
     cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "input_noise": [0.1, -1]})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "pareto.input_noise must be a list of numbers in [0, 1]" in err[0]
+    assert rc == 2 and len(err) == 1 and "pareto.input_noise must be a list of distinct numbers in [0, 1]" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "input_noise": [0.1, 0.1]})))
+    assert main(["pareto", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "got [0.1, 0.1]" in capsys.readouterr().err
     cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "granularity": "bit"})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
