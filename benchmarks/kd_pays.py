@@ -53,7 +53,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -739,6 +739,15 @@ def teacher_check(s: str, teachers: dict[str, Any], budget: float = 0.1) -> list
     return resolve(cfg.distill, data, teacher.eval()).teacher_check
 
 
+def write_results(out: Path, md: str, meta: dict[str, Any], table: list[dict[str, Any]],
+                  plot_fn: Callable[[list[dict[str, Any]], Path], None]) -> None:
+    """A benchmark's three result files, ``out``.md (what the README quotes), .json (meta + table) and .png."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "table": table}, indent=2, default=list))
+    plot_fn(table, out.with_suffix(".png"))
+
+
 def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     """`--recipe`: the new default at the label budgets given (default 10 %), full and budget-cut validation."""
     from kdhw.grid import load_done, run_tasks
@@ -771,10 +780,7 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     md = recipe_markdown(table, meta)
     print(md)
     out = Path(a.out if a.out != "benchmarks/results/kd_pays" else "benchmarks/results/kd_pays_recipe")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "table": table}, indent=2, default=list))
-    recipe_plot(table, out.with_suffix(".png"))
+    write_results(out, md, meta, table, recipe_plot)
     print(f"total {time.perf_counter() - t0:.0f} s -> {out}.md/.json/.png")
 
 
@@ -830,10 +836,7 @@ def main() -> None:
         md += "\n" + compare_markdown(meta["compare"])
     print(md)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "table": table}, indent=2, default=list))
-    plot(table, out.with_suffix(".png"))
+    write_results(out, md, meta, table, plot)
     print(f"total {time.perf_counter() - t0:.0f} s -> {out}.md/.json/.png")
 
 

@@ -23,7 +23,6 @@ points of the best goes to the smaller leak.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -208,7 +207,7 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    from kdhw.grid import load_done, run_tasks
+    from kdhw.grid import run_tasks
     from kdhw.runtime import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -222,19 +221,14 @@ def main() -> None:
     tasks = tasks_for(sets, a.seeds, teachers)
     tasks.sort(key=lambda t: (t["seed"], t["arm"] != "scratch"))
     print(f"{len(tasks)} tasks; results append to {JSONL}", flush=True)
-    run_tasks(run_task, tasks, shared=teachers, jsonl=JSONL, workers=a.workers)
-    keys = {t["key"] for t in tasks}
-    rows = [r for k, r in load_done(JSONL).items() if k in keys]
+    rows = run_tasks(run_task, tasks, shared=teachers, jsonl=JSONL, workers=a.workers)  # resumed ones too
     table = summarize(rows)
     chosen, means = choose(table)
     meta = {"seeds": a.seeds, "sets": sets, "leaks": LEAKS, "chosen": chosen, "val_means": means,
             "cpu": cpu_model(), "training_cpu_seconds": sum(r["cpu_seconds"] for r in rows), "jsonl": str(JSONL)}
     md = markdown(table, meta)
     print(md)
-    out = Path(a.out)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "table": table}, indent=2))
-    plot(table, out.with_suffix(".png"))
+    kd_pays.write_results(Path(a.out), md, meta, table, plot)
 
 
 if __name__ == "__main__":
