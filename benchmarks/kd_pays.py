@@ -246,6 +246,10 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 # epoch of the best validation accuracy; "/e2" ones break such ties by validation loss; "/e3" ones also train
 # with the default ReLU gradient leak (``distill.relu_grad_leak``, benchmarks/relu_leak.py), as kdhw does now.
 FIT_TAG = "/e3"
+# Added to fm keys only: the distilled arm now exports the epoch that agrees best with the teacher on the
+# transfer rows (``distill.checkpoint: teacher``); fm records without it kept the best-validation epoch, and
+# stay in the JSONL as the comparison "before" (the other arms read no teacher, so their rule is unchanged).
+CHECKPOINT_TAG = "/ckteacher"
 RECIPE_ARMS = ("scratch", "scratch_aug", "fm")  # fm = the distilled arm of `distill.recipe: auto`
 RECIPE_JSONL = "benchmarks/results/kd_recipe.jsonl"  # shared with fm_schedule.py: identical tasks run once
 
@@ -272,7 +276,8 @@ def recipe_tasks(sets: list[str], seeds: int, students: list[str] | None = None,
                         for arm in arms:
                             for f in (factors if arm != "scratch" else (None,)):
                                 key = (f"recipe/{s}/{stu}/{b:g}/{seed}/{arm}" + ("" if f is None else f"/x{f:g}")
-                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}{FIT_TAG}")
+                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}{FIT_TAG}"
+                                       + (CHECKPOINT_TAG if arm == "fm" else ""))
                                 tasks.append({"key": key, "set": s, "student": stu, "budget": b, "seed": seed,
                                               "arm": arm, "factor": f, "val": val})
     return list({t["key"]: t for t in tasks}.values())
@@ -306,7 +311,8 @@ def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, A
     out.update(recipe=recipe.name, val_acc=a.fit.best_val_acc, val_loss=a.fit.best_val_loss, test=a.test_acc,
                epochs=a.fit.epochs_run, best_epoch=a.fit.best_epoch, cpu_per_epoch=a.fit.cpu_seconds_per_epoch,
                cpu_seconds=time.process_time() - c0, seconds=time.perf_counter() - t0, val_rows=int(len(data.y_val)),
-               cpu=cpu_model())  # float training differs across CPUs: a row says where it was trained
+               cpu=cpu_model(),  # float training differs across CPUs: a row says where it was trained
+               checkpoint=a.info.get("checkpoint"))
     if name != "scratch":
         out["augmented"] = recipe.describe().get("augmented")
         out["teacher_check"] = [{k: r[k] for k in r if k != "tried"} for r in recipe.teacher_check]
@@ -589,13 +595,14 @@ def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                                                            for t in c["tried"]))
         lines += [f"Teacher-following check ({s}, seed 0, labelled rows): " + "; ".join(parts) + ".", ""]
     lines += ceiling_markdown(table)
+    lines += checkpoint_markdown(meta.get("checkpoint_check") or [])
     lines += selection_check_markdown(meta.get("selection_check") or [])
     goal = [e for e in table if e["arm"] == "exported_keep" and e["val"] == "cut"]
     if goal:
         met60 = all(e["gap_closed"] is not None and e["gap_closed"] >= 0.6 for e in goal)
         n80 = sum(e["gap_closed"] is not None and e["gap_closed"] >= 0.8 for e in goal)
         lines += ["### Goal: with validation cut to the budget, exported student", "",
-                  ", ".join(f"{e['set']}/{e['student']} {100 * e['gap_closed']:+.0f} %" for e in goal) +
+                  ", ".join(f"{e['set']}/{e['student']} {100 * e['gap_closed']:+.1f} %" for e in goal) +
                   f".  >= 60 % on every student: **{'met' if met60 else 'not met'}**; >= 80 % on at least two: "
                   f"**{'met' if n80 >= 2 else 'not met'}** ({n80} of {len(goal)}).", ""]
     return "\n".join(lines)
@@ -634,6 +641,50 @@ def ceiling_markdown(table: list[dict[str, Any]], path: Path = Path("benchmarks/
             "| student | needed for 60 % / 80 % | every label: scratch (no leak) | every label: best arm (no leak) | "
             "exported, full validation | exported, cut validation |",
             "|---|---|---|---|---|---|", *rows, ""]
+
+
+def checkpoint_check(now: list[dict[str, Any]], before: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fm arm's test accuracy with its epoch chosen by agreement with the teacher (``now``) against the same
+    tasks trained when it kept the best-validation epoch (``before``), paired by seed, per cell."""
+    cells: dict[tuple[str, str, float, str], dict[str, dict[int, dict[str, Any]]]] = {}
+    for rule, rs in (("teacher", now), ("val", before)):
+        for r in rs:
+            if r["arm"] == "fm":
+                cells.setdefault((r["set"], r["student"], r["budget"], r["val"]), {}).setdefault(rule, {})[r["seed"]] = r
+    out = []
+    for (s, stu, b, val), by in sorted(cells.items()):
+        seeds = sorted(set(by.get("teacher", {})) & set(by.get("val", {})))
+        if not seeds:
+            continue
+        t, v = ([by[k][x]["test"] for x in seeds] for k in ("teacher", "val"))
+        d = [100 * (a - c) for a, c in zip(t, v)]
+        agree = [(by["teacher"][x].get("checkpoint") or {}).get("agreement") for x in seeds]
+        out.append({"set": s, "student": stu, "budget": b, "val": val, "seeds": len(seeds),
+                    "val_rows": by["teacher"][seeds[0]]["val_rows"], "by_val": statistics.mean(v),
+                    "by_teacher": statistics.mean(t), "diff": statistics.mean(d), "ci": bootstrap_ci(d),
+                    "agreement": statistics.mean(agree) if None not in agree else None,
+                    "epoch_by_val": statistics.mean(by["val"][x]["best_epoch"] for x in seeds),
+                    "epoch_by_teacher": statistics.mean(by["teacher"][x]["best_epoch"] for x in seeds)})
+    return out
+
+
+def checkpoint_markdown(check: list[dict[str, Any]]) -> list[str]:
+    if not check:
+        return []
+    lines = ["### Which epoch the distilled arm exports: agreement with the teacher vs best validation", "",
+             "The fm arm trained twice per seed with identical settings; only the rule that keeps its epoch differs: "
+             "the best validation accuracy (ties to the lower validation loss; the rule before) or the highest "
+             "agreement with the teacher on the clean transfer rows (`distill.checkpoint: teacher`, the default "
+             "now; chosen on held-out seeds 5-9, `benchmarks/checkpoint_rule.py`).  Test %, mean over seeds; "
+             "Δ paired, 95 % bootstrap CI.", "",
+             "| student | validation | fm, epoch by validation | fm, epoch by teacher agreement | Δ [95 % CI] | "
+             "agreement at that epoch | mean epoch (val / teacher) |", "|---|---|---|---|---|---|---|"]
+    for c in check:
+        ag = "—" if c["agreement"] is None else f"{100 * c['agreement']:.1f} %"
+        lines.append(f"| {c['set']} {c['student']} | {c['val']}, {c['val_rows']} rows | {100 * c['by_val']:.2f} | "
+                     f"{100 * c['by_teacher']:.2f} | {c['diff']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | {ag} | "
+                     f"{c['epoch_by_val']:.0f} / {c['epoch_by_teacher']:.0f} |")
+    return lines + [""]
 
 
 def validation_rows(s: str, budget: float, cut: bool) -> int:
@@ -769,14 +820,17 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     print(f"{len(tasks)} tasks; results append to {jsonl}", flush=True)
     run_tasks(run_recipe_task, tasks, shared=teachers, jsonl=jsonl, workers=a.workers, address=a.address)
     keys = {t["key"] for t in tasks}
-    rows = [r for k, r in load_done(jsonl).items() if k in keys]
+    done = load_done(jsonl)
+    rows = [r for k, r in done.items() if k in keys]
     table = summarize_recipe(rows, {s: teachers[s]["acc"]["test"] for s in sets})
+    before = [done[k.removesuffix(CHECKPOINT_TAG)] for k in sorted(keys)
+              if k.endswith(CHECKPOINT_TAG) and k.removesuffix(CHECKPOINT_TAG) in done]
     meta = {"seeds": a.seeds, "sets": sets, "budgets": budgets, "factor": factor, "vals": vals,
             "teachers": {s: teachers[s]["acc"] for s in sets}, "wall_seconds": time.perf_counter() - t0,
             # the CPU its arms took when they were trained (a rerun that finds every task done only re-summarizes)
             "training_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in rows),
             "jsonl": str(jsonl), "quick": a.quick, "teacher_check": {s: teacher_check(s, teachers) for s in sets},
-            "selection_check": selection_check()}
+            "selection_check": selection_check(), "checkpoint_check": checkpoint_check(rows, before)}
     md = recipe_markdown(table, meta)
     print(md)
     out = Path(a.out if a.out != "benchmarks/results/kd_pays" else "benchmarks/results/kd_pays_recipe")

@@ -82,6 +82,8 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     spec_set = kd_pays.SETS[task["set"]]
     dist: dict[str, Any] = {"epochs": spec_set["epochs"], "seed": task["seed"], "relu_grad_leak": task["leak"],
                             "method": "hinton" if task["arm"] == "fm" else "none"}
+    # measured when every arm kept its best-validation epoch: pinned, so a rerun that adds tasks stays comparable
+    dist["checkpoint"] = "val"
     data_cfg: dict[str, Any] = dict(spec_set["data"])
     if task["arm"] == "fm":
         data_cfg["labels"] = {"fraction": 0.1, "seed": task["seed"], "val": False}

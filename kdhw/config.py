@@ -88,6 +88,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "augment_scale": (_Num, None),  # amplitude factor in [1 - s, 1 + s] per sample
         "augment_noise": (_Num, None),  # additive Gaussian noise, std in input units
         "epochs_factor": (_Num, None),  # function matching's arms train epochs x this (unset: the measured default)
+        # which score keeps an arm's exported epoch: validation accuracy, or (arms that read a teacher on a
+        # transfer set) agreement with the teacher on the transfer rows; unset: teacher under function matching
+        "checkpoint": (str, None),
         "init": (str, "fresh"),  # distilled arm starts fresh, or from the trained scratch student (QKD)
     },
     "hls": {
@@ -160,6 +163,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill.method": ("hinton", "none", "logits_mse", "kl_mae", "fitnets", "rkd", "born_again", "tf_kd",
                        "ensemble", "label_smoothing", "pseudo_label"),
     "distill.recipe": ("auto", "plain", "function_matching"),
+    "distill.checkpoint": ("val", "teacher"),
     "distill.select": ("best_val", "kd", "scratch", "scratch_aug"),
     "distill.init": ("fresh", "scratch"),
     "hls.backend": ("Vitis", "Vivado"),

@@ -83,6 +83,11 @@ def _recipe_lines(arms: dict[str, Any]) -> list[str]:
                       f"the plain {r['plain_epochs']}) with mixup {a['mixup_alpha']:g}, shift {a['augment_shift']}, "
                       f"scale {a['augment_scale']:g}, noise {a['augment_noise']:g}; distillation at T = "
                       f"{a['temperature']:g}, alpha = {a['alpha']:g}, teacher evaluated on every augmented batch.")
+    chk = ((arms.get("kd") or {}).get("info") or {}).get("checkpoint")
+    if chk:
+        lines.append(f"The distilled arm exports the epoch that agrees best with the teacher on the {chk['rows']} "
+                     f"transfer rows ({_pct(chk['agreement'])}) rather than its best on validation "
+                     "(`distill.checkpoint: teacher`).")
     for c in r.get("teacher_check") or []:
         if c["augment"] == "all kept":
             lines.append(f"Teacher on the labelled rows: {_pct(c['teacher_acc_clean'])} clean, "

@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 # loss_fn(model, x, y, idx) -> scalar; idx indexes the training set (for cached teacher logits)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# score(model) -> (primary, tie-break): the epoch with the highest primary is kept, ties to the higher tie-break
+Score = Callable[[nn.Module], tuple[float, float]]
 
 
 @dataclass
@@ -32,6 +34,9 @@ class FitResult:
     # validation cross-entropy at the best epoch: a continuous score that breaks ties in accuracy, which are
     # common on a validation split of a few dozen rows (None when a custom metric selected the epoch)
     best_val_loss: float | None = None
+    # the selection score at the chosen epoch when a ``score`` other than validation picked it (agreement with
+    # the teacher on the transfer set); None when validation accuracy picked it
+    best_score: float | None = None
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> float:
@@ -74,6 +79,7 @@ def fit(
     params: Iterable[torch.nn.Parameter] | None = None,
     metric: Callable[[nn.Module], float] | None = None,
     steps_per_epoch: int | None = None,
+    score: Score | None = None,
 ) -> FitResult:
     """Train in place; the model ends holding its best-validation weights.
 
@@ -87,6 +93,9 @@ def fit(
     model keeps its last weights.  ``on_epoch(ep)`` runs before each epoch (switching quantizers on).
     ``params`` adds modules the loss owns (a FitNets adapter); ``metric`` replaces validation accuracy as the
     selection criterion (the model selector is judged by the accuracy of the routed system).
+    ``score`` picks the epoch instead of validation, which is still measured and reported at the chosen epoch
+    (function matching keeps the epoch that agrees best with the teacher on the transfer set: thousands of
+    rows the teacher labels, where a label budget leaves a few dozen validation rows).
     ``steps_per_epoch``: optimizer steps per epoch when it must differ from one pass over the rows: an arm
     that trains on the labelled rows alone is given as many steps as the paired arm that also reads the
     transfer set, so the two differ in the data they see, not in how long they train.
@@ -98,6 +107,8 @@ def fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     xt, yt = torch.from_numpy(x_train.astype(np.float32)), torch.from_numpy(y_train)
     best, best_ep, best_state, best_loss, hist = -1.0, -1, None, None, []
+    best_key: tuple[float, float] | None = None
+    best_score: float | None = None
     t0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     ep = 0
@@ -116,10 +127,12 @@ def fit(
             tot, nb = tot + loss.item(), nb + 1
         sched.step()
         va, vl = evaluate(model, x_val, y_val) if metric is None else (metric(model), None)
-        hist.append({"epoch": ep, "loss": tot / max(nb, 1), "val_acc": va, **({} if vl is None else {"val_loss": vl})})
-        if ep >= select_from and (va > best or (va == best and vl is not None and best_loss is not None
-                                                and vl < best_loss)):
-            best, best_ep, best_state, best_loss = va, ep, copy.deepcopy(model.state_dict()), vl
+        key = (va, -vl if vl is not None else 0.0) if score is None else score(model)
+        hist.append({"epoch": ep, "loss": tot / max(nb, 1), "val_acc": va, **({} if vl is None else {"val_loss": vl}),
+                     **({} if score is None else {"score": key[0]})})
+        if ep >= select_from and (best_key is None or key > best_key):
+            best, best_ep, best_state, best_loss, best_key = va, ep, copy.deepcopy(model.state_dict()), vl, key
+            best_score = None if score is None else key[0]
         bar.set_postfix(loss=f"{tot / max(nb, 1):.3f}", val=f"{va:.3f}", best=f"{best:.3f}")
         if patience is not None and ep >= select_from and ep - max(best_ep, select_from) >= patience:
             break
@@ -129,7 +142,7 @@ def fit(
     model.eval()
     n = len(hist)
     return FitResult(best, best_ep, n, hist, (time.perf_counter() - t0) / max(n, 1),
-                     (time.process_time() - c0) / max(n, 1), best_loss)
+                     (time.process_time() - c0) / max(n, 1), best_loss, best_score)
 
 
 def _epoch_order(n: int, batch_size: int, steps: int | None, g: torch.Generator) -> torch.Tensor:

@@ -157,6 +157,63 @@ def test_control_gets_the_distilled_arms_augmentation_and_steps(nn_teacher: Any,
     assert arms["kd"].fit.epochs_run == arms["scratch_aug"].fit.epochs_run == 3
 
 
+# ---------------------------------------------------------------- which epoch the distilled arm exports
+
+def test_a_score_picks_the_epoch_and_validation_is_reported_at_that_epoch() -> None:
+    from kdhw.training import fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x, y = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32), np.arange(32) % 2
+    calls: list[int] = []
+
+    def score(m: torch.nn.Module) -> tuple[float, float]:  # prefers the second epoch, whatever validation says
+        calls.append(1)
+        return (1.0 if len(calls) == 2 else 0.5, 0.0)
+
+    def loss(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(m(xb), yb)
+
+    r = fit(model, loss, x, y, x, y, epochs=4, lr=0.1, batch_size=8, seed=0, progress=False, score=score)
+    assert r.best_epoch == 1 and r.best_score == 1.0 and [h["score"] for h in r.history] == [0.5, 1.0, 0.5, 0.5]
+    assert r.best_val_acc == r.history[1]["val_acc"] and r.best_val_loss == r.history[1]["val_loss"]
+    plain = fit(torch.nn.Linear(4, 2), loss, x, y, x, y, epochs=4, lr=0.1, batch_size=8, seed=0, progress=False)
+    assert plain.best_score is None and "score" not in plain.history[0]
+
+
+def test_function_matching_exports_the_epoch_that_agrees_best_with_the_teacher(nn_teacher: Any) -> None:
+    from kdhw.distill import student_input
+    from kdhw.training import predict_logits
+
+    d = _budget(dataset("digits"), 0.1)
+    arms = distill(MLP, dcfg(epochs=2, epochs_factor=2), d, None, False, teacher=nn_teacher)
+    kd, hist = arms["kd"], arms["kd"].fit.history
+    assert arms["kd"].info["recipe"]["augmented"]["checkpoint"] == "teacher"
+    chk = kd.info["checkpoint"]
+    assert chk["by"] == "teacher agreement" and chk["rows"] == len(d.unlab)
+    assert chk["agreement"] == kd.fit.best_score == max(h["score"] for h in hist) == hist[kd.fit.best_epoch]["score"]
+    assert kd.fit.best_val_acc == hist[kd.fit.best_epoch]["val_acc"]  # what choose() compares arms by
+    # the exported weights are that epoch's: recount the agreement on the transfer rows from scratch
+    top = nn_teacher(torch.from_numpy(d.unlab)).argmax(1).numpy()
+    mine = predict_logits(kd.model, student_input(d.unlab, MLP)).argmax(1)
+    assert float((mine == top).mean()) == chk["agreement"]
+    # the control reads no teacher: it keeps the best-validation epoch; a user's checkpoint: val wins
+    assert "checkpoint" not in arms["scratch_aug"].info and "score" not in arms["scratch_aug"].fit.history[0]
+    val = distill(MLP, dcfg(epochs=2, epochs_factor=2, checkpoint="val"), d, None, False, teacher=nn_teacher)
+    assert "checkpoint" not in val["kd"].info and val["kd"].fit.best_score is None
+    # the rule changes which epoch is kept, never the training: every epoch's validation is the same
+    assert [h["val_loss"] for h in val["kd"].fit.history] == [h["val_loss"] for h in hist]
+
+
+def test_checkpoint_by_teacher_without_a_transfer_set_is_one_line(nn_teacher: Any) -> None:
+    with pytest.raises(InputError, match=r"^c.yaml: distill.checkpoint = teacher needs a transfer set \(a label budget "
+                                         r"or data.unlabeled\): the teacher's agreement is measured on rows without "
+                                         r"labels; use val$"):
+        distill(MLP, dcfg(checkpoint="teacher"), dataset("digits"), None, False, "c.yaml", teacher=nn_teacher)
+    with pytest.raises(InputError, match=r"distill.checkpoint = 'last' is not allowed; choose one of: val, teacher"):
+        validate({"distill": {"checkpoint": "last"}})
+
+
 # ---------------------------------------------------------------- augmentations the teacher can follow
 
 def test_follow_scales_down_a_shift_the_teacher_cannot_follow_and_keeps_noise(nn_teacher: Any) -> None:

@@ -168,6 +168,9 @@ def test_run_with_a_label_budget_and_an_onnx_teacher_uses_the_recipe_and_reports
     assert rep["teacher"]["handed_over"]["format"] == "ONNX model (onnxruntime)" and rep["teacher"]["params"] == 2410
     md = (tmp_path / "o" / "report.md").read_text()
     for row in ("| student scratch |", "| student scratch_aug |", "| student kd |", "the teacher's share (kd − scratch_aug)",
-                "outputs read as logits", "Recipe: **function matching**"):
+                "outputs read as logits", "Recipe: **function matching**",
+                "exports the epoch that agrees best with the teacher on the 968 transfer rows"):
         assert row in md, row
+    info = rep["students"]["kd"]["info"]
+    assert info["checkpoint"]["by"] == "teacher agreement" and info["checkpoint"]["rows"] == info["transfer_rows"] == 968
     assert json.loads((tmp_path / "o" / "verify.json").read_text())["bit_exact"] is True
