@@ -595,7 +595,7 @@ def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                                                            for t in c["tried"]))
         lines += [f"Teacher-following check ({s}, seed 0, labelled rows): " + "; ".join(parts) + ".", ""]
     lines += ceiling_markdown(table)
-    lines += checkpoint_markdown(meta.get("checkpoint_check") or [])
+    lines += defaults_markdown(meta.get("defaults_check") or [])
     lines += selection_check_markdown(meta.get("selection_check") or [])
     goal = [e for e in table if e["arm"] == "exported_keep" and e["val"] == "cut"]
     if goal:
@@ -643,47 +643,65 @@ def ceiling_markdown(table: list[dict[str, Any]], path: Path = Path("benchmarks/
             "|---|---|---|---|---|---|", *rows, ""]
 
 
-def checkpoint_check(now: list[dict[str, Any]], before: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The fm arm's test accuracy with its epoch chosen by agreement with the teacher (``now``) against the same
-    tasks trained when it kept the best-validation epoch (``before``), paired by seed, per cell."""
+# the fm arm under the defaults before today's: (label, epochs_factor, epoch chosen by teacher agreement?)
+PREVIOUS_DEFAULTS = (("10x, best-validation epoch", 10, False), ("10x, teacher-agreement epoch", 10, True))
+
+
+def defaults_check(done: dict[str, dict[str, Any]], keys: set[str], factor: float) -> list[dict[str, Any]]:
+    """The fm arm as the recipe trains it now against the same seeds under earlier defaults (another
+    epochs_factor, the best-validation epoch), per cell, paired by seed; earlier rows are read from the JSONL."""
+    now_label = f"{factor:g}x, teacher-agreement epoch"
+    configs = [c for c in PREVIOUS_DEFAULTS if c[0] != now_label]
     cells: dict[tuple[str, str, float, str], dict[str, dict[int, dict[str, Any]]]] = {}
-    for rule, rs in (("teacher", now), ("val", before)):
-        for r in rs:
-            if r["arm"] == "fm":
-                cells.setdefault((r["set"], r["student"], r["budget"], r["val"]), {}).setdefault(rule, {})[r["seed"]] = r
+    for k in sorted(keys):
+        if "/fm/" not in k or not k.endswith(CHECKPOINT_TAG) or k not in done:
+            continue
+        r = done[k]
+        cell = cells.setdefault((r["set"], r["student"], r["budget"], r["val"]), {})
+        cell.setdefault(now_label, {})[r["seed"]] = r
+        for label, f0, tagged in configs:
+            old = k.replace(f"/fm/x{factor:g}", f"/fm/x{f0:g}")
+            old = old if tagged else old.removesuffix(CHECKPOINT_TAG)
+            if old in done:
+                cell.setdefault(label, {})[r["seed"]] = done[old]
     out = []
     for (s, stu, b, val), by in sorted(cells.items()):
-        seeds = sorted(set(by.get("teacher", {})) & set(by.get("val", {})))
-        if not seeds:
+        labels = [c[0] for c in configs if c[0] in by]
+        seeds = sorted(set.intersection(*(set(by[x]) for x in [now_label, *labels])))
+        if not seeds or not labels:
             continue
-        t, v = ([by[k][x]["test"] for x in seeds] for k in ("teacher", "val"))
-        d = [100 * (a - c) for a, c in zip(t, v)]
-        agree = [(by["teacher"][x].get("checkpoint") or {}).get("agreement") for x in seeds]
-        out.append({"set": s, "student": stu, "budget": b, "val": val, "seeds": len(seeds),
-                    "val_rows": by["teacher"][seeds[0]]["val_rows"], "by_val": statistics.mean(v),
-                    "by_teacher": statistics.mean(t), "diff": statistics.mean(d), "ci": bootstrap_ci(d),
-                    "agreement": statistics.mean(agree) if None not in agree else None,
-                    "epoch_by_val": statistics.mean(by["val"][x]["best_epoch"] for x in seeds),
-                    "epoch_by_teacher": statistics.mean(by["teacher"][x]["best_epoch"] for x in seeds)})
+        now = [by[now_label][x]["test"] for x in seeds]
+        e: dict[str, Any] = {"set": s, "student": stu, "budget": b, "val": val, "seeds": len(seeds),
+                             "val_rows": by[now_label][seeds[0]]["val_rows"], "now": now_label,
+                             "mean": {x: statistics.mean(by[x][k]["test"] for k in seeds) for x in [*labels, now_label]},
+                             "epoch": {x: statistics.mean(by[x][k]["best_epoch"] for k in seeds) for x in [*labels, now_label]},
+                             "diff": {}}
+        for x in labels:
+            d = [100 * (a - by[x][k]["test"]) for a, k in zip(now, seeds)]
+            e["diff"][x] = {"diff": statistics.mean(d), "ci": bootstrap_ci(d)}
+        out.append(e)
     return out
 
 
-def checkpoint_markdown(check: list[dict[str, Any]]) -> list[str]:
+def defaults_markdown(check: list[dict[str, Any]]) -> list[str]:
     if not check:
         return []
-    lines = ["### Which epoch the distilled arm exports: agreement with the teacher vs best validation", "",
-             "The fm arm trained twice per seed with identical settings; only the rule that keeps its epoch differs: "
-             "the best validation accuracy (ties to the lower validation loss; the rule before) or the highest "
-             "agreement with the teacher on the clean transfer rows (`distill.checkpoint: teacher`, the default "
-             "now; chosen on held-out seeds 5-9, `benchmarks/checkpoint_rule.py`).  Test %, mean over seeds; "
-             "Δ paired, 95 % bootstrap CI.", "",
-             "| student | validation | fm, epoch by validation | fm, epoch by teacher agreement | Δ [95 % CI] | "
-             "agreement at that epoch | mean epoch (val / teacher) |", "|---|---|---|---|---|---|---|"]
+    labels = list(check[0]["mean"])
+    prev = [x for x in labels if x != check[0]["now"]]
+    lines = ["### The fm arm under the defaults before: epoch rule and schedule", "",
+             "The same seeds and settings but for the epochs_factor and the rule that keeps the exported epoch: the "
+             "best validation accuracy (ties to the lower validation loss) or the highest agreement with the teacher "
+             "on the clean transfer rows (`distill.checkpoint: teacher`, chosen on held-out seeds 5-9, "
+             "`benchmarks/checkpoint_rule.py`; the factor from `benchmarks/fm_schedule.py`).  Test %, mean over "
+             "seeds (mean exported epoch); Δ = now − before, paired, 95 % bootstrap CI.", "",
+             "| student | validation | " + " | ".join(f"fm {x}" + (" (now)" if x == check[0]["now"] else "") for x in labels)
+             + " | " + " | ".join(f"Δ vs {x}" for x in prev) + " | seeds |",
+             "|---|---|" + "---|" * (len(labels) + len(prev)) + "---|"]
     for c in check:
-        ag = "—" if c["agreement"] is None else f"{100 * c['agreement']:.1f} %"
-        lines.append(f"| {c['set']} {c['student']} | {c['val']}, {c['val_rows']} rows | {100 * c['by_val']:.2f} | "
-                     f"{100 * c['by_teacher']:.2f} | {c['diff']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | {ag} | "
-                     f"{c['epoch_by_val']:.0f} / {c['epoch_by_teacher']:.0f} |")
+        cols = [f"{100 * c['mean'][x]:.2f} ({c['epoch'][x]:.0f})" for x in labels]
+        ds = [f"{c['diff'][x]['diff']:+.2f} [{c['diff'][x]['ci'][0]:+.2f}, {c['diff'][x]['ci'][1]:+.2f}]" for x in prev]
+        lines.append(f"| {c['set']} {c['student']} | {c['val']}, {c['val_rows']} rows | " + " | ".join(cols + ds)
+                     + f" | {c['seeds']} |")
     return lines + [""]
 
 
@@ -823,14 +841,13 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     done = load_done(jsonl)
     rows = [r for k, r in done.items() if k in keys]
     table = summarize_recipe(rows, {s: teachers[s]["acc"]["test"] for s in sets})
-    before = [done[k.removesuffix(CHECKPOINT_TAG)] for k in sorted(keys)
-              if k.endswith(CHECKPOINT_TAG) and k.removesuffix(CHECKPOINT_TAG) in done]
+
     meta = {"seeds": a.seeds, "sets": sets, "budgets": budgets, "factor": factor, "vals": vals,
             "teachers": {s: teachers[s]["acc"] for s in sets}, "wall_seconds": time.perf_counter() - t0,
             # the CPU its arms took when they were trained (a rerun that finds every task done only re-summarizes)
             "training_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in rows),
             "jsonl": str(jsonl), "quick": a.quick, "teacher_check": {s: teacher_check(s, teachers) for s in sets},
-            "selection_check": selection_check(), "checkpoint_check": checkpoint_check(rows, before)}
+            "selection_check": selection_check(), "defaults_check": defaults_check(done, keys, factor)}
     md = recipe_markdown(table, meta)
     print(md)
     out = Path(a.out if a.out != "benchmarks/results/kd_pays" else "benchmarks/results/kd_pays_recipe")

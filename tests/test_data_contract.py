@@ -205,7 +205,6 @@ def test_image_folder_gray_and_rgb_resized(tmp_path: Path) -> None:
     from PIL import Image
 
     root = tmp_path / "xray"
-    rng = np.random.default_rng(0)
     for c, name in enumerate(["normal", "pneumonia"]):
         (root / name).mkdir(parents=True)
         for i in range(16):
