@@ -17,7 +17,7 @@ from .atomic import atomic_dir, write_json, write_text
 from .config import Config
 from .contract import input_notes, output_note, output_saturation
 from .data import load_data
-from .distill import choose, distill, student_input, summary
+from .distill import check_distill, choose, distill, student_input, summary
 from .errors import InputError
 from .export import hls_input_type, load_qonnx
 from .flow import check_hardware_tools, hardware_summary, student_to_hardware
@@ -58,6 +58,7 @@ def _run(cfg: Config, out: Path, progress: bool, log: Any) -> dict[str, Any]:
         write_text(d / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         # fail fast: a bad student spec must not cost a teacher training first
         build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
+        check_distill(cfg.student, cfg.distill, data, cfg.source, teacher_known=False)  # keys that need no teacher
         timings["data"] = time.perf_counter() - t
         log(f"[data] {data.name}: {data.manifest['train']}/{data.manifest['val']}/{data.manifest['test']} rows, "
             f"shape {data.shape}, {data.n_classes} classes")

@@ -214,6 +214,25 @@ def test_checkpoint_by_teacher_without_a_transfer_set_is_one_line(nn_teacher: An
         validate({"distill": {"checkpoint": "last"}})
 
 
+
+def test_kdhw_run_refuses_checkpoint_by_teacher_before_training_a_teacher(tmp_path: Path, capsys: Any,
+                                                                          monkeypatch: Any) -> None:
+    import kdhw.pipeline as pl
+    from kdhw.cli import main
+
+    def no_teacher(*a: Any, **k: Any) -> None:
+        raise AssertionError("a teacher was trained before the config was refused")
+
+    monkeypatch.setattr(pl, "obtain_teacher", no_teacher)
+    (tmp_path / "c.yaml").write_text("distill: {checkpoint: teacher}\n")
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("distill.checkpoint = teacher needs a transfer set (a label budget or "
+                                             "data.unlabeled): the teacher's agreement is measured on rows without "
+                                             "labels; use val")
+    assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------- augmentations the teacher can follow
 
 def test_follow_scales_down_a_shift_the_teacher_cannot_follow_and_keeps_noise(nn_teacher: Any) -> None:
