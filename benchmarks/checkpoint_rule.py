@@ -84,7 +84,8 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         ok = (z.argmax(1).numpy() == y)
         zt = training.predict_logits(model, x_test)
         epochs.append({"test": float((zt.argmax(1) == data.y_test).mean()), "full": float(ok.mean()),
-                       "full_loss": float(nll.mean()), "cut": float(ok[cut].mean()), "cut_loss": float(nll[cut].mean())})
+                       "full_loss": float(nll.mean()), "cut": float(ok[cut].mean()),
+                       "cut_loss": float(nll[cut].mean())})
         return float(ok.mean()), float(nll.mean())
 
     c0 = time.process_time()

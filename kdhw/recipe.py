@@ -10,9 +10,10 @@ the default there.
 
 Function matching = modality-aware augmentation + mixup, the teacher evaluated online on each augmented
 batch, alpha 0.9, a patient schedule (``epochs_factor`` x ``epochs``), and the distilled arm's exported
-epoch chosen by its agreement with the teacher on the transfer rows (``checkpoint: teacher``).  Its control, ``scratch_aug``,
-is the same student trained on labels only with the **same** augmentation, mixup and number of steps, so
-``kd - scratch_aug`` is the teacher's own share of the gain and ``scratch_aug - scratch`` the recipe's.
+epoch chosen by its agreement with the teacher on the transfer rows (``checkpoint: teacher``).  Its
+control, ``scratch_aug``, is the same student trained on labels only with the **same** augmentation, mixup
+and number of steps, so ``kd - scratch_aug`` is the teacher's own share of the gain and ``scratch_aug -
+scratch`` the recipe's.
 
 Every value the recipe sets is a config key left unset (``None``) in the schema: a key the user sets wins.
 Augmentations the recipe chose are checked against the teacher before training (``augment.follow``): one
@@ -42,8 +43,8 @@ FM_MIXUP = 0.4
 # seeds it beat the epoch chosen on a label budget's few validation rows on every kd_pays student
 # (benchmarks/results/checkpoint_rule.md; see kdhw.distill.teacher_agreement)
 FM_CHECKPOINT = "teacher"
-# epochs_factor of function matching: set from benchmarks/fm_schedule.py (accuracy vs 1x/3x/10x/30x); its rule named
-# 10x while the distilled arm kept its best-validation epoch, and 30x once it keeps the teacher-agreement one
+# epochs_factor of function matching: set from benchmarks/fm_schedule.py (accuracy vs 1x/3x/10x/30x); its
+# rule named 10x while the distilled arm kept its best-validation epoch, 30x once it keeps the agreement one
 FM_EPOCHS_FACTOR = 30
 NOISE_OF_STD = 0.1  # Gaussian noise, as a share of the training inputs' standard deviation
 SCALE = 0.1  # signals: amplitude factor in [0.9, 1.1]
@@ -200,5 +201,5 @@ def _predict_fn(teacher: torch.nn.Module | None, shape: tuple[int, ...]) -> Teac
     return predict
 
 
-__all__ = ["FM_CHECKPOINT", "FM_EPOCHS_FACTOR", "MAX_TEACHER_DROP", "PLAIN", "RECIPES", "Recipe", "augmentation_for", "check",
-           "input_noise", "matches_function", "modality", "plain_settings", "resolve"]
+__all__ = ["FM_CHECKPOINT", "FM_EPOCHS_FACTOR", "MAX_TEACHER_DROP", "PLAIN", "RECIPES", "Recipe", "augmentation_for",
+           "check", "input_noise", "matches_function", "modality", "plain_settings", "resolve"]
