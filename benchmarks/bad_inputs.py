@@ -3,12 +3,12 @@
 Every case writes its own small bad file or config into a scratch folder and runs `kdhw distill` (or the
 verb named) on it, in this process, capturing stdout/stderr.  A case passes when the command exits 2 with
 exactly one line on stderr that contains the case's expected words; a traceback, a crash, a success or a
-second line is a failure.  ``tests/test_bad_inputs.py`` runs the same catalog (``CASES``), so the count
+second line is a failure.  ``tests/bench/test_bad_inputs.py`` runs the same catalog (``CASES``), so the count
 printed here is the count the tests try.  The results (counts per kind and each case's actual message,
 with the fix) go to ``benchmarks/results/bad_inputs.json``; the README's troubleshooting section is
 rendered from it.
 
-    .venv/bin/python benchmarks/bad_inputs.py [--out benchmarks/results/bad_inputs.json]
+    .venv/bin/python -m benchmarks.bad_inputs [--out benchmarks/results/bad_inputs.json]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import contextlib
 import io
 import pickle
 import struct
-import sys
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -28,8 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS
 
 # a run that is not refused must cost seconds, not minutes
 QUICK = {"teacher": {"arch": "mlp", "hidden": 8, "epochs": 1}, "distill": {"epochs": 1, "method": "none"}}
@@ -283,7 +281,7 @@ def main() -> None:
     import warnings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bad_inputs.json"))
+    ap.add_argument("--out", default=str(RESULTS / "bad_inputs.json"))
     a = ap.parse_args()
     results = []
     with warnings.catch_warnings():
@@ -302,7 +300,7 @@ def main() -> None:
         k["one_line_exit_2"] += int(r["one_line_exit_2"])
     res = {"script": "benchmarks/bad_inputs.py", "tried": len(results),
            "one_line_exit_2": sum(r["one_line_exit_2"] for r in results), "by_kind": by_kind, "cases": results}
-    from kdhw.atomic import write_json
+    from kdhw.util.atomic import write_json
 
     write_json(Path(a.out), res)
     print(f"\n{res['one_line_exit_2']} of {res['tried']} bad inputs answered with one line on stderr and exit 2 "

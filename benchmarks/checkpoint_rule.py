@@ -18,14 +18,12 @@ at 5: seeds 0-4 are the ones ``kd_pays.py --recipe`` reports, where the adopted 
 seeds it was not chosen on (its "checkpoint" table).  These seeds were looked at in a development run
 before this script existed; the rule was adopted from them.
 
-    nice -n 10 .venv/bin/python benchmarks/checkpoint_rule.py [--seeds 5] [--first-seed 5] [--workers 2]
+    nice -n 10 .venv/bin/python -m benchmarks.checkpoint_rule [--seeds 5] [--first-seed 5] [--workers 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-warnings.filterwarnings("ignore")
+from benchmarks.common import FIT_TAG, SETS, bootstrap_ci, names, parser, report, run_logged, run_meta
+from benchmarks.common import shared_teachers, task_inputs
+from kdhw.util.atomic import save_figure
 
-import kd_pays  # noqa: E402  (the shared student specs, teachers and task inputs)
+warnings.filterwarnings("ignore")
 
 RULES = ("cut", "full", "teacher", "last")
 JSONL = Path("benchmarks/results/checkpoint_rule.jsonl")
@@ -44,32 +43,32 @@ JSONL = Path("benchmarks/results/checkpoint_rule.jsonl")
 
 def tasks_for(sets: list[str], seeds: list[int], teachers: dict[str, Any]) -> list[dict[str, Any]]:
     """Every (set, student, seed); keys carry the teacher's digest like kd_pays' recipe tasks."""
-    return [{"key": f"ckpt/{s}/{stu}/{seed}/t{teachers[s]['digest']}{kd_pays.FIT_TAG}", "set": s, "student": stu,
-             "seed": seed} for s in sets for stu in kd_pays.SETS[s]["students"] for seed in seeds]
+    return [{"key": f"ckpt/{s}/{stu}/{seed}/t{teachers[s]['digest']}{FIT_TAG}", "set": s, "student": stu,
+             "seed": seed} for s in sets for stu in SETS[s]["students"] for seed in seeds]
 
 
 def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     """Train the fm arm once (full validation, so the budget-cut rows are a known subset of it) and record
     each epoch's test accuracy and validation accuracy/loss on the full and on the cut split.
 
-    ``kdhw.training.fit`` calls ``kdhw.training.evaluate`` once per epoch on the validation split; this task
+    ``kdhw.train.loop.fit`` calls ``kdhw.train.loop.evaluate`` once per epoch on the validation split; this task
     wraps it to read the same model on the test rows at that moment (the wrap changes nothing it returns)."""
     import torch
 
-    import kdhw.training as training
+    import kdhw.train.loop as training
     from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.distill import student_input, train_arm
-    from kdhw.recipe import resolve
-    from kdhw.runtime import cpu_model
+    from kdhw.train.data import load_dataset
+    from kdhw.train.distill import student_input, train_arm
+    from kdhw.train.recipe import resolve
+    from kdhw.util.runtime import cpu_model
 
     torch.set_num_threads(1)
-    spec_set = kd_pays.SETS[task["set"]]
+    spec_set = SETS[task["set"]]
     labels = {"fraction": 0.1, "seed": task["seed"], "val": False}
     raw = {"data": {**spec_set["data"], "labels": labels}, "teacher": spec_set["teacher"],
            "student": spec_set["students"][task["student"]],
            "distill": {"epochs": spec_set["epochs"], "seed": task["seed"], "method": "hinton"}}
-    cfg, data, teacher, t_train, t_unlab = kd_pays._task_inputs(raw, task, shared)
+    cfg, data, teacher, t_train, t_unlab = task_inputs(raw, task, shared)
     cut_data = load_dataset(validate({**raw, "data": {**raw["data"], "labels": {**labels, "val": True}}},
                                      "checkpoint_rule").data)
     where = {r.tobytes(): i for i, r in enumerate(data.x_val)}
@@ -131,7 +130,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                              **{rule: statistics.mean(v) for rule, v in test.items()}}
         for ref in ("cut", "full"):
             d = [a - b for a, b in zip(test["teacher"], test[ref])]
-            e[f"teacher_minus_{ref}"] = {"diff": statistics.mean(d), "ci": kd_pays.bootstrap_ci(d),
+            e[f"teacher_minus_{ref}"] = {"diff": statistics.mean(d), "ci": bootstrap_ci(d),
                                          "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
         table.append(e)
     return table
@@ -178,36 +177,22 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Exported epoch by rule (function matching, 10 % labels)")
     ax.legend(fontsize=8, ncol=5)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> None:
-    from kdhw.grid import run_tasks
-    from kdhw.runtime import cpu_model
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--first-seed", type=int, default=5)
-    ap.add_argument("--sets", default="digits,mnist1d")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/checkpoint_rule")
-    a = ap.parse_args()
-    sets = [s for s in a.sets.split(",") if s]
+    a = parser(__doc__, seeds=5, out="benchmarks/results/checkpoint_rule", first_seed=5).parse_args()
+    sets = names(a.sets)
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
-    teachers = kd_pays.shared_teachers(sets)
+    teachers = shared_teachers(sets)
     tasks = tasks_for(sets, seeds, teachers)
     tasks.sort(key=lambda t: (t["seed"], t["set"] != "mnist1d"))
-    print(f"{len(tasks)} tasks; results append to {JSONL}", flush=True)
-    rows = run_tasks(run_task, tasks, shared=teachers, jsonl=JSONL, workers=a.workers)
+    rows = run_logged(run_task, tasks, teachers, JSONL, a.workers)
     table = summarize(rows)
-    meta = {"seeds": seeds, "sets": sets, "cpu": cpu_model(), "jsonl": str(JSONL),
-            "training_cpu_seconds": sum(r["cpu_seconds"] for r in rows),
+    meta = {"seeds": seeds, "sets": sets, **run_meta(rows, JSONL),
             "beats_cut": sum(e["teacher"] > e["cut"] for e in table),
             "beats_full": sum(e["teacher"] > e["full"] for e in table)}
-    md = markdown(table, meta)
-    print(md)
-    kd_pays.write_results(Path(a.out), md, meta, table, plot)
+    report(a.out, markdown(table, meta), meta, table, plot)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The embedded default student, chosen from a measured front on the default digits config.
 
-    .venv/bin/python benchmarks/default_student.py [--workers N]
+    .venv/bin/python -m benchmarks.default_student [--workers N]
 
 Runs ``kdhw pareto`` on the embedded default config (its data split, teacher, distillation method, learning rate
 and epochs: ``pareto.epochs`` is set to ``distill.epochs``, so ``kdhw run`` retrains the chosen point exactly)
@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-WORK = ROOT / ".kdhw-cache" / "default_student"
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import CACHE, RESULTS
+
+WORK = CACHE / "default_student"
 
 LAYERS = [{"type": "dense", "units": 16}, {"type": "relu"}, {"type": "dense", "units": 10}]
 INPUT_BITS = (3, 4, 5)  # digits pixels are k/16 in [0, 1]: ufixed<5,1> holds them exactly, fewer bits round them
@@ -41,8 +38,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
     from kdhw.config import load_config, validate
-    from kdhw.pareto import run_pareto
-    from kdhw.runtime import set_torch_threads
+    from kdhw.flows.pareto import run_pareto
+    from kdhw.util.runtime import set_torch_threads
 
     set_torch_threads()
     raw = load_config(None).to_dict()

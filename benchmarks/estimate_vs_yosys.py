@@ -1,24 +1,24 @@
-"""Analytic estimate (kdhw.estimate) vs yosys synth_xilinx counts of kdhw's RTL, with sMAPE.
+"""Analytic estimate (kdhw.hw.estimate) vs yosys synth_xilinx counts of kdhw's RTL, with sMAPE.
 
 Students are trained for 3 epochs (real brevitas QAT, so the weights have trained digit statistics),
-exported, turned into RTL by ``kdhw.rtl`` and synthesized for xc7 (pynq-z2) by yosys.  Two disjoint sets of
+exported, turned into RTL by ``kdhw.hw.rtl`` and synthesized for xc7 (pynq-z2) by yosys.  Two disjoint sets of
 architectures are used: ``--calibrate`` fits the formula's constants (least squares) on the CALIBRATION set
 and prints them for ``kdhw/estimate.py``; the default run reports the EVALUATION set with the constants
 currently in ``kdhw/estimate.py``, so its sMAPE is out of sample.  da4ml's own estimate (rtl.json) is shown
 beside it.  Trained models, RTL and yosys counts are cached under ``--work`` so the formula can be revised
 without re-synthesizing (delete the folder to measure afresh).
 
-    .venv/bin/python benchmarks/estimate_vs_yosys.py --calibrate
-    .venv/bin/python benchmarks/estimate_vs_yosys.py          # writes results/estimate_vs_yosys.{json,md}
+    .venv/bin/python -m benchmarks.estimate_vs_yosys --calibrate
+    .venv/bin/python -m benchmarks.estimate_vs_yosys          # writes results/estimate_vs_yosys.{json,md}
 
 ``--stream`` does the same for stream designs (``rtl.mode: stream`` at several parallelisms and dense
-foldings): the estimate is ``kdhw.estimate.estimate_stream`` (priced from the generated design's inventory),
+foldings): the estimate is ``kdhw.hw.estimate.estimate_stream`` (priced from the generated design's inventory),
 the stream designs of the calibration students fit its constants (``--stream --calibrate``) and those of the
 evaluation students are the out-of-sample check (``results/estimate_vs_yosys_stream.{json,md}``).  Yosys
 counts are cached per Verilog text (a hash of the files), so a revised inventory or formula re-uses them.
 
-    .venv/bin/python benchmarks/estimate_vs_yosys.py --stream --calibrate
-    .venv/bin/python benchmarks/estimate_vs_yosys.py --stream
+    .venv/bin/python -m benchmarks.estimate_vs_yosys --stream --calibrate
+    .venv/bin/python -m benchmarks.estimate_vs_yosys --stream
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import argparse
 import json
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import CACHE, RESULTS, slug
+
 warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def mlp(h: list[int], wb: int, ab: int, in_bits: int = 8) -> dict[str, Any]:
@@ -98,19 +97,15 @@ EVALUATION = {
 }
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
-
-
 def student(name: str, spec: dict[str, Any], work: Path) -> Path:
     """Train (3 epochs) and export once; later runs reuse the cached model."""
     d = work / slug(name)
     if (d / "model.onnx").is_file():
         return d
     from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.distill import student_input, train_arm
-    from kdhw.export import export_qonnx
+    from kdhw.hw.export import export_qonnx
+    from kdhw.train.data import load_dataset
+    from kdhw.train.distill import student_input, train_arm
 
     cfg = validate({"data": {"dataset": spec["data"], "mnist1d_samples": 1200}, "student": spec["student"],
                     "distill": {"epochs": 3, "method": "none"}})
@@ -127,8 +122,8 @@ def build(name: str, spec: dict[str, Any], work: Path) -> Path:
     if (d / "syn.json").is_file():
         return d
     from kdhw.boards import load_board
-    from kdhw.rtl import qonnx_to_rtl
-    from kdhw.synth import synthesize
+    from kdhw.hw.rtl import qonnx_to_rtl
+    from kdhw.hw.synth import synthesize
 
     student(name, spec, work)
     qonnx_to_rtl(d / "model.onnx", d / "rtl")
@@ -140,7 +135,7 @@ def build(name: str, spec: dict[str, Any], work: Path) -> Path:
 
 
 def measure(name: str, d: Path) -> dict[str, Any]:
-    from kdhw.estimate import estimate, features
+    from kdhw.hw.estimate import estimate, features
 
     syn = json.loads((d / "syn.json").read_text())
     meta = json.loads((d / "rtl" / "rtl.json").read_text())
@@ -207,8 +202,8 @@ def build_stream(name: str, spec: dict[str, Any], opts: dict[str, Any], work: Pa
     import hashlib
 
     from kdhw.boards import load_board
-    from kdhw.rtl import qonnx_to_rtl
-    from kdhw.synth import synthesize
+    from kdhw.hw.rtl import qonnx_to_rtl
+    from kdhw.hw.synth import synthesize
 
     d = student(name, spec, work) / slug(stream_tag(opts))
     meta = qonnx_to_rtl(d.parent / "model.onnx", d / "rtl", mode="stream", **opts)
@@ -224,7 +219,7 @@ def build_stream(name: str, spec: dict[str, Any], opts: dict[str, Any], work: Pa
 
 
 def measure_stream(name: str, opts: dict[str, Any], d: Path) -> dict[str, Any]:
-    from kdhw.estimate import estimate_stream
+    from kdhw.hw.estimate import estimate_stream
 
     syn = json.loads((d / "syn.json").read_text())
     meta = json.loads((d / "rtl" / "rtl.json").read_text())
@@ -254,8 +249,8 @@ def stream_table(rs: list[dict[str, Any]], title: str) -> str:
 
 
 def main_stream(a: argparse.Namespace) -> None:
-    from kdhw import estimate as E
-    from kdhw.runtime import set_torch_threads
+    from kdhw.hw import estimate as E
+    from kdhw.util.runtime import set_torch_threads
 
     set_torch_threads()
     work = Path(a.work)
@@ -277,12 +272,12 @@ def main_stream(a: argparse.Namespace) -> None:
                 f"{loo_smape(rs, 'yosys_lut', E.STREAM_LUT_TERMS):.1f} %, "
                 f"FF {loo_smape(rs, 'yosys_ff', E.STREAM_FF_TERMS):.1f} %")
         print("\n" + text)
-        (ROOT / "benchmarks" / "results" / "estimate_vs_yosys_stream.calibration.md").write_text(text + "\n")
+        (RESULTS / "estimate_vs_yosys_stream.calibration.md").write_text(text + "\n")
         return
     text = stream_table(rs, "evaluation set")
     print("\n" + text)
     yosys_v = subprocess.run(["yosys", "-V"], capture_output=True, text=True).stdout.strip()
-    out = ROOT / "benchmarks" / "results"
+    out = RESULTS
     (out / "estimate_vs_yosys_stream.json").write_text(json.dumps({
         "rows": rs, "constants": {"K_S_DP": E.K_S_DP, "K_S_LOGIC": E.K_S_LOGIC, "K_S_FF": E.K_S_FF},
         "formula": E.STREAM_FORMULA,
@@ -340,13 +335,13 @@ def table(rs: list[dict[str, Any]], title: str) -> str:
 
 
 def main() -> None:
-    from kdhw import estimate as E
-    from kdhw.runtime import set_torch_threads
+    from kdhw.hw import estimate as E
+    from kdhw.util.runtime import set_torch_threads
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--calibrate", action="store_true", help="fit the constants on the calibration set")
     ap.add_argument("--stream", action="store_true", help="stream designs (rtl.mode: stream) instead")
-    ap.add_argument("--work", default=str(ROOT / ".kdhw-cache" / "estimate_vs_yosys"))
+    ap.add_argument("--work", default=str(CACHE / "estimate_vs_yosys"))
     a = ap.parse_args()
     if a.stream:
         main_stream(a)
@@ -369,12 +364,12 @@ def main() -> None:
                 f"leave-one-out sMAPE inside the calibration set: LUT {loo_smape(rs, 'yosys_lut', E.LUT_TERMS):.1f} %, "
                 f"FF {loo_smape(rs, 'yosys_ff', E.FF_TERMS, 'io_bits'):.1f} %")
         print("\n" + text)
-        (ROOT / "benchmarks" / "results" / "estimate_vs_yosys.calibration.md").write_text(text + "\n")
+        (RESULTS / "estimate_vs_yosys.calibration.md").write_text(text + "\n")
         return
     text = table(rs, "evaluation set")
     print("\n" + text)
     yosys_v = subprocess.run(["yosys", "-V"], capture_output=True, text=True).stdout.strip()
-    out = ROOT / "benchmarks" / "results"
+    out = RESULTS
     out.mkdir(exist_ok=True)
     (out / "estimate_vs_yosys.json").write_text(json.dumps({
         "rows": rs, "constants": {"K_DENSE": E.K_DENSE, "K_CONV": E.K_CONV, "K_REG": E.K_REG}, "formula": E.FORMULA,

@@ -7,7 +7,7 @@ FACTORS: the distilled arm (fm) and its control (scratch_aug: the same augmentat
 only), paired by seed with plain scratch.  Validation keeps all its labels here, so the curve measures
 training, not selection noise.
 
-Every (student, seed, arm, factor) is a task on `kdhw.grid`, appended to `benchmarks/results/kd_recipe.jsonl`
+Every (student, seed, arm, factor) is a task on `kdhw.flows.grid`, appended to `benchmarks/results/kd_recipe.jsonl`
 (shared with `kd_pays.py --recipe`, so the tasks both need run once; keys carry the teacher's digest).
 An interrupted run resumes.
 
@@ -15,23 +15,22 @@ The default `FM_EPOCHS_FACTOR` in `kdhw/recipe.py` is set from this curve by a r
 the smallest factor whose fm validation accuracy, averaged over the four students, is within
 CHOICE_TOLERANCE points of the best factor's.
 
-    nice -n 10 .venv/bin/python benchmarks/fm_schedule.py [--seeds 3] [--workers 2]
+    nice -n 10 .venv/bin/python -m benchmarks.fm_schedule [--seeds 3] [--workers 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-warnings.filterwarnings("ignore")
+from benchmarks.common import RECIPE_JSONL, SETS, bootstrap_ci, names, parser, recipe_tasks, run_recipe_task
+from benchmarks.common import shared_teachers, shorten, task_rows
+from kdhw.util.atomic import save_figure
 
-import kd_pays  # noqa: E402  (the shared student specs, teachers and recipe task)
+warnings.filterwarnings("ignore")
 
 FACTORS = (1, 3, 10, 30)
 CHOICE_TOLERANCE = 1.0  # points of validation accuracy
@@ -67,13 +66,13 @@ def summarize(rows: list[dict[str, Any]], teachers: dict[str, float]) -> list[di
                                  "teacher": teachers[s], "scratch": sc}
             if arm != "scratch":
                 d = [100 * (per_seed[k]["test"] - base[k]["test"]) for k in seeds]
-                e.update(diff=statistics.mean(d), ci=kd_pays.bootstrap_ci(d),
+                e.update(diff=statistics.mean(d), ci=bootstrap_ci(d),
                          gap_closed=(e["test"] - sc) / (teachers[s] - sc) if teachers[s] > sc else None)
             ctrl = cells.get(("scratch_aug", f), {}) if arm == "fm" else {}
             both = sorted(set(per_seed) & set(ctrl))
             if both:
                 d = [100 * (per_seed[k]["test"] - ctrl[k]["test"]) for k in both]
-                e["vs_scratch_aug"] = {"n": len(both), "diff": statistics.mean(d), "ci": kd_pays.bootstrap_ci(d)}
+                e["vs_scratch_aug"] = {"n": len(both), "diff": statistics.mean(d), "ci": bootstrap_ci(d)}
             table.append(e)
     return table
 
@@ -96,11 +95,11 @@ def choose_factor(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(table: list[dict[str, Any]], choice: dict[str, Any], meta: dict[str, Any]) -> str:
-    from kdhw.recipe import FM_EPOCHS_FACTOR
+    from kdhw.train.recipe import FM_EPOCHS_FACTOR
 
     lines = [f"# Function-matching schedule: 1x, 3x, 10x, 30x the plain epochs ({meta['seeds']} seeds, 10 % labels, "
              "full validation)", "",
-             "Plain epochs: " + ", ".join(f"{s} {kd_pays.SETS[s]['epochs']}" for s in meta["sets"]) +
+             "Plain epochs: " + ", ".join(f"{s} {SETS[s]['epochs']}" for s in meta["sets"]) +
              ".  Test accuracy %, mean ± std over seeds; Δ = arm − plain scratch, paired, 95 % bootstrap CI; gap = "
              "Δ / (teacher − scratch); CPU s = process CPU seconds per arm (one core; the machine was shared).", ""]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -183,46 +182,35 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     axes[1][0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    from kdhw.atomic import write_json, write_text
-    from kdhw.grid import load_done, run_tasks
+    from kdhw.flows.grid import run_tasks
+    from kdhw.util.atomic import write_json, write_text
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--sets", default="digits,mnist1d")
+    ap = parser(__doc__, seeds=3, out="benchmarks/results/fm_schedule")
     ap.add_argument("--students", default="", help="comma list of student names (default: all four)")
     ap.add_argument("--factors", default=",".join(map(str, FACTORS)))
     ap.add_argument("--arms", default="scratch,fm,scratch_aug")
-    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--address", default=None)
-    ap.add_argument("--jsonl", default=kd_pays.RECIPE_JSONL)
-    ap.add_argument("--out", default="benchmarks/results/fm_schedule")
+    ap.add_argument("--jsonl", default=RECIPE_JSONL)
     ap.add_argument("--quick", action="store_true", help="2-epoch smoke run (numbers meaningless)")
     ap.add_argument("--no-run", action="store_true", help="only summarize the tasks already in --jsonl")
     a = ap.parse_args()
-    sets = [s for s in a.sets.split(",") if s]
+    sets = names(a.sets)
     if a.quick:
-        for s in sets:
-            kd_pays.SETS[s]["epochs"] = 1
-            kd_pays.SETS[s]["teacher"] = {**kd_pays.SETS[s]["teacher"], "epochs": 2}
+        shorten(sets, 1)
     t0 = time.perf_counter()
-    teachers = kd_pays.shared_teachers(sets)
-    factors = tuple(float(f) if "." in f else int(f) for f in a.factors.split(",") if f)
-    tasks = kd_pays.recipe_tasks(sets, a.seeds, [x for x in a.students.split(",") if x] or None, (0.1,), factors,
-                                 ("full",), tuple(x for x in a.arms.split(",") if x), teachers)
+    teachers = shared_teachers(sets)
+    factors = tuple(float(f) if "." in f else int(f) for f in names(a.factors))
+    tasks = recipe_tasks(sets, a.seeds, names(a.students) or None, (0.1,), factors, ("full",), tuple(names(a.arms)),
+                         teachers)
     tasks = order(tasks, 3)
     print(f"{len(tasks)} tasks; results append to {a.jsonl}", flush=True)
     if not a.no_run:
-        run_tasks(kd_pays.run_recipe_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers,
-                  address=a.address)
-    keys = {t["key"] for t in tasks}
-    rows = [r for k, r in load_done(Path(a.jsonl)).items() if k in keys]
+        run_tasks(run_recipe_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers, address=a.address)
+    rows = task_rows(a.jsonl, tasks)
     table = summarize(rows, {s: teachers[s]["acc"]["test"] for s in sets})
     choice = choose_factor(table)
     meta = {"seeds": a.seeds, "sets": sets, "factors": factors, "budget": 0.1, "validation": "full",

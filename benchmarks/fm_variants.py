@@ -1,7 +1,7 @@
 """Would another function-matching setting do better than the recipe's defaults?
 
 `distill.recipe: auto` trains function matching with KD at T = 1, alpha 0.9, mixup Beta(0.4, 0.4) and the
-modality's augmentation (``kdhw.recipe``).  This benchmark trains the recipe's distilled arm on the four
+modality's augmentation (``kdhw.train.recipe``).  This benchmark trains the recipe's distilled arm on the four
 ``kd_pays`` students at 10 % labels with the handed-over teacher and full validation, once with the defaults
 and once per variant, each variant changing one key:
 
@@ -21,23 +21,22 @@ The rule, fixed before the run: a variant replaces the default only if it raises
 averaged over the students by at least ADOPT_GAIN points and lowers no student's mean validation accuracy by
 more than ADOPT_GAIN points.  Test accuracy is reported, never used.
 
-    nice -n 10 .venv/bin/python benchmarks/fm_variants.py [--seeds 3] [--first-seed 5] [--workers 2]
+    nice -n 10 .venv/bin/python -m benchmarks.fm_variants [--seeds 3] [--first-seed 5] [--workers 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-warnings.filterwarnings("ignore")
+from benchmarks.common import FIT_TAG, SETS, bootstrap_ci, names, parser, report, run_logged, run_meta
+from benchmarks.common import shared_teachers, task_inputs
+from kdhw.util.atomic import save_figure
 
-import kd_pays  # noqa: E402  (the shared student specs, teachers and task inputs)
+warnings.filterwarnings("ignore")
 
 # variant -> distill keys it sets; a callable value is computed from the recipe's own choice for the data
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -59,12 +58,12 @@ def tasks_for(sets: list[str], seeds: list[int], teachers: dict[str, Any]) -> li
     out = []
     for s in sets:
         signal = s == "mnist1d"
-        for stu in kd_pays.SETS[s]["students"]:
+        for stu in SETS[s]["students"]:
             for seed in seeds:
                 for v in VARIANTS:
                     if v in SIGNAL_ONLY and not signal:
                         continue
-                    out.append({"key": f"fmvar/{s}/{stu}/{v}/{seed}/t{teachers[s]['digest']}{kd_pays.FIT_TAG}",
+                    out.append({"key": f"fmvar/{s}/{stu}/{v}/{seed}/t{teachers[s]['digest']}{FIT_TAG}",
                                 "set": s, "student": stu, "variant": v, "seed": seed})
     return out
 
@@ -73,19 +72,19 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     """Train the recipe's distilled arm with one variant; accuracies, the settings trained with, CPU seconds."""
     import torch
 
-    from kdhw.distill import train_arm
-    from kdhw.recipe import augmentation_for, resolve
-    from kdhw.runtime import cpu_model
+    from kdhw.train.distill import train_arm
+    from kdhw.train.recipe import augmentation_for, resolve
+    from kdhw.util.runtime import cpu_model
 
     torch.set_num_threads(1)
-    spec_set = kd_pays.SETS[task["set"]]
+    spec_set = SETS[task["set"]]
     over = dict(VARIANTS[task["variant"]])
     dist: dict[str, Any] = {"epochs": spec_set["epochs"], "seed": task["seed"], "method": "hinton"}
     # measured when every arm kept its best-validation epoch: pinned, so a rerun that adds tasks stays comparable
     dist["checkpoint"] = "val"
     raw = {"data": {**spec_set["data"], "labels": {"fraction": 0.1, "seed": task["seed"], "val": False}},
            "teacher": spec_set["teacher"], "student": spec_set["students"][task["student"]], "distill": dist}
-    cfg, data, teacher, t_train, t_unlab = kd_pays._task_inputs(raw, task, shared)
+    cfg, data, teacher, t_train, t_unlab = task_inputs(raw, task, shared)
     if over.get("augment_shift") == "x2":
         over["augment_shift"] = 2 * augmentation_for(data.shape, data.x_train)["augment_shift"]
     c0 = time.process_time()
@@ -119,7 +118,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "val": statistics.mean(per_seed[k]["val_acc"] for k in seeds),
                 "test": statistics.mean(per_seed[k]["test"] for k in seeds),
                 "d_val": statistics.mean(per_seed[k]["val_acc"] - base[k]["val_acc"] for k in seeds),
-                "d_test": statistics.mean(d_test), "d_test_ci": kd_pays.bootstrap_ci(d_test),
+                "d_test": statistics.mean(d_test), "d_test_ci": bootstrap_ci(d_test),
                 "settings": per_seed[seeds[0]]["settings"],
                 "cpu_seconds": statistics.mean(per_seed[k]["cpu_seconds"] for k in seeds)})
     return table
@@ -200,34 +199,20 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> None:
-    from kdhw.grid import run_tasks
-    from kdhw.runtime import cpu_model
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--first-seed", type=int, default=5)
-    ap.add_argument("--sets", default="digits,mnist1d")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/fm_variants")
-    a = ap.parse_args()
-    sets = [s for s in a.sets.split(",") if s]
+    a = parser(__doc__, seeds=3, out="benchmarks/results/fm_variants", first_seed=5).parse_args()
+    sets = names(a.sets)
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
-    teachers = kd_pays.shared_teachers(sets)
+    teachers = shared_teachers(sets)
     tasks = tasks_for(sets, seeds, teachers)
     tasks.sort(key=lambda t: (t["seed"], t["set"] != "mnist1d"))  # the long mnist1d arms first
-    print(f"{len(tasks)} tasks; results append to {JSONL}", flush=True)
-    rows = run_tasks(run_task, tasks, shared=teachers, jsonl=JSONL, workers=a.workers)  # resumed ones too
+    rows = run_logged(run_task, tasks, teachers, JSONL, a.workers)  # resumed ones too
     table = summarize(rows)
-    meta = {"seeds": seeds, "sets": sets, "variants": VARIANTS, "decision": decide(table), "cpu": cpu_model(),
-            "training_cpu_seconds": sum(r["cpu_seconds"] for r in rows), "jsonl": str(JSONL)}
-    md = markdown(table, meta)
-    print(md)
-    kd_pays.write_results(Path(a.out), md, meta, table, plot)
+    meta = {"seeds": seeds, "sets": sets, "variants": VARIANTS, "decision": decide(table), **run_meta(rows, JSONL)}
+    report(a.out, markdown(table, meta), meta, table, plot)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Wall time of one sweep grid run sequentially and on a local Ray with 2 workers (``kdhw.grid``).
+"""Wall time of one sweep grid run sequentially and on a local Ray with 2 workers (``kdhw.flows.grid``).
 
 The grid: the default digits student (MLP 64-8-10, w4a4), ``distill.temperature`` in {1, 2, 4, 8} x 2 seeds,
 60 epochs per arm: 2 scratch tasks + 8 distilled tasks, each a few seconds of brevitas QAT on one thread.
@@ -10,7 +10,7 @@ tasks are fully seeded): the script checks that, since a speed-up of a different
 The machine is shared: the load average before and after each run is recorded, and other jobs on the
 same cores lower the speed-up.
 
-    .venv/bin/python benchmarks/grid_speedup.py [--epochs 60] [--repeats 1]
+    .venv/bin/python -m benchmarks.grid_speedup [--epochs 60] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def _runs(res: dict[str, Any]) -> list[tuple[Any, ...]]:
 def main() -> None:
     import torch
 
-    from kdhw.atomic import write_json, write_text
     from kdhw.config import load_config
-    from kdhw.data import load_dataset
-    from kdhw.sweep import config_with, run_sweep
-    from kdhw.teacher import save_teacher, train_teacher
+    from kdhw.flows.sweep import config_with, run_sweep
+    from kdhw.train.data import load_dataset
+    from kdhw.train.teacher import save_teacher, train_teacher
+    from kdhw.util.atomic import write_json, write_text
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=60)

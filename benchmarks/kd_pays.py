@@ -27,35 +27,39 @@ with a 95 % bootstrap confidence interval over seeds (10,000 resamples), and the
 significant only when its interval excludes 0; fm is also compared with scratch_aug and kd with pseudo,
 because augmentation and teacher labelling, not soft targets, may carry most of a gain.
 
-Every (arm, seed, budget) is one task on kdhw's task engine (``kdhw.grid``): sequential, local Ray with
+Every (arm, seed, budget) is one task on kdhw's task engine (``kdhw.flows.grid``): sequential, local Ray with
 ``--workers N``, or a cluster with ``--address``.  Results append to ``--jsonl`` as tasks finish, so an
 interrupted run resumes; teacher outputs are computed once per data set and shared through the object store.
 
-    .venv/bin/python benchmarks/kd_pays.py [--workers 2] [--seeds 5] [--sets digits,mnist1d]
+    .venv/bin/python -m benchmarks.kd_pays [--workers 2] [--seeds 5] [--sets digits,mnist1d]
 
 ``--recipe`` measures the new default instead (``distill.recipe: auto``, which resolves to function matching
 with a transfer set and a runnable teacher): per student at 10 % labels, plain scratch, scratch_aug (the
-control) and fm (the recipe's distilled arm, with ``kdhw.recipe.FM_EPOCHS_FACTOR`` and the augmentation the
+control) and fm (the recipe's distilled arm, with ``kdhw.train.recipe.FM_EPOCHS_FACTOR`` and the augmentation the
 teacher-following check keeps), with validation kept in full and cut to the budget; the exported student
-is chosen from the three as ``kdhw.distill.choose`` does (ties to the lower validation loss) and, for
+is chosen from the three as ``kdhw.train.distill.choose`` does (ties to the lower validation loss) and, for
 comparison, by the rule before it (ties to scratch).  Tasks go to ``benchmarks/results/kd_recipe.jsonl``,
-shared with ``fm_schedule.py``; results to ``kd_pays_recipe.{md,json,png}``.
+shared with ``fm_schedule.py``; results to ``kd_pays_recipe.{md,json,png}``.  The students (``SETS``), the
+handed-over teachers and the recipe tasks are in ``benchmarks.common``, which the other benchmarks on these
+students import too.
 
-    nice -n 10 .venv/bin/python benchmarks/kd_pays.py --recipe --seeds 5 --workers 2
+    nice -n 10 .venv/bin/python -m benchmarks.kd_pays --recipe --seeds 5 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
+from benchmarks.common import CHECKPOINT_TAG, RECIPE_ARMS, RECIPE_JSONL, SETS, bootstrap_ci, names, parser
+from benchmarks.common import recipe_tasks, run_logged, run_recipe_task, shared_teachers, shorten, task_inputs
+from benchmarks.common import task_rows, write_results
+from kdhw.util.atomic import save_figure
 
 warnings.filterwarnings("ignore")
 
@@ -65,41 +69,6 @@ PSEUDO_GRID = (0.5, 0.9)
 LONG = 3  # function-matching and augmented-scratch schedules are LONG x the plain epochs
 QKD_BUDGETS = (0.10, 1.0)
 ARMS = ("scratch", "kd", "pseudo", "fm", "scratch_aug", "kd_semi", "kd_qkd", "kd_fresh", "scratch_2x", "exported")
-
-_IN8U = {"bits": 8, "int_bits": 1, "signed": False}
-_IN8S = {"bits": 8, "int_bits": 1, "signed": True}
-
-
-def _conv1d(c1: int, c2: int, wb: int) -> dict[str, Any]:
-    return {"input": _IN8S, "weight_bits": wb, "act_bits": 4,
-            "layers": [{"type": "conv1d", "filters": c1, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
-                       {"type": "conv1d", "filters": c2, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
-                       {"type": "dense", "units": 10}]}
-
-
-def _mlp(h: int, wb: int) -> dict[str, Any]:
-    return {"input": _IN8U, "weight_bits": wb, "act_bits": 4,
-            "layers": [{"type": "dense", "units": h}, {"type": "relu"}, {"type": "dense", "units": 10}]}
-
-
-SETS: dict[str, dict[str, Any]] = {
-    "digits": {
-        "data": {"dataset": "digits"},
-        "teacher": {"arch": "cnn2d", "channels": [16, 32], "hidden": 64, "epochs": 40, "patience": 8},
-        "students": {"mlp8_w4": _mlp(8, 4), "mlp16_w2": _mlp(16, 2)},
-        "epochs": 30,
-        # no shifts: a 1-pixel shift of an 8x8 digit changes the teacher's answer on 20-46 % of its own
-        # training images (measured), so the online teacher would teach wrong targets
-        "augment": {"mixup_alpha": 0.4, "augment_noise": 0.05},
-    },
-    "mnist1d": {
-        "data": {"dataset": "mnist1d", "mnist1d_samples": 3000},
-        "teacher": {"arch": "cnn1d", "channels": [32, 64], "kernel": 5, "hidden": 64, "epochs": 60, "patience": 15},
-        "students": {"conv4_8_w4": _conv1d(4, 8, 4), "conv8_16_w4": _conv1d(8, 16, 4)},
-        "epochs": 24,
-        "augment": {"mixup_alpha": 0.4, "augment_noise": 0.05, "augment_shift": 2, "augment_scale": 0.1},
-    },
-}
 
 
 # ---------------------------------------------------------------- tasks
@@ -134,54 +103,12 @@ def make_tasks(sets: list[str], seeds: int, students: list[str] | None = None, b
     return tasks
 
 
-def shared_teachers(sets: list[str], log: Any = print) -> dict[str, Any]:
-    """One handed-over teacher per data set, trained on the whole labelled train split, and its logits on
-    every row of that split (shared by every task; each task indexes the rows its budget keeps)."""
-    from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.teacher import teacher_accuracy, teacher_logits, train_teacher
-
-    out = {}
-    for s in sets:
-        cfg = validate({"data": SETS[s]["data"], "teacher": SETS[s]["teacher"]}, f"kd_pays:{s}")
-        data = load_dataset(cfg.data)
-        t0 = time.perf_counter()
-        model, _ = train_teacher(cfg.teacher, data, progress=False)
-        tl = teacher_logits(model, cfg.teacher["arch"], data)
-        acc = teacher_accuracy(tl, data)
-        log(f"[{s}] handed-over teacher {cfg.teacher['arch']}: test {100 * acc['test']:.2f} % "
-            f"({time.perf_counter() - t0:.0f} s, {len(data.y_train)} labelled training rows)")
-        digest = hashlib.sha256(tl["train"].tobytes() + tl["val"].tobytes()).hexdigest()[:8]
-        out[s] = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl, "acc": acc,
-                  "digest": digest}
-    return out
-
-
-def _task_inputs(raw: dict[str, Any], task: dict[str, Any], shared: dict[str, Any]) -> tuple[Any, ...]:
-    """A task's validated config, its data (label budget applied), the shared handed-over teacher and that
-    teacher's cached logits on the task's labelled and transfer rows."""
-    from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.teacher import build_teacher
-
-    cfg = validate(raw, f"kd_pays:{task['key']}")
-    data = load_dataset(cfg.data)
-    sh = shared[task["set"]]
-    teacher = build_teacher(cfg.teacher, data.shape, data.n_classes)
-    teacher.load_state_dict(sh["state"])
-    teacher.eval()
-    full = sh["logits"]["train"]
-    t_train = full if data.train_index is None else full[data.train_index]
-    t_unlab = None if data.dropped_index is None else full[data.dropped_index]
-    return cfg, data, teacher, t_train, t_unlab
-
-
 def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     """Train one arm of one (set, student, budget, seed) cell; returns accuracies and epoch cost."""
     import torch
 
-    from kdhw.distill import choose, distill, train_arm
-    from kdhw.teacher import teacher_accuracy, teacher_logits, train_teacher
+    from kdhw.train.distill import choose, distill, train_arm
+    from kdhw.train.teacher import teacher_accuracy, teacher_logits, train_teacher
 
     torch.set_num_threads(1)
     spec_set = SETS[task["set"]]
@@ -191,7 +118,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
                            "distill": {"epochs": spec_set["epochs"], "seed": seed, "method": "none"}}
     if b < 1.0:
         raw["data"]["labels"] = {"fraction": b, "seed": seed, "val": bool(task.get("val_budget"))}
-    cfg, data, teacher, t_train, t_unlab = _task_inputs(raw, task, shared)
+    cfg, data, teacher, t_train, t_unlab = task_inputs(raw, task, shared)
     d0 = dict(cfg.distill)
     aug = spec_set["augment"]
     long = {"epochs": LONG * spec_set["epochs"]}
@@ -240,96 +167,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown arm {arm}")
 
 
-# ---------------------------------------------------------------- the new default: recipe tasks
-
-# Part of every recipe task's key: records without it were trained when ``kdhw.training.fit`` kept the first
-# epoch of the best validation accuracy; "/e2" ones break such ties by validation loss; "/e3" ones also train
-# with the default ReLU gradient leak (``distill.relu_grad_leak``, benchmarks/relu_leak.py), as kdhw does now.
-FIT_TAG = "/e3"
-# Added to fm keys only: the distilled arm now exports the epoch that agrees best with the teacher on the
-# transfer rows (``distill.checkpoint: teacher``); fm records without it kept the best-validation epoch, and
-# stay in the JSONL as the comparison "before" (the other arms read no teacher, so their rule is unchanged).
-CHECKPOINT_TAG = "/ckteacher"
-RECIPE_ARMS = ("scratch", "scratch_aug", "fm")  # fm = the distilled arm of `distill.recipe: auto`
-RECIPE_JSONL = "benchmarks/results/kd_recipe.jsonl"  # shared with fm_schedule.py: identical tasks run once
-
-
-def recipe_tasks(sets: list[str], seeds: int, students: list[str] | None = None, budgets: tuple[float, ...] = (0.1,),
-                 factors: tuple[float, ...] | None = None, vals: tuple[str, ...] = ("full", "cut"),
-                 arms: tuple[str, ...] = RECIPE_ARMS, teachers: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Tasks of what ``kdhw run`` now does with a label budget and a handed-over teacher (``distill.recipe:
-    auto`` -> function matching): plain scratch, scratch_aug and fm per (student, budget, seed, validation
-    variant), at each ``epochs_factor`` (default: the library's).  Keys carry a digest of the teacher's
-    logits, so a task is reused (here or by fm_schedule.py) only for the same teacher."""
-    from kdhw.recipe import FM_EPOCHS_FACTOR
-
-    factors = factors or (FM_EPOCHS_FACTOR,)
-    tasks = []
-    for s in sets:
-        tag = (teachers or {}).get(s, {}).get("digest", "")
-        for stu in SETS[s]["students"]:
-            if students and stu not in students:
-                continue
-            for b in budgets:
-                for val in vals:
-                    for seed in range(seeds):
-                        for arm in arms:
-                            for f in (factors if arm != "scratch" else (None,)):
-                                key = (f"recipe/{s}/{stu}/{b:g}/{seed}/{arm}" + ("" if f is None else f"/x{f:g}")
-                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}{FIT_TAG}"
-                                       + (CHECKPOINT_TAG if arm == "fm" else ""))
-                                tasks.append({"key": key, "set": s, "student": stu, "budget": b, "seed": seed,
-                                              "arm": arm, "factor": f, "val": val})
-    return list({t["key"]: t for t in tasks}.values())
-
-
-def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """One arm of the recipe `kdhw run` resolves for this cell (the same `kdhw.recipe.resolve`, including the
-    teacher-following check), trained alone; returns accuracies, validation loss and CPU cost."""
-    import torch
-
-    from kdhw.distill import train_arm
-    from kdhw.recipe import resolve
-    from kdhw.runtime import cpu_model
-
-    torch.set_num_threads(1)
-    spec_set = SETS[task["set"]]
-    dist: dict[str, Any] = {"epochs": spec_set["epochs"], "seed": task["seed"], "method": "hinton"}
-    if task["factor"] is not None:
-        dist["epochs_factor"] = task["factor"]
-    raw: dict[str, Any] = {"data": {**spec_set["data"], "labels": {"fraction": task["budget"], "seed": task["seed"],
-                                                                   "val": task["val"] == "cut"}},
-                           "teacher": spec_set["teacher"], "student": spec_set["students"][task["student"]],
-                           "distill": dist}
-    cfg, data, teacher, t_train, t_unlab = _task_inputs(raw, task, shared)
-    c0, t0 = time.process_time(), time.perf_counter()
-    recipe = resolve(cfg.distill, data, teacher, src=f"kd_pays:{task['key']}")
-    name = {"fm": "kd"}.get(task["arm"], task["arm"])
-    dcfg, method = recipe.arms(cfg.distill["method"])[name]
-    a = train_arm(name, cfg.student, dcfg, data, t_train, method, False, teacher=teacher, teacher_unlab=t_unlab)
-    out = {k: task[k] for k in ("key", "set", "student", "budget", "seed", "arm", "factor", "val")}
-    out.update(recipe=recipe.name, val_acc=a.fit.best_val_acc, val_loss=a.fit.best_val_loss, test=a.test_acc,
-               epochs=a.fit.epochs_run, best_epoch=a.fit.best_epoch, cpu_per_epoch=a.fit.cpu_seconds_per_epoch,
-               cpu_seconds=time.process_time() - c0, seconds=time.perf_counter() - t0, val_rows=int(len(data.y_val)),
-               cpu=cpu_model(),  # float training differs across CPUs: a row says where it was trained
-               checkpoint=a.info.get("checkpoint"))
-    if name != "scratch":
-        out["augmented"] = recipe.describe().get("augmented")
-        out["teacher_check"] = [{k: r[k] for k in r if k != "tried"} for r in recipe.teacher_check]
-    return out
-
-
 # ---------------------------------------------------------------- statistics
-
-def bootstrap_ci(diffs: list[float], n: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile interval of the mean of paired differences, resampling seeds with replacement."""
-    d = np.asarray(diffs, dtype=float)
-    if len(d) < 2:
-        return float(d.mean()), float(d.mean())
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n, len(d)))
-    means = d[idx].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
 
 def cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], dict[str, dict[int, dict[str, Any]]]]:
     """(set, student, budget) -> arm -> seed -> the row; grid arms keep the point best on validation."""
@@ -462,19 +300,18 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- the new default: summary
 
 def exported(arms: dict[str, dict[str, Any]], rule: str, transfer: bool = True) -> str:
     """The arm `kdhw run` exports among scratch, scratch_aug and fm (the recipe's kd arm).  ``rule``: "keep" =
-    ``kdhw.distill.choose_scores`` as the product runs it (with a transfer set the distilled arm is kept unless
+    ``kdhw.train.distill.choose_scores`` as the product runs it (with a transfer set the distilled arm is kept unless
     another arm's validation accuracy is higher by more than the split's noise); "loss" = the rule before it
     (best validation accuracy, ties to the lower validation loss, then scratch); "old" = the rule before that
     (ties to scratch, else to the first arm in training order)."""
-    from kdhw.distill import choose_scores
+    from kdhw.train.distill import choose_scores
 
     order = [a for a in RECIPE_ARMS if a in arms]
     if rule == "old":
@@ -533,7 +370,7 @@ def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"; `distill.recipe: auto` resolves to function matching (epochs_factor {meta['factor']:g}).  Test accuracy "
              "%, mean ± std; Δ = arm − plain scratch, paired, 95 % bootstrap CI (points); gap = Δ / (teacher − scratch), "
              "its CI = Δ's CI over the same gap; * = CI excludes 0.  exported_keep = what `kdhw run` ships "
-             "(`kdhw.distill.choose_scores`): with a transfer set the distilled arm is kept unless another arm's "
+             "(`kdhw.train.distill.choose_scores`): with a transfer set the distilled arm is kept unless another arm's "
              "validation accuracy is higher by more than the split's noise (one-sided 95 %); exported_loss = the rule "
              "before (best validation accuracy, ties to the lower validation loss); exported_old = ties to scratch.  "
              "All three rules read the same trained arms; the keep rule was chosen after the loss rule's results on "
@@ -709,7 +546,7 @@ def validation_rows(s: str, budget: float, cut: bool) -> int:
     """Rows of set ``s``'s validation split as a run at ``budget`` labels sees it (cut or full); the earlier
     JSONL files did not record it.  The count does not depend on the labelling seed."""
     from kdhw.config import validate
-    from kdhw.data import load_dataset
+    from kdhw.train.data import load_dataset
 
     cfg = validate({"data": {**SETS[s]["data"], "labels": {"fraction": budget, "seed": 0, "val": cut}}}, f"kd_pays:{s}")
     return int(len(load_dataset(cfg.data).y_val))
@@ -719,8 +556,8 @@ def selection_check(paths: tuple[Path, ...] = (Path("benchmarks/results/kd_pays.
                                                Path("benchmarks/results/kd_pays_valbudget.jsonl"))) -> list[dict[str, Any]]:
     """The keep rule against the loss rule on the earlier kd_pays runs (Hinton KD vs scratch, full and
     budget-cut validation), which the rule was not chosen on: mean test accuracy of what each rule exports."""
-    from kdhw.distill import choose_scores
-    from kdhw.grid import load_done
+    from kdhw.flows.grid import load_done
+    from kdhw.train.distill import choose_scores
 
     out = []
     for path in paths:
@@ -789,16 +626,15 @@ def recipe_plot(table: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def teacher_check(s: str, teachers: dict[str, Any], budget: float = 0.1) -> list[dict[str, Any]]:
     """The teacher-following check as the recipe runs it for seed 0 of set ``s`` (with every value tried)."""
     from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.recipe import resolve
-    from kdhw.teacher import build_teacher
+    from kdhw.train.data import load_dataset
+    from kdhw.train.recipe import resolve
+    from kdhw.train.teacher import build_teacher
 
     cfg = validate({"data": {**SETS[s]["data"], "labels": {"fraction": budget, "seed": 0}}, "teacher": SETS[s]["teacher"],
                     "distill": {"epochs": SETS[s]["epochs"], "seed": 0}}, f"kd_pays:{s}")
@@ -808,35 +644,24 @@ def teacher_check(s: str, teachers: dict[str, Any], budget: float = 0.1) -> list
     return resolve(cfg.distill, data, teacher.eval()).teacher_check
 
 
-def write_results(out: Path, md: str, meta: dict[str, Any], table: list[dict[str, Any]],
-                  plot_fn: Callable[[list[dict[str, Any]], Path], None]) -> None:
-    """A benchmark's three result files, ``out``.md (what the README quotes), .json (meta + table) and .png."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "table": table}, indent=2, default=list))
-    plot_fn(table, out.with_suffix(".png"))
-
-
 def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     """`--recipe`: the new default at the label budgets given (default 10 %), full and budget-cut validation."""
-    from kdhw.grid import load_done, run_tasks
-    from kdhw.recipe import FM_EPOCHS_FACTOR
+    from kdhw.flows.grid import load_done
+    from kdhw.train.recipe import FM_EPOCHS_FACTOR
 
     t0 = time.perf_counter()
     teachers = shared_teachers(sets)
-    budgets = tuple(float(b) for b in a.budgets.split(",") if b) or (0.1,)
+    budgets = tuple(float(b) for b in names(a.budgets)) or (0.1,)
     factor = float(a.factor) if a.factor else FM_EPOCHS_FACTOR
     factor = int(factor) if float(factor).is_integer() else factor
-    vals = tuple(v for v in a.vals.split(",") if v)
-    tasks = recipe_tasks(sets, a.seeds, [x for x in a.students.split(",") if x] or None, budgets, (factor,), vals,
-                         RECIPE_ARMS, teachers)
+    vals = tuple(names(a.vals))
+    tasks = recipe_tasks(sets, a.seeds, names(a.students) or None, budgets, (factor,), vals, RECIPE_ARMS, teachers)
     # seed by seed, budget-cut validation first (the issue's goal is stated on it), cheap arms before long ones:
     # an interrupted run has whole cells, in both validation variants, for as many seeds as it got through
     rank = {"scratch": 0, "fm": 1, "scratch_aug": 2}
     tasks.sort(key=lambda t: (t["seed"], t["val"] != "cut", rank[t["arm"]]))
     jsonl = Path(a.jsonl if a.jsonl != "benchmarks/results/kd_pays.jsonl" else RECIPE_JSONL)
-    print(f"{len(tasks)} tasks; results append to {jsonl}", flush=True)
-    run_tasks(run_recipe_task, tasks, shared=teachers, jsonl=jsonl, workers=a.workers, address=a.address)
+    run_logged(run_recipe_task, tasks, teachers, jsonl, a.workers, a.address)
     keys = {t["key"] for t in tasks}
     done = load_done(jsonl)
     rows = [r for k, r in done.items() if k in keys]
@@ -856,15 +681,11 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
 
 
 def main() -> None:
-    from kdhw.grid import load_done, run_tasks
+    from kdhw.flows.grid import load_done
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--sets", default="digits,mnist1d")
-    ap.add_argument("--workers", type=int, default=2)
+    ap = parser(__doc__, seeds=5, out="benchmarks/results/kd_pays")
     ap.add_argument("--address", default=None, help="an existing Ray cluster (default: a local Ray)")
     ap.add_argument("--jsonl", default="benchmarks/results/kd_pays.jsonl")
-    ap.add_argument("--out", default="benchmarks/results/kd_pays")
     ap.add_argument("--quick", action="store_true", help="2-epoch smoke run of the whole grid (numbers meaningless)")
     ap.add_argument("--students", default="", help="comma list of student names to keep (default: all)")
     ap.add_argument("--budgets", default="", help="comma list of label budgets (default: 0.05,0.1,0.25,1)")
@@ -877,25 +698,20 @@ def main() -> None:
                     help="the new default (distill.recipe: auto): plain scratch, scratch_aug, fm and the exported "
                          "student, at --budgets (default 0.1) with --vals full,cut; results kd_pays_recipe.*")
     ap.add_argument("--vals", default="full,cut", help="--recipe: validation variants (full, cut)")
-    ap.add_argument("--factor", default="", help="--recipe: epochs_factor (default: kdhw.recipe.FM_EPOCHS_FACTOR)")
+    ap.add_argument("--factor", default="", help="--recipe: epochs_factor (default: kdhw.train.recipe.FM_EPOCHS_FACTOR)")
     a = ap.parse_args()
-    sets = [s for s in a.sets.split(",") if s]
+    sets = names(a.sets)
     if a.quick:
-        for s in sets:
-            SETS[s]["epochs"] = 2
-            SETS[s]["teacher"] = {**SETS[s]["teacher"], "epochs": 2}
+        shorten(sets, 2)
     if a.recipe:
         main_recipe(a, sets)
         return
     t0 = time.perf_counter()
     teachers = shared_teachers(sets)
-    budgets = tuple(float(b) for b in a.budgets.split(",") if b) or BUDGETS
-    tasks = make_tasks(sets, a.seeds, [x for x in a.students.split(",") if x] or None, budgets,
-                       [x for x in a.arms.split(",") if x] or None, a.val_budget)
-    print(f"{len(tasks)} tasks; results append to {a.jsonl}", flush=True)
-    run_tasks(run_task, tasks, shared=teachers, jsonl=Path(a.jsonl), workers=a.workers, address=a.address)
-    keys = {t["key"] for t in tasks}
-    rows = [r for k, r in load_done(Path(a.jsonl)).items() if k in keys]
+    budgets = tuple(float(b) for b in names(a.budgets)) or BUDGETS
+    tasks = make_tasks(sets, a.seeds, names(a.students) or None, budgets, names(a.arms) or None, a.val_budget)
+    run_logged(run_task, tasks, teachers, a.jsonl, a.workers, a.address)
+    rows = task_rows(a.jsonl, tasks)
     table = summarize(rows, {s: teachers[s]["acc"]["test"] for s in sets})
     meta = {"seeds": a.seeds, "sets": sets, "kd_grid": KD_GRID, "pseudo_grid": PSEUDO_GRID, "long": LONG,
             "budgets": budgets, "val_budget": a.val_budget, "wall_seconds": time.perf_counter() - t0,

@@ -12,7 +12,7 @@ capacity); mnist1d: Conv1D 4 and 8 channels at w4a4 (about 25 points under).  Wi
 Shared across seeds and methods: one teacher per data set (seed 0) and two more teachers (seeds 1, 2) for
 the ensemble.  Per seed, one scratch arm is trained and every method is paired with it (same seed, init and
 batch order; only the loss differs).  Each data set is a ``kdhw sweep`` of distill.method: every arm is a
-task on ``kdhw.grid`` (2 local Ray workers by default), recorded in ``out/kd_table/<set>/runs.jsonl`` so an
+task on ``kdhw.flows.grid`` (2 local Ray workers by default), recorded in ``out/kd_table/<set>/runs.jsonl`` so an
 interrupted run resumes.  Method settings are the config defaults (T = 1, alpha = 0.5, FitNets
 10 hint epochs, RKD weights 25/50, ...; see kdhw/config.py), except born-again with ``--generations``
 generations (default 1, to save time) and a 3-teacher ensemble.  digits uses the default 60 epochs;
@@ -21,7 +21,7 @@ Epoch cost is compared in process CPU time, which other jobs on a shared machine
 wall time (not zero: arms trained in parallel or beside other jobs share caches and memory bandwidth, and
 the scratch and distilled arms of a seed run in different tasks, at different times).
 
-    .venv/bin/python benchmarks/kd_table.py [--seeds 3] [--digits-epochs 60] [--mnist1d-epochs 20] [--workers 2]
+    .venv/bin/python -m benchmarks.kd_table [--seeds 3] [--digits-epochs 60] [--mnist1d-epochs 20] [--workers 2]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import mean_std
 
 warnings.filterwarnings("ignore")
 
@@ -59,15 +61,11 @@ SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _ms(v: list[float]) -> tuple[float, float]:
-    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
-
-
 def run_set(name: str, spec: dict[str, Any], epochs: int, seeds: int, generations: int,
             methods: tuple[str, ...], work: Path, workers: int, address: str | None) -> dict[str, Any]:
     """One data set: a ``kdhw sweep`` of distill.method over ``methods`` (the grid: each arm a task)."""
     from kdhw.config import validate
-    from kdhw.sweep import run_sweep
+    from kdhw.flows.sweep import run_sweep
 
     cfg = validate({"data": spec["data"], "teacher": spec["teacher"], "student": spec["student"],
                     "distill": {"epochs": epochs, "generations": generations, "ensemble_size": 3}},
@@ -93,7 +91,7 @@ def run_set(name: str, spec: dict[str, Any], epochs: int, seeds: int, generation
 
 def table(res: dict[str, Any]) -> str:
     runs, t_acc = res["runs"], res["teacher_test"]
-    sm, ss = _ms([r["test"] for r in runs["scratch"]])
+    sm, ss = mean_std([r["test"] for r in runs["scratch"]])
     lines = [f"### {res['name']}: {res['label']} ({res['params']} params), {res['epochs']} epochs, "
              f"{res['seeds']} seeds, {res['test_rows']} test rows", "",
              f"Teacher {100 * t_acc:.2f} %; scratch {100 * sm:.2f} ± {100 * ss:.2f} %; "
@@ -104,8 +102,8 @@ def table(res: dict[str, Any]) -> str:
     for m, rs in runs.items():
         if m == "scratch":
             continue
-        mm, msd = _ms([r["test"] for r in rs])
-        dm, dsd = _ms([100 * (r["test"] - s["test"]) for r, s in zip(rs, runs["scratch"])])
+        mm, msd = mean_std([r["test"] for r in rs])
+        dm, dsd = mean_std([100 * (r["test"] - s["test"]) for r, s in zip(rs, runs["scratch"])])
         gap = (mm - sm) / (t_acc - sm) if t_acc - sm > 1e-9 else float("nan")
         ratio = statistics.mean(r["spe"] / r["scratch_spe"] for r in rs)
         note = " (per generation)" if m == "born_again" else ""
@@ -125,7 +123,7 @@ def table(res: dict[str, Any]) -> str:
 def main() -> None:
     import torch
 
-    from kdhw.atomic import write_json
+    from kdhw.util.atomic import write_json
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)

@@ -1,14 +1,14 @@
 """kdhw's resource-aware front against HGQ2 + da4ml on the same splits, both synthesized with the same yosys.
 
-    .venv/bin/python benchmarks/pareto_vs_hgq2.py [--quick] [--sides kdhw,hgq2] [--datasets digits,mnist1d]
+    .venv/bin/python -m benchmarks.pareto_vs_hgq2 [--quick] [--sides kdhw,hgq2] [--datasets digits,mnist1d]
 
-kdhw side: ``kdhw.pareto.run_pareto`` (scratch arms; the KD pairing is a product feature, not part of this
+kdhw side: ``kdhw.flows.pareto.run_pareto`` (scratch arms; the KD pairing is a product feature, not part of this
 comparison) on kdhw's own digits split (MLP 64-16-10) and mnist1d split (Conv1D 4-8 + dense).
 HGQ2 side: HGQ2 0.2.0 (Keras 3 on the torch backend, per-weight and per-activation learned bit widths, beta x
 EBOPs, every Pareto checkpoint kept) in its own virtualenv (``.hgq2-venv/``, git-ignored; this script creates
 it with pip: the CPU torch 2.13.0 wheel first, then hgq2 0.2.0 and da4ml 0.6.0), running
 ``benchmarks/hgq2_worker.py`` on the very same arrays; each of its front checkpoints is traced by da4ml into
-Verilog.  Both sides' Verilog goes through ``kdhw.synth.synthesize`` (yosys ``synth_xilinx -flatten`` for
+Verilog.  Both sides' Verilog goes through ``kdhw.hw.synth.synthesize`` (yosys ``synth_xilinx -flatten`` for
 the Pynq-Z2 part).  Printed and written to ``benchmarks/results/pareto_vs_hgq2.{json,md,png}``: both fronts
 (test accuracy vs LUT) and the LUT ratio kdhw / HGQ2 at equal test accuracy: for each level, the fewest LUTs
 of a point reaching at least that test accuracy on each side.
@@ -25,18 +25,17 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-WORK = ROOT / ".kdhw-cache" / "pareto_vs_hgq2"
+from benchmarks.common import CACHE, RESULTS, ROOT
+from kdhw.util.atomic import save_figure
+
+WORK = CACHE / "pareto_vs_hgq2"
 VENV = ROOT / ".hgq2-venv"
-RESULTS = ROOT / "benchmarks" / "results"
 
 # kdhw settings per data set: the issue's 64-16-10 MLP on digits, the kd_table Conv1D student on mnist1d; each
 # trained at every cost weight for several input widths (``pareto.students``), the front chosen on validation.
@@ -80,7 +79,7 @@ KDHW = {
 
 def kdhw_front(name: str, quick: bool, log: Any, workers: int = 1) -> dict[str, Any]:
     from kdhw.config import validate
-    from kdhw.pareto import run_pareto
+    from kdhw.flows.pareto import run_pareto
 
     s = KDHW[name]
     pareto = dict(s["pareto"])
@@ -121,7 +120,7 @@ def ensure_venv(log: Any) -> Path:
 def export_split(name: str) -> Path:
     """The exact arrays kdhw trains and tests on, for the HGQ2 worker (flattened for the MLP data set)."""
     from kdhw.config import validate
-    from kdhw.data import load_dataset
+    from kdhw.train.data import load_dataset
 
     data = load_dataset(validate({"data": KDHW[name]["data"]}).data)
     p = WORK / f"split_{name}.npz"
@@ -139,7 +138,7 @@ HGQ2_BETA_MAX = (1e-4, 1e-3)
 def hgq2_run(name: str, beta_max: float, quick: bool, log: Any) -> dict[str, Any]:
     """One HGQ2 training (cached once complete): its Pareto checkpoints, traced and synthesized."""
     from kdhw.boards import load_board
-    from kdhw.synth import synthesize, xilinx_counts
+    from kdhw.hw.synth import synthesize, xilinx_counts
 
     tag = f"{'quick_' if quick else ''}hgq2_{name}_bmax{beta_max:.0e}"
     done = WORK / f"{tag}.json"
@@ -310,10 +309,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def committed(name: str, side: str, quick: bool) -> dict[str, Any] | None:
@@ -333,7 +329,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="digits,mnist1d")
     ap.add_argument("--workers", type=int, default=1, help="kdhw grid tasks at once (local Ray when > 1)")
     a = ap.parse_args()
-    from kdhw.runtime import set_torch_threads
+    from kdhw.util.runtime import set_torch_threads
 
     set_torch_threads()
     log = lambda m: print(m, flush=True)  # noqa: E731

@@ -1,6 +1,6 @@
-"""Render the README's result blocks from the files under benchmarks/results/, or check that they match.
+"""Render the documents' result blocks from the files under benchmarks/results/, or check that they match.
 
-A figure in the README must come from a file a benchmark script wrote.  Two markers tie them together:
+A figure in a document must come from a file a benchmark script wrote.  Two markers tie them together:
 
     <!-- results: benchmarks/results/spine.json render=spine-hardware -->
     ...a table, rewritten by this script from that file...
@@ -10,16 +10,23 @@ A figure in the README must come from a file a benchmark script wrote.  Two mark
 
 A results block is produced by a renderer named by ``render=`` (default ``md-table``: table ``table=N``,
 counted from 1, of a markdown results file, copied verbatim).  To add a table: have your benchmark write
-its results file, put a marker in the README, and either use ``md-table`` or add a function to
-``RENDERERS``.  ``tests/test_readme_results.py`` re-renders every block and checks every numbers span.
+its results file, put a marker in a document, and either use ``md-table`` or add a function to
+``RENDERERS``.  The documents are ``DOCUMENTS``: README.md, benchmarks/README.md and every docs/*.md; the
+file path in a marker is relative to the repository root whichever document holds it.
+``tests/bench/test_readme_results.py`` re-renders every block of every document and checks every numbers span.
 
-    .venv/bin/python benchmarks/readme_results.py            # rewrite the blocks in README.md
-    .venv/bin/python benchmarks/readme_results.py --check    # exit 1 naming each block that differs
+    .venv/bin/python -m benchmarks.readme_results            # rewrite the blocks of every document
+    .venv/bin/python -m benchmarks.readme_results --check    # exit 1 naming each block or number that is stale
+    .venv/bin/python -m benchmarks.readme_results docs/hardware.md   # only the documents named
+
+(``.venv/bin/python benchmarks/readme_results.py`` does the same.)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import importlib.util
 import json
 import re
@@ -29,6 +36,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCUMENTS = ("README.md", "benchmarks/README.md", "docs/*.md")  # relative to ROOT; a pattern may match several
 BLOCK = re.compile(r"<!-- results: (?P<file>\S+)(?P<args>(?: [\w-]+=\S+)*) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 NUMBERS = re.compile(r"<!-- numbers: (?P<file>\S+) -->(?P<body>.*?)<!-- /numbers -->", re.S)
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d[\d,]*(?:\.\d+)?")
@@ -72,11 +80,15 @@ def md_fence(path: Path, args: dict[str, str]) -> str:
     return blocks[n - 1]
 
 
+@functools.cache
 def _spine() -> Any:
-    spec = importlib.util.spec_from_file_location("kdhw_bench_spine", ROOT / "benchmarks" / "spine.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    """benchmarks/spine.py as the module ``benchmarks.spine`` (it imports ``benchmarks.common``), with the
+    repository root put first on the path when this file runs as a script or is loaded by the tests."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    mod = importlib.import_module("benchmarks.spine")
+    if Path(mod.__file__ or "").resolve() != ROOT / "benchmarks" / "spine.py":
+        raise ImportError(f"benchmarks.spine resolves to {mod.__file__}, not this repository's")
     return mod
 
 
@@ -185,26 +197,58 @@ def missing_numbers(text: str) -> list[str]:
     return out
 
 
-def main() -> int:
+def documents() -> list[Path]:
+    """Every document that may hold blocks (``DOCUMENTS``), in that order; README.md and benchmarks/README.md
+    must exist, docs/*.md are those present."""
+    out: list[Path] = []
+    for pattern in DOCUMENTS:
+        found = sorted(ROOT.glob(pattern)) if any(c in pattern for c in "*?[") else [ROOT / pattern]
+        out += [p for p in found if p not in out]
+    return out
+
+
+def _name(doc: Path) -> str:
+    return doc.relative_to(ROOT).as_posix() if doc.is_relative_to(ROOT) else str(doc)
+
+
+def problems(doc: Path, text: str | None = None) -> list[str]:
+    """``doc: stale: ...`` for each block of ``doc`` (or of ``text``, read as that document) that differs from
+    its file, and ``doc: not in its file: ...`` for each number of a numbers span its file lacks."""
+    text = doc.read_text() if text is None else text
+    return ([f"{_name(doc)}: stale: {b}" for b in stale_blocks(text)]
+            + [f"{_name(doc)}: a number in prose is not in its file: {n}" for n in missing_numbers(text)])
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("docs", nargs="*", type=Path, help="documents to render or check (default: every one of DOCUMENTS)")
     ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a block or number is stale")
-    a = ap.parse_args()
-    text = README.read_text()
-    if a.check:
-        bad = stale_blocks(text) + missing_numbers(text)
-        for b in bad:
-            print(f"README.md: stale: {b}", file=sys.stderr)
-        return 1 if bad else 0
-    new = render(text)
-    if new != text:
-        tmp = README.with_suffix(".md.tmp")
-        tmp.write_text(new)
-        tmp.replace(README)
-    missing = missing_numbers(new)
-    for b in missing:
-        print(f"README.md: a number in prose is not in its file: {b}", file=sys.stderr)
-    print(f"{len(BLOCK.findall(new))} blocks rendered, {len(NUMBERS.findall(new))} numbers spans checked")
-    return 1 if missing else 0
+    a = ap.parse_args(argv)
+    docs = [d if d.is_absolute() else (Path.cwd() / d).resolve() for d in a.docs] or documents()
+    for d in docs:
+        if not d.is_file():
+            print(f"{d}: no such document", file=sys.stderr)
+            return 2
+    bad: list[str] = []
+    blocks = spans = 0
+    for doc in docs:
+        text = doc.read_text()
+        if a.check:
+            bad += problems(doc, text)
+            continue
+        new = render(text)
+        if new != text:
+            tmp = doc.with_suffix(".md.tmp")
+            tmp.write_text(new)
+            tmp.replace(doc)
+        bad += problems(doc, new)
+        blocks += len(BLOCK.findall(new))
+        spans += len(NUMBERS.findall(new))
+    for b in bad:
+        print(b, file=sys.stderr)
+    if not a.check:
+        print(f"{len(docs)} documents: {blocks} blocks rendered, {spans} numbers spans checked")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

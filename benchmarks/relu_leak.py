@@ -17,23 +17,22 @@ The default in ``kdhw/config.py`` is set from this table by a rule fixed before 
 highest validation accuracy averaged over the eight (student, arm) cells; a leak within CHOICE_TOLERANCE
 points of the best goes to the smaller leak.
 
-    nice -n 10 .venv/bin/python benchmarks/relu_leak.py [--seeds 3] [--workers 2]
+    nice -n 10 .venv/bin/python -m benchmarks.relu_leak [--seeds 3] [--workers 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-warnings.filterwarnings("ignore")
+from benchmarks.common import SETS, bootstrap_ci, names, parser, report, run_logged, run_meta, shared_teachers
+from benchmarks.common import task_inputs
+from kdhw.util.atomic import save_figure
 
-import kd_pays  # noqa: E402  (the shared student specs, teachers and task inputs)
+warnings.filterwarnings("ignore")
 
 LEAKS = (0.0, 0.01, 0.05, 0.2)
 ARMS = ("scratch", "fm")
@@ -45,7 +44,7 @@ def tasks_for(sets: list[str], seeds: int, teachers: dict[str, Any]) -> list[dic
     """Every (set, student, arm, seed, leak); keys carry the teacher's digest like kd_pays' recipe tasks."""
     out = []
     for s in sets:
-        for stu in kd_pays.SETS[s]["students"]:
+        for stu in SETS[s]["students"]:
             for seed in range(seeds):
                 for arm in ARMS:
                     for leak in LEAKS:
@@ -74,12 +73,12 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from kdhw.distill import student_input, train_arm
-    from kdhw.recipe import resolve
-    from kdhw.runtime import cpu_model
+    from kdhw.train.distill import student_input, train_arm
+    from kdhw.train.recipe import resolve
+    from kdhw.util.runtime import cpu_model
 
     torch.set_num_threads(1)
-    spec_set = kd_pays.SETS[task["set"]]
+    spec_set = SETS[task["set"]]
     dist: dict[str, Any] = {"epochs": spec_set["epochs"], "seed": task["seed"], "relu_grad_leak": task["leak"],
                             "method": "hinton" if task["arm"] == "fm" else "none"}
     # measured when every arm kept its best-validation epoch: pinned, so a rerun that adds tasks stays comparable
@@ -89,7 +88,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         data_cfg["labels"] = {"fraction": 0.1, "seed": task["seed"], "val": False}
     raw = {"data": data_cfg, "teacher": spec_set["teacher"], "student": spec_set["students"][task["student"]],
            "distill": dist}
-    cfg, data, teacher, t_train, t_unlab = kd_pays._task_inputs(raw, task, shared)
+    cfg, data, teacher, t_train, t_unlab = task_inputs(raw, task, shared)
     c0 = time.process_time()
     recipe = resolve(cfg.distill, data, teacher, src=f"relu_leak:{task['key']}")
     name = "kd" if task["arm"] == "fm" else "scratch"
@@ -122,7 +121,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "test": statistics.mean(per_seed[k]["test"] for k in seeds),
                 "val": statistics.mean(per_seed[k]["val_acc"] for k in seeds),
                 "d_test": statistics.mean(per_seed[k]["test"] - base[k]["test"] for k in seeds),
-                "d_test_ci": kd_pays.bootstrap_ci([per_seed[k]["test"] - base[k]["test"] for k in seeds]),
+                "d_test_ci": bootstrap_ci([per_seed[k]["test"] - base[k]["test"] for k in seeds]),
                 "dead": statistics.mean(per_seed[k]["dead"] for k in seeds), "units": per_seed[seeds[0]]["units"],
                 "dead_per_seed": [per_seed[k]["dead"] for k in seeds],
                 "cpu_seconds": statistics.mean(per_seed[k]["cpu_seconds"] for k in seeds)})
@@ -204,33 +203,21 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main() -> None:
-    from kdhw.grid import run_tasks
-    from kdhw.runtime import cpu_model
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--sets", default="digits,mnist1d")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/relu_leak")
-    a = ap.parse_args()
-    sets = [s for s in a.sets.split(",") if s]
-    teachers = kd_pays.shared_teachers(sets)
+    a = parser(__doc__, seeds=3, out="benchmarks/results/relu_leak").parse_args()
+    sets = names(a.sets)
+    teachers = shared_teachers(sets)
     tasks = tasks_for(sets, a.seeds, teachers)
     tasks.sort(key=lambda t: (t["seed"], t["arm"] != "scratch"))
-    print(f"{len(tasks)} tasks; results append to {JSONL}", flush=True)
-    rows = run_tasks(run_task, tasks, shared=teachers, jsonl=JSONL, workers=a.workers)  # resumed ones too
+    rows = run_logged(run_task, tasks, teachers, JSONL, a.workers)  # resumed ones too
     table = summarize(rows)
     chosen, means = choose(table)
     meta = {"seeds": a.seeds, "sets": sets, "leaks": LEAKS, "chosen": chosen, "val_means": means,
-            "cpu": cpu_model(), "training_cpu_seconds": sum(r["cpu_seconds"] for r in rows), "jsonl": str(JSONL)}
-    md = markdown(table, meta)
-    print(md)
-    kd_pays.write_results(Path(a.out), md, meta, table, plot)
+            **run_meta(rows, JSONL)}
+    report(a.out, markdown(table, meta), meta, table, plot)
 
 
 if __name__ == "__main__":

@@ -5,21 +5,31 @@ the QONNX model to Verilog, checks the emulator against the QONNX reference on 1
 and runs the cocotb bench on Icarus (and Verilator with ``--verilator``) on 1,000 vectors, printing one
 table row per student.  Run from the repository root:
 
-    python benchmarks/rtl_throughput.py [--verilator] [--rows 1000]
+    python -m benchmarks.rtl_throughput [--verilator] [--rows 1000]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from benchmarks.common import ROOT
+
+
+def _conftest() -> Any:
+    """The test suite's ``tests/conftest.py`` (its student specs and ``trained_student``), loaded from its file:
+    tests/ is not a package, and this keeps it off sys.path."""
+    spec = importlib.util.spec_from_file_location("kdhw_tests_conftest", ROOT / "tests" / "conftest.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main() -> int:
@@ -28,14 +38,13 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1000, help="vectors per simulation")
     args = ap.parse_args()
 
-    import conftest  # the test suite's student specs and training helper
+    from kdhw.hw.export import export_qonnx, load_qonnx, reference
+    from kdhw.hw.rtl import emulate, load_meta, qonnx_to_rtl
+    from kdhw.hw.rtl._formats import FixedFormat
+    from kdhw.train.distill import student_input
+    from kdhw.verify.sim.runner import simulate_rtl
 
-    from kdhw.distill import student_input
-    from kdhw.export import export_qonnx, load_qonnx, reference
-    from kdhw.rtl import emulate, load_meta, qonnx_to_rtl
-    from kdhw.rtl._formats import FixedFormat
-    from kdhw.sim.runner import simulate_rtl
-
+    conftest = _conftest()
     sims = ["icarus"] + (["verilator"] if args.verilator else [])
     print("| student | inputs | latency (cycles) | measured | da4ml LUT | FF | adders | convert s | "
           "emulate 10k s | exact 10k | " + " | ".join(f"{s} {args.rows} rows s (exact)" for s in sims) + " |")

@@ -1,17 +1,17 @@
 """The default `kdhw run` on digits, 3 seeds: accuracy, stage times and the per-board hardware figures.
 
-Runs the real pipeline (`kdhw.pipeline.run`, the embedded default config and its student, hls4ml project,
+Runs the real pipeline (`kdhw.flows.run.run`, the embedded default config and its student, hls4ml project,
 RTL, verification, open synthesis for pynq-z2, ulx3s-85f and icebreaker) once per seed (teacher and student
 seed both set; the data split stays fixed) and records, per seed: teacher / scratch / KD test accuracy, the
 exported arm, bit-exactness, each stage's wall time, the run's wall and CPU time (this process and the
 tools it starts: g++, yosys, nextpnr, Icarus), and every board's figures from `hw_report.json`.
 
-Each seed is a `kdhw.grid` task: finished seeds are appended to `spine.jsonl` and skipped on a rerun, so an
+Each seed is a `kdhw.flows.grid` task: finished seeds are appended to `spine.jsonl` and skipped on a rerun, so an
 interrupted benchmark resumes.  The summary goes to `spine.json` and `spine.md` (tables and the figures the
 README quotes; `benchmarks/readme_results.py` renders the README's blocks from `spine.json`).
 
-    .venv/bin/python benchmarks/spine.py [--seeds 3] [--out-dir benchmarks/results]
-    .venv/bin/python benchmarks/spine.py --smoke --out-dir /tmp/spine   # minutes -> seconds, for development
+    .venv/bin/python -m benchmarks.spine [--seeds 3] [--out-dir benchmarks/results]
+    .venv/bin/python -m benchmarks.spine --smoke --out-dir /tmp/spine   # minutes -> seconds, for development
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, mean_std
+
 VERSION = "spine-v6"  # part of every task key: a change to what a task records or trains reruns it (v6: ReLU leak)
 
 
@@ -51,7 +50,7 @@ def _board(e: dict[str, Any]) -> dict[str, Any]:
 def run_seed(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     """One `kdhw run` of the default config with teacher and student seed ``task['seed']``."""
     from kdhw.config import load_config, validate
-    from kdhw.pipeline import run
+    from kdhw.flows.run import run
 
     cfg = load_config(None) if not shared["smoke"] else validate(shared["smoke"], "<smoke>")
     cfg.teacher["seed"] = task["seed"]
@@ -72,13 +71,9 @@ def run_seed(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
             "boards": [_board(e) for e in hw["boards"]] if hw else []}
 
 
-def _ms(v: list[float]) -> tuple[float, float]:
-    return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0
-
-
 def _cpu_model() -> str:
-    """", CPU name" for the report line (see kdhw.runtime.cpu_model for why it is recorded)."""
-    from kdhw.runtime import cpu_model
+    """", CPU name" for the report line (see kdhw.util.runtime.cpu_model for why it is recorded)."""
+    from kdhw.util.runtime import cpu_model
 
     name = cpu_model()
     return f", {name}" if name else ""
@@ -86,7 +81,7 @@ def _cpu_model() -> str:
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures the README quotes, computed once here so the README and spine.md cannot disagree."""
-    acc = {k: _ms([100 * r[k] for r in rows]) for k in ("teacher", "scratch", "kd")}
+    acc = {k: mean_std([100 * r[k] for r in rows]) for k in ("teacher", "scratch", "kd")}
     totals = [r["total_s"] for r in rows]
     stages = {st: statistics.mean(r["timings_s"][st] for r in rows) for st in rows[0]["timings_s"]}
     boards: dict[str, dict[str, Any]] = {}
@@ -230,12 +225,12 @@ def render_md(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    from kdhw.atomic import write_json, write_text
-    from kdhw.grid import run_tasks
+    from kdhw.flows.grid import run_tasks
+    from kdhw.util.atomic import write_json, write_text
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--smoke", action="store_true", help="tiny settings (2 epochs, 100 random rows, pynq-z2 only)")
     a = ap.parse_args()
     out = Path(a.out_dir)

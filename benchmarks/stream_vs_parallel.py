@@ -9,13 +9,13 @@ the MLP takes 4 input elements per beat).  Each form is synthesized with yosys f
 incl. LUT-RAM, FF, DSP48) and with yosys + nextpnr for the icebreaker (iCE40 UP5K, 12 MHz) and the ULX3S
 (ECP5-85F, 25 MHz): logic cells, MULT18, placed or not, achieved fmax.  A Lattice run is skipped, and says
 so, when the analytic estimate is over twice the part's logic (placement cannot succeed; a parallel conv
-student is tens of thousands of LUTs); every tool call has kdhw.synth's timeout, and a timeout is recorded.
+student is tens of thousands of LUTs); every tool call has kdhw.hw.synth's timeout, and a timeout is recorded.
 
-Every (student, form, flow) is a ``kdhw.grid`` task; finished ones land in
+Every (student, form, flow) is a ``kdhw.flows.grid`` task; finished ones land in
 ``results/stream_vs_parallel.jsonl`` keyed by the Verilog's hash, so an interrupted run resumes and a
 changed generator re-synthesizes.  Writes ``results/stream_vs_parallel.{json,md,png}``.
 
-    nice -n 10 .venv/bin/python benchmarks/stream_vs_parallel.py [--quick]
+    nice -n 10 .venv/bin/python -m benchmarks.stream_vs_parallel [--quick]
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ import hashlib
 import json
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import CACHE, RESULTS, conv1d_student, slug
+from kdhw.util.atomic import save_figure
+
 warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-RESULTS = ROOT / "benchmarks" / "results"
 FLOWS = {"xc7": "pynq-z2", "ice40": "icebreaker", "ecp5": "ulx3s-85f"}
 SKIP_OVER = 2.0  # a Lattice run is skipped when the estimate exceeds the part by this factor
 
@@ -46,8 +45,6 @@ FORMER_DEFAULT = {"input": {"bits": 8, "int_bits": 1, "signed": False}, "output"
 
 
 def students() -> dict[str, dict[str, Any]]:
-    import kd_pays
-
     from kdhw.config import load_config
 
     default = load_config(None)
@@ -62,9 +59,9 @@ def students() -> dict[str, dict[str, Any]]:
                                "epochs": default.distill["epochs"], "spec_source": "the embedded default until the "
                                                                                   "resource-aware one"},
         "mnist1d Conv1D 4-8": {"data": {"dataset": "mnist1d", "mnist1d_samples": 3000},
-                               "student": kd_pays._conv1d(4, 8, 4), "epochs": 24, "spec_source": "kd_pays conv4_8_w4"},
+                               "student": conv1d_student(4, 8, 4), "epochs": 24, "spec_source": "kd_pays conv4_8_w4"},
         "mnist1d Conv1D 8-16": {"data": {"dataset": "mnist1d", "mnist1d_samples": 3000},
-                                "student": kd_pays._conv1d(8, 16, 4), "epochs": 24,
+                                "student": conv1d_student(8, 16, 4), "epochs": 24,
                                 "spec_source": "kd_pays conv8_16_w4"},
         "digits Conv2D 4f": {"data": {"dataset": "digits"}, "student": conv2d, "epochs": 30,
                              "spec_source": "tests/conftest.py conv2d"},
@@ -77,10 +74,6 @@ def forms(vector: bool) -> dict[str, dict[str, Any]]:
             "stream p=4": {"mode": "stream", "parallelism": 4, **({"in_elements": 4} if vector else {})}}
 
 
-def slug(s: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in s).strip("_")
-
-
 def train(name: str, st: dict[str, Any], work: Path, epochs: int | None) -> dict[str, Any]:
     """Train (scratch arm) and export once; the model and its record are cached under ``work``."""
     d = work / slug(name)
@@ -88,10 +81,10 @@ def train(name: str, st: dict[str, Any], work: Path, epochs: int | None) -> dict
     if rec_p.is_file() and (d / "model.onnx").is_file():
         return json.loads(rec_p.read_text())
     from kdhw.config import validate
-    from kdhw.data import load_dataset
-    from kdhw.distill import student_input, train_arm
-    from kdhw.export import export_qonnx
-    from kdhw.student import param_count
+    from kdhw.hw.export import export_qonnx
+    from kdhw.train.data import load_dataset
+    from kdhw.train.distill import student_input, train_arm
+    from kdhw.train.student import param_count
 
     ep = epochs or st["epochs"]
     cfg = validate({"data": st["data"], "student": st["student"], "distill": {"epochs": ep, "method": "none"}})
@@ -101,7 +94,7 @@ def train(name: str, st: dict[str, Any], work: Path, epochs: int | None) -> dict
     if cfg.student.get("resource") is not None:  # learned precisions -> the brevitas student kdhw run exports
         import numpy as np
 
-        from kdhw.resource import fold_arms
+        from kdhw.train.resource import fold_arms
 
         arms, _ = fold_arms({"scratch": arm}, student_input(np.concatenate([data.x_val, data.x_test]), cfg.student))
         arm = arms["scratch"]
@@ -115,7 +108,7 @@ def train(name: str, st: dict[str, Any], work: Path, epochs: int | None) -> dict
 
 
 def generate(name: str, form: str, opts: dict[str, Any], work: Path) -> tuple[Path, dict[str, Any], str]:
-    from kdhw.rtl import qonnx_to_rtl
+    from kdhw.hw.rtl import qonnx_to_rtl
 
     d = work / slug(name)
     rtl = d / slug(form)
@@ -126,10 +119,10 @@ def generate(name: str, form: str, opts: dict[str, Any], work: Path) -> tuple[Pa
 
 
 def synth_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """One open-synthesis flow of one design (a ``kdhw.grid`` task)."""
+    """One open-synthesis flow of one design (a ``kdhw.flows.grid`` task)."""
     from kdhw.boards import load_board
-    from kdhw.estimate import estimate_design
-    from kdhw.synth import synthesize
+    from kdhw.hw.estimate import estimate_design
+    from kdhw.hw.synth import synthesize
 
     board = load_board(task["board"])
     rtl = Path(task["rtl"])
@@ -150,11 +143,11 @@ def synth_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from kdhw.grid import run_tasks
-    from kdhw.runtime import set_torch_threads
+    from kdhw.flows.grid import run_tasks
+    from kdhw.util.runtime import set_torch_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(ROOT / ".kdhw-cache" / "stream_vs_parallel"))
+    ap.add_argument("--work", default=str(CACHE / "stream_vs_parallel"))
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, the MLP only, xc7 only, no files")
     ap.add_argument("--render", action="store_true", help="only re-render the tables from the JSONL")
     ap.add_argument("--students", default="", help="comma list: synthesize only these students' designs now "
@@ -185,7 +178,7 @@ def main() -> None:
     only = {x for x in a.students.split(",") if x}
     todo = [] if a.render else [t for t in tasks if not only or t["student"] in only]
     run_tasks(synth_task, todo, {}, jsonl, workers=1, desc="syntheses")
-    from kdhw.grid import load_done
+    from kdhw.flows.grid import load_done
 
     by_key = load_done(jsonl)
     rows = summarize(recs, designs, by_key, tasks)
@@ -207,7 +200,7 @@ def main() -> None:
 
 def lattice_fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Lattice logic cells ~ a * LUT6 estimate + b * FF estimate (+ iCE40 soft multipliers), per family, on the
-    placed designs: least squares on relative error (kdhw.estimate.LATTICE_CELLS takes the constants)."""
+    placed designs: least squares on relative error (kdhw.hw.estimate.LATTICE_CELLS takes the constants)."""
     import numpy as np
 
     out: dict[str, Any] = {}
@@ -234,7 +227,7 @@ def lattice_markdown(fit: dict[str, Any]) -> str:
     if not fit:
         return ""
     lines = ["", "Lattice logic cells vs the LUT6/FF estimate (placed designs above, least squares on relative error, "
-                 "in sample; `kdhw.estimate.LATTICE_CELLS`):", ""]
+                 "in sample; `kdhw.hw.estimate.LATTICE_CELLS`):", ""]
     for flow, f in fit.items():
         lines.append(f"- {flow}: cells = {f['a_lut6']} x LUT6 + {f['b_ff']} x FF"
                      + (" + MAC multiplier bits" if flow == "ice40" else "")
@@ -245,7 +238,7 @@ def lattice_markdown(fit: dict[str, Any]) -> str:
 
 def _vector(work: Path, name: str) -> bool:
     """Does the student's first layer take a vector (an MLP)?"""
-    from kdhw.export import load_qonnx
+    from kdhw.hw.export import load_qonnx
 
     mw = load_qonnx(work / slug(name) / "model.onnx")
     return len(mw.get_tensor_shape(mw.graph.input[0].name)) == 2
@@ -254,8 +247,8 @@ def _vector(work: Path, name: str) -> bool:
 def summarize(recs: dict[str, Any], designs: dict[tuple[str, str], dict[str, Any]], by_key: dict[str, Any],
               tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from kdhw.boards import load_board
-    from kdhw.estimate import estimate_design
-    from kdhw.hwreport import port_pins, throughput
+    from kdhw.hw.estimate import estimate_design
+    from kdhw.hw.report import port_pins, throughput
 
     rows = []
     for (n, f), d in designs.items():
@@ -365,10 +358,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ one frame of 8 beats with one tvalid gap, and m_axis_tready held low for two cyc
 The testbench prints every port on every cycle; this script turns that trace into a text timing diagram and
 checks the frame's output against the QONNX reference.  Writes ``results/stream_waveform.md``.
 
-    .venv/bin/python benchmarks/stream_waveform.py
+    .venv/bin/python -m benchmarks.stream_waveform
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import RESULTS
+
 warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
 OPTS = {"in_elements": 8, "parallelism": 8, "out_elements": 5, "output": "both"}
 SIGNALS = ["aresetn", "s_axis_tvalid", "s_axis_tready", "s_axis_tlast", "s_axis_tdata", "m_axis_tvalid",
            "m_axis_tready", "m_axis_tlast", "m_axis_tdata", "tlast_err"]
@@ -160,25 +160,23 @@ wire kdhw_tlast_err;                                             // sticky: a fr
 );"""
 
 
-def main() -> None:
-    from kdhw.config import load_config, validate
-    from kdhw.data import load_dataset
-    from kdhw.distill import student_input, train_arm
-    from kdhw.export import export_qonnx, load_qonnx, reference
-    from kdhw.runtime import set_torch_threads
-    from kdhw.rtl import input_codes, output_codes, qonnx_to_rtl, stream_in_words, unpack_stream_words
+def main(out: Path = RESULTS / "stream_waveform.md") -> None:
+    import kdhw
+    from kdhw.hw.export import load_qonnx, reference
+    from kdhw.hw.rtl import input_codes, output_codes, qonnx_to_rtl, stream_in_words, unpack_stream_words
+    from kdhw.util.runtime import set_torch_threads
 
     set_torch_threads()
     if shutil.which("iverilog") is None:
         raise SystemExit("iverilog not found")
-    d = load_config(None)
-    cfg = validate({"data": d.data, "student": d.student, "distill": {"epochs": 5, "method": "none"}})
-    data = load_dataset(cfg.data)
-    arm = train_arm("scratch", cfg.student, cfg.distill, data, None, "none", progress=False)
+    # the embedded default student (resource-aware, folded into its brevitas form), trained briefly
+    cfg = kdhw.load_config({"distill": {"epochs": 5, "method": "none"}})
+    data = kdhw.load_data(cfg)
+    students = kdhw.distill_students(cfg, data)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        x = student_input(data.x_test, cfg.student)
-        onnx = export_qonnx(arm.model, x.shape[1:], work / "m.onnx")
+        x = students.inputs("test")
+        onnx = kdhw.export_qonnx(students, work / "m.onnx")
         meta = qonnx_to_rtl(onnx, work / "rtl", mode="stream", **OPTS)
         row = x[:1]
         words = stream_in_words(meta, input_codes(meta, row))
@@ -192,7 +190,7 @@ def main() -> None:
                         and r["m_axis_tlast"] == "1")
         text = "\n".join([
             "# One frame through the stream core (Icarus Verilog trace)", "",
-            f"Design: the default digits student (`{json.dumps(cfg.student['layers'])}`), `kdhw rtl --mode stream "
+            f"Design: the default digits student (`{json.dumps(cfg.student['layers'])}`, resource-aware), `kdhw rtl --mode stream "
             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in OPTS.items()) + "`.", "",
             "```verilog", instantiation(meta), "```", "",
             "```", diagram(trace, words), "```", "",
@@ -204,8 +202,9 @@ def main() -> None:
             f"{meta['latency_cycles']} in rtl.json (no gaps, no stalls): the gap and the two stall cycles add "
             f"{last_out - first_in - meta['latency_cycles']}. "
             f"Output bit-exact with the QONNX reference: {exact}.", ""])
-    out = ROOT / "benchmarks" / "results" / "stream_waveform.md"
-    out.write_text(text)
+    from kdhw.util.atomic import write_text
+
+    write_text(out, text)
     print(text)
     if not exact:
         raise SystemExit("the simulated frame differs from the reference")

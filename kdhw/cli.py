@@ -17,7 +17,6 @@ import numpy as np
 
 from .errors import CheckFailed, InputError, KdhwError
 
-
 # Third-party warnings that say nothing about the user's model or data, each silenced by its exact text;
 # everything else (brevitas' and hls4ml's precision and quantization warnings among them) is shown.
 _NOISE = (
@@ -28,29 +27,30 @@ _NOISE = (
 )
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(keep_warnings: bool = False) -> None:
     """The CLI is an application: it may set process-wide logging.  Noise is silenced where it is made
-    (onnxruntime's logger, named warnings), never by hiding every warning (``kdhw.quiet`` for the API)."""
-    from .quiet import silence_onnxruntime
+    (onnxruntime's logger, named warnings), never by hiding every warning (``kdhw.util.quiet`` for the API)."""
+    from kdhw.util.quiet import silence_onnxruntime
 
-    for cat, msg in _NOISE:
+    for cat, msg in () if keep_warnings else _NOISE:
         warnings.filterwarnings("ignore", message=msg, category=cat)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import logging
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     silence_onnxruntime()
-    from .runtime import set_torch_threads
+    from kdhw.util.runtime import set_torch_threads
 
     set_torch_threads()
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    from kdhw.flows.run import check_out_dir, run
+
     from .config import load_config
-    from .pipeline import check_out_dir, run
 
     cfg = load_config(a.config)
-    rep = run(cfg, check_out_dir(a.out), progress=not a.no_progress)
+    rep = run(cfg, check_out_dir(a.out), progress=_progress(a))
     print(f"wrote {a.out.rstrip('/')}/ (report.md, verify.json, hls/" + (", rtl/, hw_report.md)" if rep.get("hardware") else ")"))
     if not rep["verify"]["bit_exact"]:
         return 1
@@ -62,62 +62,50 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_teacher(a: argparse.Namespace) -> int:
-    import numpy as np
+    from kdhw.flows.stages import teacher_stage
+    from kdhw.train.data import load_data
+    from kdhw.util.atomic import atomic_dir, write_json
 
-    from .atomic import atomic_dir, write_json
     from .config import load_config
-    from .data import load_data
-    from .teacher import save_teacher, teacher_accuracy, teacher_logits, train_teacher
 
     cfg = load_config(a.config)
     data = load_data(cfg, enforce=False)  # laid out as the student will read it; no student is trained here
     with atomic_dir(a.out) as d:
-        model, res = train_teacher(cfg.teacher, data, not a.no_progress)
-        save_teacher(model, cfg.teacher, data.shape, data.n_classes, d / "teacher.pt")
-        tl = teacher_logits(model, cfg.teacher["arch"], data)
-        np.savez(d / "teacher_logits.npz", **tl)
-        acc = teacher_accuracy(tl, data)
-        write_json(d / "teacher.json", {"accuracy": acc, "epochs": res.epochs_run, "data": data.manifest})
-    print(f"teacher test accuracy {100 * acc['test']:.2f} % -> {a.out}/teacher.pt")
+        teacher = teacher_stage(cfg, data, progress=_progress(a))
+        teacher.save(d / "teacher.pt", data)
+        write_json(d / "teacher.json", {"accuracy": teacher.accuracy, "epochs": teacher.epochs, "data": data.manifest})
+    _say(a, f"teacher test accuracy {100 * teacher.accuracy['test']:.2f} % -> {a.out}/teacher.pt")
     return 0
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    from .atomic import atomic_dir, write_json
+    from kdhw.flows.stages import check_student, distill_stage, teacher_stage
+    from kdhw.train.data import load_data
+    from kdhw.train.distill import summary
+    from kdhw.util.atomic import atomic_dir, write_json
+
     from .config import load_config
-    from .data import load_data
-    from .distill import choose, distill, student_input, summary
-    from .resource import fold_arms
-    from .student import build_student, save_student
-    from .teacher import obtain_teacher, teacher_logits
 
     cfg = load_config(a.config)
     if a.teacher:
         cfg.teacher["path"] = a.teacher  # the handed-over teacher's input shape decides an open layout
     data = load_data(cfg)
-    build_student(cfg.student, student_input(data.x_val[:1], cfg.student).shape[1:], data.n_classes, cfg.source)
-    tmodel, tcfg, _ = obtain_teacher(cfg.teacher, data, a.teacher or cfg.teacher["path"], not a.no_progress,
-                                     cfg.source)
-    tl = teacher_logits(tmodel, tcfg["arch"], data)
-    spec = cfg.student
-    arms = distill(spec, cfg.distill, data, tl["train"], not a.no_progress, cfg.source, teacher=tmodel,
-                   teacher_cfg=tcfg, teacher_unlab=tl.get("unlab"))
-    chosen, reason = choose(arms, cfg.distill["select"], data)
-    arms, specs = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))  # resource-aware
-    shape = student_input(data.x_test, cfg.student).shape[1:]
+    check_student(cfg, data)
     with atomic_dir(a.out) as d:
-        for k, arm in arms.items():
-            save_student(arm.model, specs[k] or cfg.student, shape, d / f"student_{k}.pt")
-        save_student(arms[chosen].model, specs[chosen] or cfg.student, shape, d / "student.pt")
-        write_json(d / "distill.json", {"arms": summary(arms), "chosen": chosen, "reason": reason,
-                                        "teacher": {k: tcfg.get(k) for k in ("arch", "path", "format", "outputs")}})
-    print(", ".join(f"{k}: test {100 * v.test_acc:.2f} %" for k, v in arms.items()) + f"; exported {chosen}")
+        teacher = teacher_stage(cfg, data, progress=_progress(a))
+        students = distill_stage(cfg, data, teacher, progress=_progress(a), work=d, log=_log(a))
+        students.save_all(d)
+        write_json(d / "distill.json", {"arms": summary(students.arms), "chosen": students.chosen,
+                                        "reason": students.reason, "auto": students.auto,
+                                        "teacher": {k: teacher.config.get(k) for k in ("arch", "path", "format", "outputs")}})
+    _say(a, ", ".join(f"{k}: test {100 * v.test_acc:.2f} %" for k, v in students.arms.items())
+         + f"; exported {students.chosen}")
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .export import export_qonnx
-    from .student import load_student
+    from kdhw.hw.export import export_qonnx
+    from kdhw.train.student import load_student
 
     model = load_student(a.student)
     shape = tuple(int(s) for s in _student_shape(a.student))
@@ -133,23 +121,33 @@ def _student_shape(path: str) -> list[int]:
 
 
 def cmd_hls(a: argparse.Namespace) -> int:
+    from kdhw.hw.hls import build_hls_project
+
     from .boards import load_board
-    from .hls import build_hls_project
 
     board = load_board(a.board)
+    tb = None
+    if a.inputs:  # test vectors for hls4ml's testbench; the shape is checked against the model's
+        try:
+            tb = np.load(a.inputs, allow_pickle=False)
+        except (OSError, ValueError):
+            raise InputError(f"{a.inputs}: not a readable .npy array file") from None
     meta = build_hls_project(
         a.model, a.out, part=board.part, clock_period_ns=a.clock_period or board.clock_period_ns,
         backend=a.backend, io_type=a.io_type, reuse_factor=a.reuse_factor, strategy=a.strategy, board=board.name,
+        tb_inputs=tb, tb_source=a.inputs,
     )
+    vectors = (f"{meta['tb_data']['rows']} test vectors in tb_data/" if meta["tb_data"] else
+               "no test vectors (give --inputs X.npy for tb_data/)")
     print(f"wrote hls4ml {meta['backend']} project {a.out}/ for {board.name} ({board.part}); "
-          f"input {meta['input_type']}; C-sim compiled")
+          f"input {meta['input_type']}; C-sim compiled; {vectors}")
     return 0
 
 
 def _find_dirs(d: Path) -> tuple[Path | None, Path | None]:
     """(hls4ml project, RTL directory) in DIR: a run folder holds both as hls/ and rtl/; ``kdhw hls`` and
     ``kdhw rtl`` write one each directly."""
-    from .hls import META_FILE
+    from kdhw.hw.hls import META_FILE
 
     if not d.is_dir():
         raise InputError(f"{d}: not a directory")
@@ -163,21 +161,25 @@ def _find_dirs(d: Path) -> tuple[Path | None, Path | None]:
 def cmd_verify(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from .flow import VERIFY_INPUTS, VERIFY_LABELS
-    from .verify import load_inputs, verify_project, verify_rtl
+    from kdhw.flows.to_hardware import VERIFY_INPUTS, VERIFY_LABELS
+    from kdhw.verify.levels import load_inputs, verify_project, verify_rtl
 
     d = Path(a.dir)
     project, rtl_dir = _find_dirs(d)
     if a.model and project is not None:
         raise InputError(f"--model: {d} holds an hls4ml project, whose own copy of the model is checked")
     if project is not None:
-        from .hls import read_meta
+        from kdhw.hw.hls import read_meta
 
         meta = read_meta(project)
     else:
-        from .rtl import load_meta
+        from kdhw.hw.rtl import load_meta
 
         meta = load_meta(rtl_dir)
+    if a.inputs is None:  # a run folder verifies the rows the run verified
+        if not (d / VERIFY_INPUTS).is_file():
+            raise InputError(f"{d}: no {VERIFY_INPUTS} here (a run folder has one); give --inputs X.npy")
+        a.inputs = str(d / VERIFY_INPUTS)
     x = load_inputs(a.inputs, tuple(meta["input_shape"]))
     labels = None
     run_labels = d / VERIFY_LABELS  # a run's own verification rows come with their labels
@@ -223,8 +225,8 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
         return None
     import torch
 
-    from .teacher import load_teacher, teacher_input
-    from .training import predict_logits
+    from kdhw.train.loop import predict_logits
+    from kdhw.train.teacher import load_teacher, teacher_input
 
     model, tcfg = load_teacher(tp)
     shape = torch.load(tp, map_location="cpu", weights_only=True)["input_shape"]
@@ -233,44 +235,47 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
     return predict_logits(model, teacher_input(x.reshape(len(x), *shape), tcfg["arch"]))
 
 
+def _fold_arg(text: str) -> dict[str, Any]:
+    """``--fold PE,SIMD[,bram|lut]`` -> the rtl.fold mapping (ranges are checked with the config's rules)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PE,SIMD (two positive integers), optionally ,bram or "
+                                         ",lut")
+    fold: dict[str, Any] = {"pe": int(parts[0]), "simd": int(parts[1])}
+    if len(parts) == 3:
+        fold["memory"] = parts[2]
+    return fold
+
+
 def cmd_rtl(a: argparse.Namespace) -> int:
-    from .export import load_qonnx
-    from .rtl import STREAM_OPTIONS, qonnx_to_rtl
+    from kdhw.hw.export import load_qonnx
+    from kdhw.hw.rtl import DEFAULT_TOP, STREAM_OPTIONS, qonnx_to_rtl
+
+    from .config import check_rtl_options
 
     opts = {k: getattr(a, k) for k in STREAM_OPTIONS}
-    if a.mode == "parallel":
-        given = [k for k, v in opts.items() if v is not None]
-        if given:
-            raise InputError(f"--{given[0].replace('_', '-')} applies to --mode stream")
-    elif a.pipeline is not None:
-        raise InputError("--pipeline (an exact latency) applies to --mode parallel; in stream mode use "
-                         "--latency-cutoff")
-    if a.mode == "auto":
-        chosen = [k for k in ("parallelism", "in_elements", "dense") if opts[k] is not None]
-        if chosen:
-            raise InputError(f"--{chosen[0].replace('_', '-')} is what --mode auto chooses; use --mode stream to fix it")
-        if not a.board:
-            raise InputError("--mode auto needs --board B (the board to fit; kdhw boards lists them)")
-    elif a.board or a.no_synth:
-        raise InputError(f"--{'board' if a.board else 'no-synth'} applies to --mode auto")
-    for k in ("parallelism", "in_elements", "out_elements"):
-        if opts[k] is not None and opts[k] < 1:
-            raise InputError(f"--{k.replace('_', '-')} = {opts[k]} must be >= 1")
+    check_rtl_options(a.mode, {**opts, "board": a.board, "pipeline": a.pipeline, "latency_cutoff": a.latency_cutoff,
+                               "top": a.top}, lambda k: f"--{k.replace('_', '-')}", "")
+    if a.mode == "auto" and not a.board:
+        raise InputError("--mode auto needs --board B (the board to fit; kdhw boards lists them)")
+    if a.no_synth and a.mode != "auto":
+        raise InputError("--no-synth applies to --mode auto")
     load_qonnx(a.model)  # one-line errors for files that are not (supported) QONNX
     if a.mode == "auto":
+        from kdhw.hw.board_fit import fit_board
+
         from .boards import load_board
-        from .fit import fit_board
 
         board = load_board(a.board)
         if not a.no_synth:
-            from .synth import check_tools
+            from kdhw.hw.synth import check_tools
 
             check_tools([board])
         meta = fit_board(Path(a.model), Path(a.out), board, synth=not a.no_synth, latency_cutoff=a.latency_cutoff,
-                         output=opts["output"], out_elements=opts["out_elements"])
+                         output=opts["output"], out_elements=opts["out_elements"], top=a.top, tlast=opts["tlast"])
     else:
         meta = qonnx_to_rtl(Path(a.model), Path(a.out), latency_cutoff=a.latency_cutoff, pipeline=a.pipeline,
-                            mode=a.mode, **opts)
+                            mode=a.mode, top=a.top or DEFAULT_TOP, **opts)
     fit = f"; chosen for {meta['fit']['board']}: {meta['fit']['chosen']}" if meta.get("fit") else ""
     if meta["mode"] == "stream":
         st = meta["stream"]
@@ -282,18 +287,32 @@ def cmd_rtl(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(a: argparse.Namespace) -> int:
+def cmd_package(a: argparse.Namespace) -> int:
+    from kdhw.hw.vivado import package_stream_core
+
     from .boards import load_board
-    from .hwreport import hardware_report, require_fit
+
+    info = package_stream_core(Path(a.rtl_dir), load_board(a.board), Path(a.out), name=a.name)
+    what = (f"block design {info['block_design']}, PYNQ driver pynq/" if info["block_design"] else
+            "no block design for this board (IP only)")
+    _say(a, f"wrote Vivado IP {info['vlnv']} in {a.out.rstrip('/')}/ip/ for {info['board']} ({info['part']}); "
+            f"package_ip.tcl, {what}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from kdhw.hw.report import hardware_report, require_fit
+
+    from .boards import load_board
 
     d = Path(a.dir)
-    boards = [load_board(b) for b in a.board]
     if not d.is_dir():
         raise InputError(f"{d}: not a directory")
+    boards = [load_board(b) for b in (a.board or _run_boards(d))]
     rtl = d / "rtl" if (d / "rtl" / "rtl.json").is_file() else (d if (d / "rtl.json").is_file() else None)
     copy = None
     if rtl is not None:  # kdhw rtl keeps a copy of the model it was generated from
-        from .rtl import load_meta
+        from kdhw.hw.rtl import load_meta
 
         name = load_meta(rtl).get("model_file")
         copy = rtl / name if name and (rtl / name).is_file() else None
@@ -316,13 +335,23 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_select(a: argparse.Namespace) -> int:
+def _run_boards(d: Path) -> list[str]:
+    """``report.boards`` of the run whose folder is ``d`` (its config.yaml), for ``kdhw report RUN``."""
     from .config import load_config
-    from .pipeline import check_out_dir
-    from .selector import run_select
+
+    if not (d / "config.yaml").is_file():
+        raise InputError(f"{d}: no config.yaml (a run folder has one) to take report.boards from; give --board B")
+    return load_config(d / "config.yaml").report["boards"]
+
+
+def cmd_select(a: argparse.Namespace) -> int:
+    from kdhw.flows.run import check_out_dir
+    from kdhw.flows.select import run_select
+
+    from .config import load_config
 
     cfg = load_config(a.config)
-    rep = run_select(cfg, check_out_dir(a.out), teacher_path=a.teacher, progress=not a.no_progress)
+    rep = run_select(cfg, check_out_dir(a.out), teacher_path=a.teacher, progress=_progress(a))
     print(f"wrote {a.out.rstrip('/')}/ (selector.md, selector.json, selector.png, student_<i>.pt, selector.pt, "
           f"one folder per part); system test accuracy {100 * rep['system']['test_acc']:.2f} %")
     bad = [name for name, part in rep["parts"].items() if not part["bit_exact"]]
@@ -330,6 +359,30 @@ def cmd_select(a: argparse.Namespace) -> int:
         print(f"kdhw select: error: not bit-exact: {', '.join(bad)} (see {a.out}/<part>/verify.json)",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_board(a: argparse.Namespace) -> int:
+    from kdhw.flows.board import build_board
+
+    x = None
+    if a.inputs:
+        try:
+            x = np.load(a.inputs)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{a.inputs}: not a readable .npy file ({e})") from None
+    log = _log(a)
+    rep = build_board(Path(a.dir), a.board, out=a.out, baud=a.baud, sim_rows=a.sim_rows,
+                      bitstream_rows=a.bitstream_rows, simulator=a.simulator, netlist_simulator=a.netlist_simulator,
+                      inputs=x, seed=a.seed, progress=None if a.quiet else (lambda m: log(f"kdhw board: {m}")))
+    out = a.out or str(Path(a.dir) / f"board_{rep['board']}")
+    lc = rep["cells"].get("ICESTORM_LC") or rep["cells"].get("TRELLIS_COMB") or {}
+    bs = rep["bitstream_sim"]
+    print(f"wrote {out.rstrip('/')}/ ({rep['bitstream']} for {rep['board']}: {lc.get('used')}/{lc.get('available')} logic "
+          f"cells, fmax {rep['fmax_mhz']:.1f} MHz >= {rep['clock_mhz']:g} MHz; board simulation "
+          f"{rep['sim']['exact_rows']}/{rep['sim']['rows']} frames exact"
+          + (f", decoded bitstream {bs['exact_rows']}/{bs['rows']}" if bs else "")
+          + f"; {rep['baud']} baud: {rep['frames_per_s']:.1f} frames/s)")
     return 0
 
 
@@ -344,54 +397,90 @@ def cmd_boards(a: argparse.Namespace) -> int:
 
 
 def cmd_config(a: argparse.Namespace) -> int:
-    from .config import default_yaml
+    from .config import default_yaml, json_schema
 
-    sys.stdout.write(default_yaml())
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n" if a.schema else default_yaml())
     return 0
 
 
+_OUT_HELP = "output folder (built beside it and swapped in: a failed run leaves an earlier one as it was)"
+
+
+def _common(s: argparse.ArgumentParser) -> None:
+    """-q / -v / --progress after the verb too (``kdhw run -q``); SUPPRESS keeps the main parser's value
+    when they are given before it (``kdhw -q run``)."""
+    s.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="errors only: no progress, no summary lines")
+    s.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging and every third-party warning")
+    s.add_argument("--progress", action="store_true", default=argparse.SUPPRESS,
+                   help="progress bars even when stderr is not a terminal (a CI log)")
+
+
+def _add(sub: Any, name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+    s = sub.add_parser(name, help=help, description=help)
+    _common(s)
+    s.set_defaults(fn=fn)
+    return s
+
+
+def _no_progress(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (the summary lines stay)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdhw", description="Distil a float teacher into a bit-exact fixed-point FPGA student.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from . import __version__
 
-    s = sub.add_parser("run", help="whole pipeline; no CONFIG = the embedded default (digits)")
-    s.add_argument("config", nargs="?")
-    s.add_argument("--out", required=True)
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(fn=cmd_run)
+    p = argparse.ArgumentParser(prog="kdhw", description="Distil a float teacher into a bit-exact fixed-point FPGA "
+                                                         "student.")
+    p.add_argument("--version", action="version", version=f"kdhw {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress, no summary lines")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and every third-party warning")
+    p.add_argument("--progress", action="store_true",
+                   help="progress bars even when stderr is not a terminal (a CI log)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
 
-    s = sub.add_parser("teacher", help="train the float teacher")
-    s.add_argument("config")
-    s.add_argument("--out", required=True)
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(fn=cmd_teacher)
+    s = _add(sub, "run", cmd_run, "whole pipeline; no CONFIG = the embedded default (digits)")
+    s.add_argument("config", nargs="?", help="YAML config (kdhw config prints the default to start from)")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
+    _no_progress(s)
 
-    s = sub.add_parser("distill", help="QAT student from scratch and with distillation")
-    s.add_argument("config")
-    s.add_argument("--out", required=True)
+    s = _add(sub, "teacher", cmd_teacher, "train the float teacher (teacher.pt + cached logits)")
+    s.add_argument("config", help="YAML config (its data and teacher sections)")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
+    _no_progress(s)
+
+    s = _add(sub, "distill", cmd_distill, "QAT student from scratch and with distillation")
+    s.add_argument("config", help="YAML config (its data, student and distill sections)")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
     s.add_argument("--teacher", help="teacher.pt to distil from (else the config's teacher is trained)")
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(fn=cmd_distill)
+    _no_progress(s)
 
-    s = sub.add_parser("export", help="brevitas student -> QONNX")
-    s.add_argument("student")
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_export)
+    s = _add(sub, "export", cmd_export, "brevitas student -> QONNX")
+    s.add_argument("student", help="student.pt written by kdhw run / distill")
+    s.add_argument("--out", required=True, help="QONNX file to write (e.g. student.qonnx.onnx)")
 
-    s = sub.add_parser("hls", help="QONNX -> hls4ml project + compiled C-sim")
-    s.add_argument("model")
-    s.add_argument("--board", default="pynq-z2")
-    s.add_argument("--out", required=True)
-    s.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado"])
-    s.add_argument("--io-type", default="io_parallel", choices=["io_parallel", "io_stream"])
-    s.add_argument("--reuse-factor", type=int, default=1)
-    s.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"])
+    s = _add(sub, "hls", cmd_hls, "QONNX -> hls4ml project + compiled C-sim")
+    s.add_argument("model", help="QONNX model (kdhw export, or your own: see docs/hardware.md)")
+    s.add_argument("--board", default="pynq-z2", help="board whose part and clock the project targets "
+                                                      "(kdhw boards; default pynq-z2)")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
+    s.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado", "VivadoAccelerator"],
+                   help="hls4ml backend (default Vitis); VivadoAccelerator (pynq-z2, zcu102) adds an AXI4-Stream "
+                        "wrapper, a Zynq block design with bitstream Tcl (design.tcl) and a PYNQ driver")
+    s.add_argument("--inputs", help="X.npy rows to write as hls4ml testbench vectors (tb_data/), the QONNX "
+                                    "reference's outputs as the expected predictions; default: none")
+    s.add_argument("--io-type", default="io_parallel", choices=["io_parallel", "io_stream"],
+                   help="arrays in parallel or hls::stream (default io_parallel)")
+    s.add_argument("--reuse-factor", type=int, default=1,
+                   help="multiplications per multiplier: higher trades throughput for DSPs (default 1)")
+    s.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"],
+                   help="hls4ml strategy (default Latency)")
     s.add_argument("--clock-period", type=float, help="ns; default: the board's clock")
-    s.set_defaults(fn=cmd_hls)
 
-    s = sub.add_parser("rtl", help="QONNX -> pipelined Verilog (da4ml): parallel block or AXI4-Stream core")
-    s.add_argument("model")
-    s.add_argument("--out", required=True)
+    s = _add(sub, "rtl", cmd_rtl, "QONNX -> pipelined Verilog (da4ml): parallel block or AXI4-Stream core")
+    s.add_argument("model", help="QONNX model (kdhw export)")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
     s.add_argument("--mode", default="parallel", choices=["parallel", "stream", "auto"],
                    help="parallel: one unrolled block; stream: AXI4-Stream core, line buffers, one datapath per layer; "
                         "auto: the least folded of those that fits --board")
@@ -410,57 +499,133 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", default=None, choices=["auto", "folded", "unrolled"],
                    help="stream: dense layers folded over their input or unrolled (auto: folded when the input "
                         "arrives in several beats)")
-    s.set_defaults(fn=cmd_rtl)
+    s.add_argument("--tlast", default=None, choices=["required", "ignore"],
+                   help="stream: required (default): s_axis_tlast delimits input frames, a frame of the wrong length "
+                        "is repaired and flagged; ignore: frames are counted, tlast only flagged on tlast_err (for "
+                        "sources without TLAST)")
+    s.add_argument("--fold", type=_fold_arg, default=None, metavar="PE,SIMD[,bram|lut]",
+                   help="stream: every dense layer computes PE outputs x SIMD inputs per cycle with its weights in "
+                        "block RAM (registered read) and its multipliers in DSP blocks, e.g. --fold 1,1 (unset: the "
+                        "units of --dense)")
+    s.add_argument("--top", default=None, metavar="NAME",
+                   help="name of the top module (default kdhw_top); every generated module starts with it, so cores "
+                        "with different tops can share one design")
 
-    s = sub.add_parser("verify", help="bit-exact check of every level present; exit 1 on mismatch")
+    s = _add(sub, "verify", cmd_verify, "bit-exact check of every level present; exit 1 on mismatch")
     s.add_argument("dir", help="run folder, hls4ml project (kdhw hls) or RTL directory (kdhw rtl)")
     s.add_argument("--model", help="QONNX model of an RTL directory that holds no copy of it")
-    s.add_argument("--inputs", required=True)
+    s.add_argument("--inputs", help="inputs.npy, one row per sample; default: a run folder's verify_inputs.npy")
     s.add_argument("--labels", help="labels.npy, one per input row (-1 where there is none): fidelity figures; "
                                     "a run's own verify_labels.npy is used by default")
-    s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"])
+    s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"],
+                   help="RTL simulator cocotb drives (default icarus)")
     s.add_argument("--sim-rows", type=int, default=1000, help="rows driven through the RTL simulator")
-    s.set_defaults(fn=cmd_verify)
 
-    s = sub.add_parser("report", help="resources / latency / fit per board")
+    s = _add(sub, "report", cmd_report, "resources / latency / fit per board")
     s.add_argument("dir", help="run folder (student.qonnx.onnx, rtl/) or an RTL directory written by kdhw rtl")
     s.add_argument("--model", help="QONNX model, where DIR holds none")
-    s.add_argument("--board", action="append", required=True, help="board name (repeat for several)")
+    s.add_argument("--board", action="append", help="board name (repeat for several); default: a run folder's "
+                                                    "report.boards")
     s.add_argument("--vendor-report", help="HLS csynth.xml, Vivado report_utilization .rpt, or a folder with either")
     s.add_argument("--require-fit", action="store_true", help="exit 1 when the design does not fit a board")
     s.add_argument("--no-synth", action="store_true", help="estimate only: skip yosys / nextpnr")
-    s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("boards", help="list the board catalog")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_boards)
+    s = _add(sub, "package", cmd_package, "AXI4-Stream core (kdhw rtl --mode stream) -> Vivado IP, Zynq block "
+                                          "design with bitstream Tcl, PYNQ driver")
+    s.add_argument("rtl_dir", help="RTL folder written by `kdhw rtl M.onnx --out DIR --mode stream`")
+    s.add_argument("--board", default="pynq-z2", help="Xilinx board whose part the IP and Tcl target (kdhw boards; "
+                                                      "default pynq-z2); pynq-z2 and zcu102 also get a block design")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
+    s.add_argument("--name", default=None, help="IP name (the wrapper module and the VLNV's name; "
+                                                "default <top>_axis)")
 
-    s = sub.add_parser("config", help="print the embedded default config")
-    s.set_defaults(fn=cmd_config)
+    s = _add(sub, "board", cmd_board, "stream core -> bitstream for a board with an open flow (iCE40, ECP5): UART "
+                                      "link, reset, LEDs; proved bit-exact in a board-level simulation")
+    s.add_argument("dir", help="run folder (its stream rtl/, else a stream core is generated from student.qonnx.onnx) "
+                               "or a stream RTL folder (kdhw rtl --mode stream)")
+    s.add_argument("--board", required=True, help="board from the catalog with pins and an open flow (icebreaker, "
+                                                  "ulx3s-85f)")
+    s.add_argument("--out", default=None, help="output folder (default DIR/board_<board>; built beside it and swapped "
+                                               "in: a failed build leaves an earlier one as it was)")
+    s.add_argument("--baud", type=int, default=115200, help="UART rate of the link, 8N1 (default 115200)")
+    s.add_argument("--sim-rows", type=int, default=200,
+                   help="frames driven through the UART pins of the board top's RTL simulation (default 200)")
+    s.add_argument("--bitstream-rows", type=int, default=20,
+                   help="iCE40: frames through the netlist decoded from the bitstream (default 20; 0 skips it)")
+    s.add_argument("--simulator", default="icarus", choices=["icarus", "verilator"],
+                   help="simulator of the board top's RTL (default icarus)")
+    s.add_argument("--netlist-simulator", default="verilator", choices=["icarus", "verilator"],
+                   help="simulator of the decoded bitstream (default verilator: Icarus runs it ~20x slower)")
+    s.add_argument("--inputs", help="inputs.npy to drive (default: a run folder's verify_inputs.npy, else random "
+                                    "rows over the input format's range)")
+    s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed and random-input seed (default 1)")
 
-    from .sweep import add_sweep_parser  # light: argparse + config only
+    s = _add(sub, "boards", cmd_boards, "list the board catalog")
+    s.add_argument("--json", action="store_true", help="the catalog as JSON (every field)")
 
-    add_sweep_parser(sub)
+    s = _add(sub, "config", cmd_config, "print the embedded default config")
+    s.add_argument("--schema", action="store_true",
+                   help="print the config's JSON Schema instead (for editor completion, e.g. yaml-language-server)")
 
-    from .pareto import add_pareto_parser
+    from kdhw.flows.pareto import add_pareto_parser
+    from kdhw.flows.sweep import add_sweep_parser  # light: argparse + config only
 
-    add_pareto_parser(sub)
+    for add in (add_sweep_parser, add_pareto_parser):
+        _common(add(sub))
 
-    s = sub.add_parser("select", help="several students + a brevitas selector; each part exported, "
-                                      "converted and verified bit-exact")
-    s.add_argument("config")
-    s.add_argument("--out", required=True)
+    s = _add(sub, "select", cmd_select, "several students + a brevitas selector; each part exported, converted and "
+                                        "verified bit-exact")
+    s.add_argument("config", help="YAML config with a selector section")
+    s.add_argument("--out", required=True, help=_OUT_HELP)
     s.add_argument("--teacher", help="teacher.pt to distil from (else the config's teacher is trained)")
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(fn=cmd_select)
+    _no_progress(s)
     return p
 
 
+# verbs whose standard output is the product (a config, a catalog): -q does not silence it
+_DATA_VERBS = ("config", "boards")
+
+
+def _progress(a: argparse.Namespace) -> bool:
+    return not a.no_progress
+
+
+def _log(a: argparse.Namespace) -> Any:
+    return (lambda *_: None) if a.quiet else print
+
+
+def _say(a: argparse.Namespace, line: str) -> None:
+    if not a.quiet:
+        print(line)
+
+
+def _settle_output(a: argparse.Namespace) -> None:
+    """Progress bars only on a terminal, or with --progress; none with -q or --no-progress.  -v turns on
+    debug logging and leaves every third-party warning visible."""
+    import logging
+
+    a.no_progress = bool(getattr(a, "no_progress", False) or a.quiet
+                         or not (a.progress or sys.stderr.isatty()))
+    if a.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("kdhw").setLevel(logging.DEBUG)
+    elif a.quiet:
+        logging.getLogger("kdhw").setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import contextlib
+
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
+    if args.quiet and args.verbose:
+        print("kdhw: error: -q and -v exclude each other", file=sys.stderr)
+        return 2
+    _settle_output(args)
+    _quiet_libraries(keep_warnings=args.verbose)
+    silence = args.quiet and args.cmd not in _DATA_VERBS
     try:
-        return int(args.fn(args))
+        with contextlib.redirect_stdout(open(os.devnull, "w")) if silence else contextlib.nullcontext():
+            return int(args.fn(args))
     except KdhwError as e:
         print(f"kdhw {args.cmd}: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -11,146 +11,158 @@ import copy
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from .errors import InputError
 
-# Schema: section -> key -> (type(s), default). ``None`` default with a type means optional.
+# Schema: section -> key -> (type(s), default, what it means). ``None`` default with a type means optional.
+# The third field is the config reference (docs/config.md is generated from it; ``kdhw config --schema``).
 _Num = (int, float)
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
     "data": {
-        "dataset": (str, "digits"),
-        "path": (str, None),
-        "seed": (int, 0),
-        "val_fraction": (_Num, 0.15),
-        "test_fraction": (_Num, 0.25),
-        "mnist1d_samples": (int, 4000),
-        "labels": (dict, None),  # label budget: {fraction: f} or {per_class: n} (+ seed, val); dropped labels -> transfer set
-        "unlabeled": (str, None),  # transfer-set file of inputs without labels (.npz x, IDX images, CSV)
-        "layout": (str, None),  # flat | signal | image; absent: from the student's first layer / the teacher
-        "image_size": (list, None),  # image_folder / cifar10: [H, W] every image is resized to
-        "color": (str, None),  # image_folder / cifar10: gray | rgb (defaults: gray for folders, rgb for CIFAR)
+        "dataset": (str, "digits", "built-in set (digits, mnist1d: no download) or a loader for data.path"),
+        "path": (str, None, "file or folder the npz / idx / mitbih_csv / image_folder / cifar10 loaders read"),
+        "seed": (int, 0, "seed of the train / validation / test split"),
+        "val_fraction": (_Num, 0.15, "share of the rows held out for validation (arm and epoch choice)"),
+        "test_fraction": (_Num, 0.25, "share of the rows held out for test (read, never chosen on)"),
+        "mnist1d_samples": (int, 4000, "rows generated for dataset: mnist1d"),
+        "labels": (dict, None, "label budget: {fraction: f} or {per_class: n} (+ seed, val); rows whose labels "
+                               "are dropped become the transfer set"),
+        "unlabeled": (str, None, "transfer-set file of inputs without labels (.npz x, IDX images, CSV)"),
+        "layout": (str, None, "flat | signal | image; unset: what the student's first layer (or the teacher) reads"),
+        "image_size": (list, None, "image_folder / cifar10: [H, W] every image is resized to"),
+        "color": (str, None, "image_folder / cifar10: gray | rgb (unset: gray for folders, rgb for CIFAR)"),
     },
     "teacher": {
-        "arch": (str, "cnn2d"),
-        "channels": (list, [16, 32]),
-        "hidden": (int, 64),
-        "kernel": (int, 3),
-        "epochs": (int, 40),
-        "lr": (_Num, 0.002),
-        "batch_size": (int, 64),
-        "patience": (int, 8),
-        "path": (str, None),
-        "seed": (int, 0),
+        "arch": (str, "cnn2d", "float teacher kdhw trains: mlp, cnn1d or cnn2d"),
+        "channels": (list, [16, 32], "convolution channels per block (mlp: hidden widths)"),
+        "hidden": (int, 64, "width of the dense layer before the classifier"),
+        "kernel": (int, 3, "convolution kernel size"),
+        "epochs": (int, 40, "most training epochs (early stop on validation loss)"),
+        "lr": (_Num, 0.002, "Adam learning rate"),
+        "batch_size": (int, 64, "training batch size"),
+        "patience": (int, 8, "epochs without a better validation loss before training stops"),
+        "path": (str, None, "a teacher to load instead of training one: teacher.pt, .onnx, TorchScript or a "
+                            "logits .npz"),
+        "seed": (int, 0, "seed of the teacher's initial weights and batch order"),
     },
     "student": {
-        "input": (object, {"bits": 8, "int_bits": 1, "signed": False}),  # or auto; + allow_clip (kdhw.contract)
-        "output": (dict, {"bits": 8}),
-        "weight_bits": (int, 4),
-        "bias_bits": (int, 16),
-        "act_bits": (int, 4),
-        "scaling": (str, "po2"),
-        "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}]),
-        "auto": (dict, None),  # {board: B}: kdhw run trains the pareto grid and exports its best point for B
-        "resource": (dict, None),  # resource-aware QAT (kdhw.resource): {beta, ramp, granularity, ...}
+        "input": (object, {"bits": 8, "int_bits": 1, "signed": False},
+                  "input fixed-point format {bits, int_bits, signed} (+ allow_clip), or auto (from the training data)"),
+        "output": (dict, {"bits": 8}, "output (logit) quantizer {bits}"),
+        "weight_bits": (int, 4, "weight width (resource-aware: every weight's starting precision)"),
+        "bias_bits": (int, 16, "bias width"),
+        "act_bits": (int, 4, "ReLU output width"),
+        "scaling": (str, "po2", "quantizer scales: power of two only (what makes hls4ml bit-exact)"),
+        "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}],
+                   "layer list, each {type: dense | conv1d | conv2d | maxpool | relu | flatten, ...} (keys: docs/config-guide.md)"),
+        "auto": (dict, None, "{board: B}: kdhw run trains the pareto grid and exports its best point for B"),
+        "resource": (dict, None, "resource-aware QAT (kdhw.train.resource): {beta | target_ebops, ramp, granularity, "
+                                 "epochs}"),
     },
     "distill": {
-        "method": (str, "hinton"),
-        # auto: function matching when there is a transfer set and a runnable teacher, else plain (kdhw.recipe)
-        "recipe": (str, "auto"),
-        "temperature": (_Num, 1.0),
-        "alpha": (_Num, None),  # unset: 0.5 (plain), 0.9 (function matching)
-        "epochs": (int, 60),
-        "lr": (_Num, 0.01),
-        "batch_size": (int, 64),
-        "seed": (int, 0),
-        "select": (str, "best_val"),
-        # method parameters (each read only by the methods named in the comment)
-        "hint_layer": (str, None),  # fitnets: student layer name; default: the input of the last dense layer
-        "teacher_hint_layer": (object, -2),  # fitnets: index or name in the teacher's nn.Sequential
-        "hint_epochs": (int, 10),  # fitnets: stage-1 epochs, counted inside distill.epochs
-        "rkd_distance": (_Num, 25.0),  # rkd: weight of the distance-wise term
-        "rkd_angle": (_Num, 50.0),  # rkd: weight of the angle-wise term
-        "mae_weight": (_Num, 1.0),  # kl_mae
-        "generations": (int, 2),  # born_again: distilled generations after generation 0 (= scratch)
-        "tf_kd_prob": (_Num, 0.9),  # tf_kd: the virtual teacher's probability of the correct class
-        "smoothing": (_Num, 0.1),  # label_smoothing: epsilon
-        "teachers": (list, None),  # ensemble: extra teacher.pt files (the main teacher is always a member)
-        "ensemble_size": (int, 3),  # ensemble: members in all when no teachers list is given
-        # training recipe: plain applies these to every arm, scratch included, so arms stay paired; unset, they
-        # are 0 (plain) or function matching's values for its arms (augmentation for the data's modality)
-        "mixup_alpha": (_Num, None),  # > 0: mixup with Beta(a, a); teacher evaluated online on mixed inputs
-        "relu_grad_leak": (_Num, 0.05),  # students' ReLUs pass this x the gradient below zero (value unchanged)
-        "float_warmup_epochs": (int, 0),  # first epochs with quantizers off, counted inside distill.epochs
-        "augment_shift": (int, None),  # signals: circular shift by up to n samples; images: translation, zero fill
-        "augment_scale": (_Num, None),  # amplitude factor in [1 - s, 1 + s] per sample
-        "augment_noise": (_Num, None),  # additive Gaussian noise, std in input units
-        "epochs_factor": (_Num, None),  # function matching's arms train epochs x this (unset: the measured default)
-        # which score keeps an arm's exported epoch: validation accuracy, or (arms that read a teacher on a
-        # transfer set) agreement with the teacher on the transfer rows; unset: teacher under function matching
-        "checkpoint": (str, None),
-        "init": (str, "fresh"),  # distilled arm starts fresh, or from the trained scratch student (QKD)
+        "method": (str, "hinton", "distillation method of the distilled arm (none: scratch only)"),
+        "recipe": (str, "auto", "auto: function matching when there is a transfer set and a runnable teacher, "
+                                "else plain (kdhw.train.recipe)"),
+        "temperature": (_Num, 1.0, "softmax temperature of the teacher's and student's targets"),
+        "alpha": (_Num, None, "weight of the teacher term; unset: 0.5 (plain), 0.9 (function matching)"),
+        "epochs": (int, 60, "epochs of the plain arms (function matching: x epochs_factor)"),
+        "lr": (_Num, 0.01, "Adam learning rate (cosine decay)"),
+        "batch_size": (int, 64, "training batch size"),
+        "seed": (int, 0, "seed of initial weights and batch order, shared by all arms (paired)"),
+        "select": (str, "best_val", "arm to export: best on validation, or a named arm"),
+        "hint_layer": (str, None, "fitnets: student layer name; unset: the input of the last dense layer"),
+        "teacher_hint_layer": (object, -2, "fitnets: index or name in the teacher's nn.Sequential"),
+        "hint_epochs": (int, 10, "fitnets: stage-1 epochs, counted inside distill.epochs"),
+        "rkd_distance": (_Num, 25.0, "rkd: weight of the distance-wise term"),
+        "rkd_angle": (_Num, 50.0, "rkd: weight of the angle-wise term"),
+        "mae_weight": (_Num, 1.0, "kl_mae: weight of the mean absolute error term"),
+        "generations": (int, 2, "born_again: distilled generations after generation 0 (= scratch)"),
+        "tf_kd_prob": (_Num, 0.9, "tf_kd: the virtual teacher's probability of the correct class"),
+        "smoothing": (_Num, 0.1, "label_smoothing: epsilon"),
+        "teachers": (list, None, "ensemble: extra teacher.pt files (the main teacher is always a member)"),
+        "ensemble_size": (int, 3, "ensemble: members in all when no teachers list is given"),
+        "mixup_alpha": (_Num, None, "> 0: mixup with Beta(a, a), teacher evaluated online on mixed inputs; unset: "
+                                    "0 (plain) or function matching's value"),
+        "relu_grad_leak": (_Num, 0.05, "students' ReLUs pass this x the gradient below zero (value unchanged)"),
+        "float_warmup_epochs": (int, 0, "first epochs with quantizers off, counted inside distill.epochs"),
+        "augment_shift": (int, None, "signals: circular shift by up to n samples; images: translation, zero fill"),
+        "augment_scale": (_Num, None, "amplitude factor in [1 - s, 1 + s] per sample"),
+        "augment_noise": (_Num, None, "additive Gaussian noise, std in input units"),
+        "epochs_factor": (_Num, None, "function matching's arms train epochs x this (unset: the measured default)"),
+        "checkpoint": (str, None, "score that keeps an arm's exported epoch: val (validation accuracy) or teacher "
+                                  "(agreement on the transfer rows); unset: teacher under function matching"),
+        "init": (str, "fresh", "distilled arm starts fresh, or from the trained scratch student (QKD)"),
     },
     "hls": {
-        "board": (str, "pynq-z2"),
-        "backend": (str, "Vitis"),
-        "io_type": (str, "io_parallel"),
-        "reuse_factor": (int, 1),
-        "strategy": (str, "Latency"),
-        "clock_period_ns": (_Num, None),
+        "board": (str, "pynq-z2", "board of the hls4ml project (its part and clock; kdhw boards)"),
+        "backend": (str, "Vitis", "hls4ml backend"),
+        "io_type": (str, "io_parallel", "hls4ml I/O: arrays in parallel, or hls::stream"),
+        "reuse_factor": (int, 1, "hls4ml reuse factor (multiplications per multiplier)"),
+        "strategy": (str, "Latency", "hls4ml strategy"),
+        "clock_period_ns": (_Num, None, "HLS clock period; unset: the board's clock"),
     },
     "verify": {
-        "random_inputs": (int, 1000),
-        "random_seed": (int, 1234),
+        "random_inputs": (int, 1000, "off-grid random rows checked besides the test split"),
+        "random_seed": (int, 1234, "seed of those random rows"),
     },
     "rtl": {
-        "enabled": (bool, True),
-        "mode": (str, "parallel"),  # parallel: one unrolled block; stream: AXI4-Stream core, one datapath per layer;
-        # auto: the least folded of those that fits rtl.board (kdhw.fit)
-        "board": (str, None),  # auto: the board to fit (default: hls.board)
-        "latency_cutoff": (_Num, None),
-        "pipeline": (int, None),  # parallel mode: exact latency in cycles
-        "parallelism": (int, None),  # stream: output positions per issue (conv/pool), MAC lanes (folded dense); 1
-        "in_elements": (int, None),  # stream, MLPs (first layer dense): input elements per beat (default 1)
-        "out_elements": (int, None),  # stream: logits per output beat (default 1)
-        "output": (str, None),  # stream: logits | class | both (default logits)
-        "dense": (str, None),  # stream: auto | folded | unrolled (default auto)
-        "simulator": (str, "icarus"),
-        "sim_rows": (int, 1000),
+        "enabled": (bool, True, "generate Verilog and check it (false: the HLS path only)"),
+        "mode": (str, "parallel", "parallel: one unrolled block; stream: AXI4-Stream core, one datapath per "
+                                  "layer; auto: the least folded form that fits rtl.board (kdhw.hw.board_fit)"),
+        "board": (str, None, "auto: the board to fit (unset: hls.board)"),
+        "latency_cutoff": (_Num, None, "da4ml delay budget per pipeline stage (smaller: deeper pipeline)"),
+        "pipeline": (int, None, "parallel mode: exact latency in cycles"),
+        "parallelism": (int, None, "stream: output positions per issue (conv/pool), MAC lanes (folded dense); "
+                                   "unset: 1"),
+        "in_elements": (int, None, "stream, MLPs (first layer dense): input elements per beat (unset: 1)"),
+        "out_elements": (int, None, "stream: logits per output beat (unset: 1)"),
+        "output": (str, None, "stream: logits | class | both (unset: logits)"),
+        "dense": (str, None, "stream: auto | folded | unrolled (unset: auto)"),
+        "fold": (dict, None, "stream: {pe: P, simd: S[, memory: bram | lut][, requant: serial | parallel]}: every "
+                             "dense layer computes P outputs x S inputs per cycle, weights in block RAM (registered "
+                             "read), multipliers into DSP blocks, bias/ReLU/requantization one group of P outputs "
+                             "per cycle where the layer allows (unset: the folded/unrolled units of rtl.dense)"),
+        "tlast": (str, None, "stream: required (frames delimited by s_axis_tlast, checked against the beat count) | "
+                             "ignore (frames counted; tlast only flagged, for sources without TLAST) (unset: "
+                             "required)"),
+        "top": (str, "kdhw_top", "name of the top module; every generated module starts with it, so cores with "
+                                 "different tops share one design"),
+        "simulator": (str, "icarus", "RTL simulator kdhw run drives (cocotb)"),
+        "sim_rows": (int, 1000, "rows driven through the RTL simulator"),
     },
     "report": {
-        "boards": (list, ["pynq-z2", "ulx3s-85f", "icebreaker"]),
-        "synth": (bool, True),
-        "vendor_report": (str, None),
-        "require_fit": (bool, False),
+        "boards": (list, ["pynq-z2", "ulx3s-85f", "icebreaker"], "boards of the hardware report (kdhw report's "
+                                                                 "default too)"),
+        "synth": (bool, True, "open synthesis and place-and-route (false: the estimate only)"),
+        "vendor_report": (str, None, "HLS csynth.xml or Vivado utilization report to read beside the open flow"),
+        "require_fit": (bool, False, "kdhw run exits 1 when the design does not fit every report board"),
     },
-    "pareto": {  # kdhw pareto: resource-aware students (kdhw.resource) over a grid of cost weights
-        "betas": (list, [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]),  # weights of the EBOPs term, one point each
-        "students": (list, []),  # student specs, each merged over the student section; [] = that section
-        "epochs": (int, 150),
-        "seeds": (int, 1),  # trainings per (student, beta), seeds distill.seed, +1, ...: more candidates for the front
-        # Gaussian input noise while training, as shares of the training inputs' std; one training per level
-        # (0 = none); [] = the distill section's own augmentation (benchmarks/pareto_vs_hgq2.py: 0.1 moved
-        # both validation fronts up)
-        "input_noise": (list, [0.1]),
-        "lr": (_Num, None),  # default: distill.lr
-        "ramp": (_Num, 0.3),  # beta ramps up over this fraction of the epochs; checkpoints are chosen after it
-        "granularity": (str, "weight"),  # learned precision per weight or per output channel
-        "kd": (bool, True),  # also a distilled arm per point, paired with its scratch arm
-        "synth_board": (str, "pynq-z2"),  # Xilinx board whose yosys flow measures the front's LUTs
-        "pins": (str, "serialize"),  # board fit: parallel RTL behind a serial pin wrapper, or parallel ports
-        "verify_random_inputs": (int, 300),  # off-grid rows (besides the test split) for front verification
-        "sim_rows": (int, 200),  # rows through the RTL simulator per front point
+    "pareto": {
+        "betas": (list, [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], "weights of the EBOPs term, one point each"),
+        "students": (list, [], "student specs, each merged over the student section; [] = that section"),
+        "epochs": (int, 150, "training epochs per point"),
+        "seeds": (int, 1, "trainings per (student, beta), seeds distill.seed, +1, ...: more candidates for the front"),
+        "input_noise": (list, [0.1], "Gaussian input noise while training, as shares of the inputs' std; one "
+                                     "training per level (0 = none); [] = the distill section's augmentation"),
+        "lr": (_Num, None, "learning rate; unset: distill.lr"),
+        "ramp": (_Num, 0.3, "beta ramps up over this fraction of the epochs; checkpoints are chosen after it"),
+        "granularity": (str, "weight", "learned precision per weight or per output channel"),
+        "kd": (bool, True, "also a distilled arm per point, paired with its scratch arm"),
+        "synth_board": (str, "pynq-z2", "Xilinx board whose yosys flow measures the front's LUTs"),
+        "pins": (str, "serialize", "board fit: parallel RTL behind a serial pin wrapper, or parallel ports"),
+        "verify_random_inputs": (int, 300, "off-grid rows (besides the test split) for front verification"),
+        "sim_rows": (int, 200, "rows through the RTL simulator per front point"),
     },
     "selector": {
-        "students": (list, []),  # student specs, each merged over the student section
-        "hidden": (int, 8),
-        "weight_bits": (int, 4),
-        "act_bits": (int, 4),
-        "epochs": (int, 30),
-        "lr": (_Num, 0.01),
+        "students": (list, [], "student specs, each merged over the student section"),
+        "hidden": (int, 8, "hidden width of the selector network"),
+        "weight_bits": (int, 4, "selector weight width"),
+        "act_bits": (int, 4, "selector activation width"),
+        "epochs": (int, 30, "selector training epochs"),
+        "lr": (_Num, 0.01, "selector learning rate"),
     },
 }
 
@@ -166,13 +178,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "distill.checkpoint": ("val", "teacher"),
     "distill.select": ("best_val", "kd", "scratch", "scratch_aug"),
     "distill.init": ("fresh", "scratch"),
-    "hls.backend": ("Vitis", "Vivado"),
+    "hls.backend": ("Vitis", "Vivado", "VivadoAccelerator"),
     "hls.io_type": ("io_parallel", "io_stream"),
     "hls.strategy": ("Latency", "Resource"),
     "rtl.simulator": ("icarus", "verilator"),
     "rtl.mode": ("parallel", "stream", "auto"),
     "rtl.output": ("logits", "class", "both"),
     "rtl.dense": ("auto", "folded", "unrolled"),
+    "rtl.tlast": ("required", "ignore"),
     "pareto.granularity": ("weight", "channel"),
     "pareto.pins": ("serialize", "parallel"),
 }
@@ -232,7 +245,7 @@ def validate(raw: dict[str, Any], source: str = "<config>") -> Config:
                     f"{source}: unknown key '{section}.{k}'; allowed: {', '.join(sorted(keys))}"
                 )
         out: dict[str, Any] = {}
-        for k, (typ, default) in keys.items():
+        for k, (typ, default, _doc) in keys.items():
             v = given.get(k, copy.deepcopy(default))
             out[k] = _check_type(source, f"{section}.{k}", v, typ)
             choices = CHOICES.get(f"{section}.{k}")
@@ -275,40 +288,79 @@ def _check_ranges(cfg: Config) -> None:
     parse_input(cfg.student["input"], src)
 
 
-RTL_STREAM_KEYS = ("parallelism", "in_elements", "out_elements", "output", "dense")
+RTL_STREAM_KEYS = ("parallelism", "in_elements", "out_elements", "output", "dense", "tlast", "fold")
+RTL_DEFAULT_TOP = "kdhw_top"
+
+
+def _verilog_name(s: Any) -> bool:
+    """A plain Verilog identifier of at most 63 characters (letters, digits, _; not first a digit)."""
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+    return isinstance(s, str) and 0 < len(s) <= 63 and not s[0].isdigit() and set(s) <= ok
+
+
+def check_rtl_options(mode: str, opts: dict[str, Any], name: Callable[[str], str], where: str) -> None:
+    """The rtl options' rules, for the config's rtl section and ``kdhw rtl``'s flags alike: each option belongs
+    to one mode (a key of the other mode is a mistake, not a no-op), and numbers stay in range.  ``opts``
+    holds board, pipeline, latency_cutoff, top and the RTL_STREAM_KEYS (None = not given); ``name`` spells a key
+    as the user wrote it (``rtl.parallelism`` or ``--parallelism``)."""
+    def fail(msg: str) -> None:
+        raise InputError(f"{where}{msg}")
+
+    mode_key = name("mode")
+    if opts.get("board") is not None and mode != "auto":
+        fail(f"{name('board')} applies to {mode_key} auto (the board to fit; the mode here is {mode})")
+    if mode == "parallel":
+        given = [k for k in RTL_STREAM_KEYS if opts.get(k) is not None]
+        if given:
+            fail(f"{name(given[0])} applies to {mode_key} stream (the mode here is parallel)")
+    elif opts.get("pipeline") is not None:
+        fail(f"{name('pipeline')} applies to {mode_key} parallel (an exact latency); in stream mode set "
+             f"{name('latency_cutoff')} (pipeline depth of each layer's datapath)")
+    top = opts.get("top")
+    if top is not None and not _verilog_name(top):
+        fail(f"{name('top')} = {top!r} is not a Verilog module name (letters, digits, _; not first a digit; at most "
+             "63 characters)")
+    if mode == "auto":
+        chosen = [k for k in ("parallelism", "in_elements", "dense", "fold") if opts.get(k) is not None]
+        if chosen:
+            fail(f"{name(chosen[0])} is what {mode_key} auto chooses; remove it, or use {mode_key} stream to fix "
+                 "it yourself")
+    if opts.get("pipeline") is not None and opts.get("latency_cutoff") is not None:
+        fail(f"give {name('latency_cutoff')} or {name('pipeline')}, not both")
+    if opts.get("latency_cutoff") is not None and not opts["latency_cutoff"] > 0:
+        fail(f"{name('latency_cutoff')} = {opts['latency_cutoff']} must be > 0")
+    if opts.get("pipeline") is not None and not 1 <= opts["pipeline"] <= 64:
+        fail(f"{name('pipeline')} = {opts['pipeline']} must be in [1, 64]")
+    for key, hi in (("parallelism", 64), ("in_elements", 4096), ("out_elements", 4096)):
+        if opts.get(key) is not None and not 1 <= opts[key] <= hi:
+            fail(f"{name(key)} = {opts[key]} must be in [1, {hi}]")
+    fold = opts.get("fold")
+    if fold is not None:
+        if not isinstance(fold, dict):
+            fail(f"{name('fold')} = {fold!r} must be a mapping {{pe: P, simd: S}}")
+        extra = [k for k in fold if k not in ("pe", "simd", "memory", "requant")]
+        if extra:
+            fail(f"{name('fold')}: unknown key {extra[0]!r}; allowed: pe, simd, memory, requant")
+        for k in ("pe", "simd"):
+            v = fold.get(k, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+                fail(f"{name('fold')}.{k} = {v!r} must be an integer in [1, 64]")
+        if fold.get("memory", "bram") not in ("bram", "lut"):
+            fail(f"{name('fold')}.memory = {fold['memory']!r}; allowed: bram, lut")
+        if fold.get("requant", "serial") not in ("serial", "parallel"):
+            fail(f"{name('fold')}.requant = {fold['requant']!r}; allowed: serial, parallel")
+        if opts.get("dense") == "unrolled":
+            fail(f"{name('fold')} folds every dense layer; it contradicts {name('dense')} unrolled")
 
 
 def _check_rtl(cfg: Config) -> None:
-    """The rtl section's keys belong to one mode each: a key of the other mode is a mistake, not a no-op."""
-    src, r = cfg.source, cfg.rtl
-    if r["board"] is not None and r["mode"] != "auto":
-        raise InputError(f"{src}: rtl.board applies to rtl.mode: auto (the board to fit; the mode here is {r['mode']})")
-    if r["mode"] == "parallel":
-        given = [k for k in RTL_STREAM_KEYS if r[k] is not None]
-        if given:
-            raise InputError(f"{src}: rtl.{given[0]} applies to rtl.mode: stream (the mode here is parallel)")
-    elif r["pipeline"] is not None:
-        raise InputError(f"{src}: rtl.pipeline applies to rtl.mode: parallel; in stream mode set rtl.latency_cutoff "
-                         "(pipeline depth of each layer's datapath)")
-    if r["mode"] == "auto":
-        chosen = [k for k in ("parallelism", "in_elements", "dense") if r[k] is not None]
-        if chosen:
-            raise InputError(f"{src}: rtl.{chosen[0]} is what rtl.mode: auto chooses; remove it, or set rtl.mode: "
-                             "stream to fix it yourself")
-    if r["pipeline"] is not None and r["latency_cutoff"] is not None:
-        raise InputError(f"{src}: give rtl.latency_cutoff or rtl.pipeline, not both")
-    if r["latency_cutoff"] is not None and not r["latency_cutoff"] > 0:
-        raise InputError(f"{src}: rtl.latency_cutoff = {r['latency_cutoff']} must be > 0")
-    if r["pipeline"] is not None and not 1 <= r["pipeline"] <= 64:
-        raise InputError(f"{src}: rtl.pipeline = {r['pipeline']} must be in [1, 64]")
-    for key, hi in (("parallelism", 64), ("in_elements", 4096), ("out_elements", 4096)):
-        if r[key] is not None and not 1 <= r[key] <= hi:
-            raise InputError(f"{src}: rtl.{key} = {r[key]} must be in [1, {hi}]")
+    r = cfg.rtl
+    check_rtl_options(r["mode"], r, lambda k: f"rtl.{k}" if k != "mode" else "rtl.mode:", f"{cfg.source}: ")
     if r["sim_rows"] < 0:
-        raise InputError(f"{src}: rtl.sim_rows = {r['sim_rows']} must be >= 0")
+        raise InputError(f"{cfg.source}: rtl.sim_rows = {r['sim_rows']} must be >= 0")
 
 
-# student.resource keys (kdhw.resource.FineNet reads them); epochs defaults to distill.epochs in kdhw run
+# student.resource keys (kdhw.train.resource.FineNet reads them); epochs defaults to distill.epochs in kdhw run
 RESOURCE_KEYS = ("beta", "epochs", "ramp", "granularity", "target_ebops")
 
 
@@ -430,11 +482,11 @@ def _check_distill_ranges(cfg: Config) -> None:
             raise InputError(f"{src}: selector.{key} = {sel[key]} must be in [2, 16]")
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Load ``path`` (YAML), or the embedded default when ``path`` is None."""
-    if path is None:
-        text = resources.files("kdhw").joinpath("defaults/digits.yaml").read_text()
-        return validate(yaml.safe_load(text), "<embedded default digits.yaml>")
+def _embedded_default() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("kdhw").joinpath("defaults/digits.yaml").read_text())
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: config file not found")
@@ -444,9 +496,102 @@ def load_config(path: str | Path | None) -> Config:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise InputError(f"{p}: not valid YAML{where}") from None
-    return validate(raw or {}, str(p))
+    if raw is not None and not isinstance(raw, dict):
+        raise InputError(f"{p}: top level must be a mapping with sections {', '.join(SCHEMA)}")
+    return raw or {}
+
+
+def merge(base: dict[str, Any], over: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
+    """``over`` laid on ``base`` section by section and key by key; a key's value replaces the base's whole
+    (a list or mapping is not merged inside), and ``None`` drops the key back to the schema's default."""
+    if not isinstance(over, dict):
+        raise InputError(f"{source}: top level must be a mapping with sections {', '.join(SCHEMA)}")
+    out = copy.deepcopy(base)
+    for section, keys in over.items():
+        if not isinstance(keys, dict) or not isinstance(out.get(section) or {}, dict):
+            out[section] = copy.deepcopy(keys)  # validate names the bad section
+            continue
+        sec = dict(out.get(section) or {})
+        for k, v in keys.items():
+            if v is None:
+                sec.pop(k, None)
+            else:
+                sec[k] = copy.deepcopy(v)
+        out[section] = sec
+    return out
+
+
+def load_config(path: str | Path | None, *, base: str | Path | None = None) -> Config:
+    """Load ``path`` (YAML), or the embedded default when ``path`` is None.
+
+    A YAML file stands alone over the schema's defaults (what ``kdhw run CONFIG`` reads), unless ``base`` names
+    a file to lay it over, or ``"default"`` for the embedded default config."""
+    if path is None:
+        return validate(_embedded_default(), "<embedded default digits.yaml>")
+    raw = _read_yaml(path)
+    if base is not None:
+        raw = merge(_embedded_default() if str(base) == "default" else _read_yaml(base), raw, str(path))
+    return validate(raw, str(path))
 
 
 def default_yaml() -> str:
     """The embedded default config, for users to copy and edit."""
     return resources.files("kdhw").joinpath("defaults/digits.yaml").read_text()
+
+
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array", dict: "object"}
+
+
+def json_schema() -> dict[str, Any]:
+    """The config as a JSON Schema (draft 2020-12) that editors use for completion and checking; generated
+    from ``SCHEMA`` and ``CHOICES``, so it cannot drift from what ``validate`` accepts.  Range rules that
+    involve several keys stay in ``validate``."""
+    sections: dict[str, Any] = {}
+    for section, keys in SCHEMA.items():
+        props: dict[str, Any] = {}
+        for k, (typ, default, doc) in keys.items():
+            prop: dict[str, Any] = {"description": doc}
+            if typ is _Num:
+                prop["type"] = "number"
+            elif typ in _JSON_TYPES:
+                prop["type"] = _JSON_TYPES[typ]
+            if default is not None:
+                prop["default"] = default
+            choices = CHOICES.get(f"{section}.{k}")
+            if choices:
+                prop["enum"] = list(choices)
+            if default is None and "type" in prop:
+                prop["type"] = [prop["type"], "null"]
+            props[k] = prop
+        sections[section] = {"type": "object", "additionalProperties": False, "properties": props}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "kdhw config",
+            "description": "kdhw pipeline config (YAML). Unknown sections and keys are refused.",
+            "type": "object", "additionalProperties": False, "properties": sections}
+
+
+def reference_markdown() -> str:
+    """The config reference (docs/config.md): every section and key with its type, default, choices and
+    meaning, from the same schema ``validate`` enforces."""
+    lines = ["# Config reference", "",
+             "<!-- generated by `python -m kdhw.config > docs/config.md`; tests/test_readme.py fails when it drifts -->", "",
+             "Every key of the YAML config, its type, its default and what it does. Unknown sections and keys are",
+             "refused by name. `kdhw config` prints the embedded default config (whose values differ from the",
+             "schema defaults below where it sets them); `kdhw config --schema` prints this as a JSON Schema.", ""]
+    for section, keys in SCHEMA.items():
+        lines += [f"## `{section}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for k, (typ, default, doc) in keys.items():
+            t = "number" if typ is _Num else _JSON_TYPES.get(typ, "any")
+            choices = CHOICES.get(f"{section}.{k}")
+            meaning = doc + (f" (one of: {', '.join(choices)})" if choices else "")
+            d = "unset" if default is None else f"`{yaml.safe_dump(default, default_flow_style=True).strip()}`"
+            d = d.replace("\n...", "").replace("|", "\\|")
+            meaning = meaning.replace("|", "\\|")
+            lines.append(f"| `{k}` | {t} | {d} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(reference_markdown())

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _students import flip_observable_constant, random_student_qonnx
+from kdhw.verify.sim.runner import simulate_rtl
 
 from kdhw.errors import ToolMissing
-from kdhw.export import load_qonnx, reference
-from kdhw.rtl import edge_vectors, emulate, load_meta, qonnx_to_rtl
-from kdhw.rtl._formats import FixedFormat
-from _students import random_student_qonnx
-from kdhw.sim.runner import simulate_rtl
+from kdhw.hw.export import load_qonnx, reference
+from kdhw.hw.rtl import edge_vectors, emulate, load_meta, qonnx_to_rtl
+from kdhw.hw.rtl._formats import FixedFormat
 
 SPECS = {
     "mlp": ({"input": {"bits": 8, "int_bits": 1, "signed": False},
@@ -119,34 +119,13 @@ def _flip_an_observable_constant(rtl: Path, x: np.ndarray) -> str:
     """
     from da4ml.types import Pipeline
 
-    from kdhw.rtl import input_codes
+    from kdhw.hw.rtl import input_codes
 
     meta = load_meta(rtl)
     pipe = Pipeline.load(str(rtl / "model" / "pipeline.json"))
     vals = input_codes(meta, x) * FixedFormat.from_json(meta["input_format"]).scale
-    base = _run_pipeline(pipe, vals)
-    for s, sol in enumerate(pipe.solutions):
-        for i, op in enumerate(sol.ops):
-            if op.opcode != 4 or abs(op.data) < 2:
-                continue
-            mag = abs(op.data)
-            new_mag = mag ^ (1 << (mag.bit_length() - 1))
-            ops = list(sol.ops)
-            ops[i] = op._replace(data=new_mag if op.data > 0 else -new_mag)
-            stages = list(pipe.solutions)
-            stages[s] = sol._replace(ops=ops)
-            if np.mean(np.any(_run_pipeline(Pipeline(tuple(stages)), vals) != base, axis=1)) < 0.05:
-                continue
-            f = rtl / "src" / f"{meta['core']}_stage{s}.v"
-            old_lit = f"{mag.bit_length()}'b{mag:b}"
-            new_lit = f"{mag.bit_length()}'b{new_mag:0{mag.bit_length()}b}"
-            lines = f.read_text().split("\n")
-            hits = [k for k, line in enumerate(lines) if f" op_{i} (" in line and old_lit in line]
-            assert len(hits) == 1, f"op_{i} with {old_lit} not found once in {f.name}"
-            lines[hits[0]] = lines[hits[0]].replace(old_lit, new_lit)
-            f.write_text("\n".join(lines))
-            return f"{f.name} op_{i}: {old_lit} -> {new_lit}"
-    raise AssertionError("no adder constant whose flip changes the outputs")
+    return flip_observable_constant(pipe, lambda p: _run_pipeline(p, vals),
+                                    lambda s: rtl / "src" / f"{meta['core']}_stage{s}.v")
 
 
 def test_flipped_constant_in_verilog_is_caught_by_cocotb(designs, tmp_path) -> None:

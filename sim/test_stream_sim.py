@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _students import flip_observable_constant, random_student_qonnx
+from kdhw.verify.sim.runner import simulate_rtl
 
-from kdhw.export import load_qonnx, reference
-from kdhw.rtl import edge_vectors, emulate, input_codes, load_meta, qonnx_to_rtl
-from _students import random_student_qonnx
-from kdhw.sim.runner import simulate_rtl
+from kdhw.hw.export import load_qonnx, reference
+from kdhw.hw.rtl import edge_vectors, emulate, input_codes, load_meta, qonnx_to_rtl
 
 # kind -> (student spec, input shape, stream options)
 SPECS = {
@@ -90,20 +90,12 @@ def _check(res: dict, ref: np.ndarray, meta: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 @pytest.mark.parametrize("kind", ["mlp", "conv1d", "conv2d"])
-def test_icarus_stream_bit_exact_under_stalls_with_reset_and_timing(kind: str, designs) -> None:
+def test_stream_bit_exact_under_stalls_with_reset_and_timing(kind: str, simulator: str, designs) -> None:
     rtl, x, ref, work = designs(kind)
-    n = ROWS["icarus"]
-    res = simulate_rtl(rtl, x[:n], ref[:n], simulator="icarus", work_dir=work / "icarus")
-    _check(res, ref, load_meta(rtl))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mlp", "conv1d", "conv2d"])
-def test_verilator_stream_bit_exact_under_stalls_with_reset_and_timing(kind: str, designs) -> None:
-    rtl, x, ref, work = designs(kind)
-    n = ROWS["verilator"]
-    res = simulate_rtl(rtl, x[:n], ref[:n], simulator="verilator", work_dir=work / "verilator")
+    n = ROWS[simulator]
+    res = simulate_rtl(rtl, x[:n], ref[:n], simulator=simulator, work_dir=work / simulator)
     _check(res, ref, load_meta(rtl))
 
 
@@ -111,38 +103,14 @@ def _flip_observable_datapath_constant(rtl: Path, unit: str, x: np.ndarray) -> s
     """Flip the top bit of one adder constant of ``unit``'s datapath in its Verilog.  The flip is first tried
     on a copy of the pipeline with the stream emulator, and the first constant that changes >= 5% of the
     rows is edited in the HDL (a saturation threshold that is never reached would prove nothing)."""
-    from da4ml.types import Pipeline
 
-    from kdhw.rtl._stream_emu import emulate_codes, load_stream
+    from kdhw.hw.rtl._stream_emu import emulate_codes, load_stream
 
     meta = load_meta(rtl)
     desc, pipes = load_stream(rtl)
     codes = input_codes(meta, x)
-    base = emulate_codes(desc, pipes, codes)
-    pipe = pipes[unit]
-    for s, sol in enumerate(pipe.solutions):
-        for i, op in enumerate(sol.ops):
-            if op.opcode != 4 or abs(op.data) < 2:
-                continue
-            mag = abs(op.data)
-            new_mag = mag ^ (1 << (mag.bit_length() - 1))
-            ops = list(sol.ops)
-            ops[i] = op._replace(data=new_mag if op.data > 0 else -new_mag)
-            stages = list(pipe.solutions)
-            stages[s] = sol._replace(ops=ops)
-            got = emulate_codes(desc, {**pipes, unit: Pipeline(tuple(stages))}, codes)
-            if np.mean(np.any(got != base, axis=1)) < 0.05:
-                continue
-            f = rtl / "src" / f"{meta['top']}_{unit}_dp_stage{s}.v"
-            old_lit = f"{mag.bit_length()}'b{mag:b}"
-            new_lit = f"{mag.bit_length()}'b{new_mag:0{mag.bit_length()}b}"
-            lines = f.read_text().split("\n")
-            hits = [k for k, line in enumerate(lines) if f" op_{i} (" in line and old_lit in line]
-            assert len(hits) == 1, f"op_{i} with {old_lit} not found once in {f.name}"
-            lines[hits[0]] = lines[hits[0]].replace(old_lit, new_lit)
-            f.write_text("\n".join(lines))
-            return f"{f.name} op_{i}: {old_lit} -> {new_lit}"
-    raise AssertionError(f"no adder constant in {unit} whose flip changes the outputs")
+    return flip_observable_constant(pipes[unit], lambda p: emulate_codes(desc, {**pipes, unit: p}, codes),
+                                    lambda s: rtl / "src" / f"{meta['top']}_{unit}_dp_stage{s}.v")
 
 
 @pytest.mark.slow

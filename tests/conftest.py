@@ -47,7 +47,7 @@ SPECS: dict[str, dict[str, Any]] = {
 
 def dataset(name: str) -> Any:
     from kdhw.config import validate
-    from kdhw.data import load_dataset
+    from kdhw.train.data import load_dataset
 
     cfg = validate({"data": {"dataset": name, "mnist1d_samples": 1200}})
     return load_dataset(cfg.data)
@@ -56,7 +56,7 @@ def dataset(name: str) -> Any:
 def trained_student(kind: str, epochs: int = 3) -> tuple[Any, Any, dict[str, Any]]:
     """A student of ``kind`` after a few epochs of real QAT; returns (model, dataset, spec)."""
     from kdhw.config import validate
-    from kdhw.distill import train_arm
+    from kdhw.train.distill import train_arm
 
     spec = SPECS[kind]
     data = dataset(spec["data"])
@@ -74,8 +74,8 @@ def off_grid_inputs(shape: tuple[int, ...], n: int, signed: bool, seed: int = 7)
 @pytest.fixture(scope="session")
 def qonnx_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, np.ndarray]]:
     """kind -> (QONNX path, verification inputs = test split + 300 off-grid floats)."""
-    from kdhw.distill import student_input
-    from kdhw.export import export_qonnx
+    from kdhw.hw.export import export_qonnx
+    from kdhw.train.distill import student_input
 
     out = {}
     d = tmp_path_factory.mktemp("qonnx")
@@ -115,3 +115,29 @@ def write_tiny_board(folder: Path) -> Path:
                  "ff: 100\ndsp: 0\nbram36: 0\nuram: 0\nio_pins: 21\n"
                  'sources: ["test board: a catalog entry far too small for any student"]\n')
     return p
+
+
+RTL_KINDS = ["mlp", "conv1d", "conv2d"]
+
+
+def _rtl_designs(qonnx_models: dict, root: Path, **opts: Any) -> dict[str, tuple[Path, Path, np.ndarray]]:
+    from kdhw.hw.rtl import qonnx_to_rtl
+
+    out = {}
+    for kind in RTL_KINDS:
+        path, x = qonnx_models[kind]
+        qonnx_to_rtl(path, root / kind, **opts)
+        out[kind] = (path, root / kind, x)
+    return out
+
+
+@pytest.fixture(scope="session")
+def designs(qonnx_models, tmp_path_factory) -> dict[str, tuple[Path, Path, np.ndarray]]:
+    """kind -> (QONNX path, parallel RTL dir, verification inputs)."""
+    return _rtl_designs(qonnx_models, tmp_path_factory.mktemp("rtl"))
+
+
+@pytest.fixture(scope="session")
+def streams(qonnx_models, tmp_path_factory) -> dict[str, tuple[Path, Path, np.ndarray]]:
+    """kind -> (QONNX path, stream RTL dir with the default stream options, verification inputs)."""
+    return _rtl_designs(qonnx_models, tmp_path_factory.mktemp("stream"), mode="stream")

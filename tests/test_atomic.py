@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdhw.atomic import _UMASK, atomic_dir, write_json
+from kdhw.util.atomic import _UMASK, atomic_dir, write_json
 
 
 def test_outputs_get_umask_permissions_not_mkstemp_ones(tmp_path: Path) -> None:

@@ -129,3 +129,60 @@ def test_console_script_exit_code_and_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "kdhw.cli", "verify", "/nonexistent", "--inputs", "x.npy"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "kdhw verify: error: /nonexistent: not a directory"
+
+
+def test_version_quiet_verbose_and_progress_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    import kdhw
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"kdhw {kdhw.__version__}"
+    assert main(["-q", "-v", "boards"]) == 2 and "exclude each other" in capsys.readouterr().err
+    # -q silences what a verb says, not what it is for: config and boards still print
+    assert main(["-q", "config"]) == 0 and "data:" in capsys.readouterr().out
+    assert main(["boards", "-q"]) == 0 and "icebreaker" in capsys.readouterr().out
+    from kdhw.cli import _settle_output, build_parser
+
+    def progress(*argv: str) -> bool:
+        a = build_parser().parse_args([*argv, "run", "--out", "x"])
+        _settle_output(a)
+        return not a.no_progress
+
+    assert progress("--progress") and not progress("--progress", "-q")
+    assert not progress()  # pytest's stderr is not a terminal: no bars unless asked
+    a = build_parser().parse_args(["run", "--out", "x", "--progress", "--no-progress"])
+    _settle_output(a)
+    assert a.no_progress
+
+
+def test_every_flag_of_every_verb_has_help() -> None:
+    import argparse
+
+    from kdhw.cli import build_parser
+
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{verb} {act.option_strings or act.dest}" for verb, sp in sub.choices.items() for act in sp._actions
+               if not isinstance(act, argparse._HelpAction) and not act.help]
+    missing += [str(a.option_strings) for a in p._actions
+                if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert not missing, missing
+
+
+def test_config_schema_is_a_json_schema_the_default_config_meets(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    from kdhw.config import default_yaml
+
+    assert main(["config", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    v = jsonschema.Draft202012Validator(schema)
+    assert not list(v.iter_errors(yaml.safe_load(default_yaml())))
+    assert list(v.iter_errors({"distill": {"temprature": 2}}))  # the typo kdhw refuses, an editor flags too
+    assert list(v.iter_errors({"rtl": {"mode": "folded"}}))
+    assert schema["properties"]["distill"]["properties"]["epochs"] == {
+        "description": "epochs of the plain arms (function matching: x epochs_factor)", "type": "integer", "default": 60}

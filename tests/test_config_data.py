@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from kdhw.config import load_config, validate
-from kdhw.data import load_dataset, load_file, make_mnist1d, read_idx, split
 from kdhw.errors import InputError
+from kdhw.train.data import load_dataset, load_file, make_mnist1d, read_idx, split
 
 
 def test_embedded_default_is_valid_and_digits() -> None:

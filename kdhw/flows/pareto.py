@@ -1,0 +1,616 @@
+"""``kdhw pareto``: resource-aware students over a grid of cost weights, the accuracy-LUT front, and the best
+student per board.
+
+Each point of the grid is one student spec (``pareto.students``, each overriding keys of the student
+section; none = the student section itself) trained resource-aware (``kdhw.train.resource``) at one ``beta``, once
+from labels alone (scratch) and, when a teacher is configured, once with the distillation method, paired
+(same seed, initial weights and batch order), so every point says what the teacher bought at that budget;
+``pareto.seeds`` repeats each point with further seeds, because on a small validation split one training's
+top points are a row or two apart and move with the seed (and with the CPU).
+``pareto.input_noise`` trains each point with Gaussian noise on its inputs (shares of the training inputs'
+std; one training per level): a regularizer that moved both validation fronts of
+``benchmarks/pareto_vs_hgq2.py`` up at most budgets.
+Every arm is a task on ``kdhw.flows.grid`` (sequential, or Ray with ``--workers``; finished tasks land in
+``DIR/runs.jsonl``, so an interrupted run resumes): it trains, folds the learned precisions into a brevitas
+student, checks the fold exact, exports QONNX, generates the da4ml RTL and synthesizes it with yosys for
+``pareto.synth_board`` (LUTs come from synthesis; the analytic estimate is recorded beside them for
+screening).  The front is the set of arms no other arm beats on validation accuracy at no more LUTs;
+every front point is then converted to an hls4ml project and verified bit-exact (C-sim, RTL interpreter,
+RTL simulation) in its own folder under ``DIR/points/``.
+
+``--board B`` (repeatable) marks per board the most accurate front point (by validation accuracy) that fits
+its LUT/FF/DSP, its pins and, where an open timing model exists (iCE40, ECP5 through nextpnr), its clock, in
+the least folded RTL form that fits (``kdhw.hw.board_fit``: the parallel form, else a stream form; ``pareto.pins:
+parallel`` judges the parallel form by its real ports, ``serialize`` behind the serial pin wrapper the
+Lattice flow synthesizes).  A board no front point fits is an error (exit 2) that names the smallest point
+found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdhw.config import Config
+from kdhw.errors import InputError
+from kdhw.util.atomic import save_figure
+
+RUNS_FILE = "runs.jsonl"
+VERIFY_FILE = "verify.jsonl"
+POINTS_DIR = "points"
+
+
+# ---------------------------------------------------------------- the grid
+
+def point_specs(cfg: Config) -> list[dict[str, Any]]:
+    """``pareto.students`` merged over the student section (or the student section alone)."""
+    base = {k: v for k, v in cfg.student.items() if k not in ("auto", "resource") and v is not None}
+    entries = cfg.pareto["students"] or [{}]
+    out = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise InputError(f"{cfg.source}: pareto.students[{i}] must be a mapping of student keys")
+        out.append({**copy.deepcopy(base), **copy.deepcopy(e)})
+    return out
+
+
+def _label(spec: dict[str, Any]) -> str:
+    """A short name of a student spec for tables: layer widths and the input width."""
+    parts = []
+    for layer in spec["layers"]:
+        t = layer["type"]
+        if t == "dense":
+            parts.append(str(layer["units"]))
+        elif t in ("conv1d", "conv2d"):
+            parts.append(f"c{layer['filters']}")
+    return "-".join(parts) + f" in{(spec.get('input') or {}).get('bits', 8)}"
+
+
+def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm resource-aware, fold, export, RTL, yosys; return the record (+ files as bytes)."""
+    from kdhw.boards import load_board
+    from kdhw.hw.estimate import estimate
+    from kdhw.hw.export import export_qonnx
+    from kdhw.hw.rtl import qonnx_to_rtl
+    from kdhw.hw.synth import synthesize
+    from kdhw.train.distill import student_input, train_arm
+    from kdhw.train.resource import fold
+    from kdhw.train.student import save_student
+
+    data = shared["data"]
+    spec, dcfg = task["spec"], task["dcfg"]
+    kd = task["kind"] == "kd"
+    c0 = time.process_time()
+    arm = train_arm(task["kind"], spec, dcfg, data, shared["teacher_train"] if kd else None,
+                    dcfg["method"] if kd else "none", False, task["source"],
+                    teacher=shared["teacher"] if kd else None,
+                    teacher_unlab=shared["teacher_unlab"] if kd else None)
+    train_cpu = time.process_time() - c0
+    model = arm.model
+    x_val, x_test = student_input(data.x_val, spec), student_input(data.x_test, spec)
+    student, fspec = fold(model, check_x=np.concatenate([x_val, x_test]))
+    stats = model.stats()
+    board = load_board(task["synth_board"])
+    shape = tuple(x_test.shape[1:])
+    with tempfile.TemporaryDirectory(prefix="kdhw-pareto-") as td:
+        d = Path(td)
+        onnx = export_qonnx(student, shape, d / "student.qonnx.onnx")
+        save_student(student, fspec, shape, d / "student.pt")
+        est = estimate(onnx)
+        try:
+            rmeta = qonnx_to_rtl(onnx, d / "rtl", clock_period_ns=board.clock_period_ns)
+        except InputError as e:  # every weight pruned: no logic reads the input
+            rmeta, syn = None, {"ok": False, "error": str(e)}
+        else:
+            syn = synthesize(d / "rtl", board, d / "syn")
+        files = {"student_pt": (d / "student.pt").read_bytes(), "onnx": onnx.read_bytes()}
+    return {
+        **files, "kind": task["kind"], "student": task["student"], "label": task["label"], "beta": task["beta"],
+        "input_noise": task.get("input_noise"), "augment_noise": float(dcfg.get("augment_noise") or 0),
+        "seed": int(dcfg["seed"]), "method": dcfg["method"] if kd else "none",
+        "val_acc": arm.fit.best_val_acc, "test_acc": arm.test_acc, "best_epoch": arm.fit.best_epoch,
+        "epochs": arm.fit.epochs_run, "train_cpu_s": train_cpu,
+        "ebops": stats["ebops"], "weights": stats["weights"], "live_weights": stats["live_weights"],
+        "inputs": stats["inputs"], "inputs_read": stats["inputs_read"], "layers": stats["layers"],
+        "spec": fspec, "lut": syn.get("lut") if syn.get("ok") else None, "ff": syn.get("ff") if syn.get("ok") else None,
+        "dsp": syn.get("dsp"), "synth_ok": bool(syn.get("ok")), "synth_error": syn.get("error"),
+        "synth_tool": syn.get("tool"), "synth_board": task["synth_board"], "lut_estimate": est["lut"],
+        "ff_estimate": est["ff"], "latency_cycles": None if rmeta is None else rmeta["latency_cycles"],
+        "input_bits_total": None if rmeta is None else rmeta["input_bits_total"],
+        "output_bits_total": None if rmeta is None else rmeta["output_bits_total"],
+        "info": json.loads(json.dumps(arm.info, default=float)), "history": arm.fit.history,
+    }
+
+
+def mark_front(points: list[dict[str, Any]], acc: str = "val_acc") -> list[bool]:
+    """Non-dominated points: no other point has at least the accuracy at no more LUTs, one of them strictly.
+    Points without a synthesis result are never on the front."""
+    flags = []
+    for p in points:
+        if p.get("lut") is None:
+            flags.append(False)
+            continue
+        dominated = any(q is not p and q.get("lut") is not None and q["lut"] <= p["lut"] and q[acc] >= p[acc]
+                        and (q["lut"] < p["lut"] or q[acc] > p[acc]) for q in points)
+        flags.append(not dominated)
+    return flags
+
+
+# ---------------------------------------------------------------- verification of front points
+
+def _verify_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """One front point through ``kdhw.flows.to_hardware`` (QONNX, hls4ml project, RTL, bit-exact verification), in its
+    folder under points/, exactly as ``kdhw run`` takes its student."""
+    from kdhw.boards import load_board
+    from kdhw.train.distill import student_input
+    from kdhw.train.student import load_student
+    from kdhw.util.atomic import atomic_dir
+
+    from .to_hardware import student_to_hardware
+
+    data, cfg = shared["data"], shared["cfg"]
+    spec = task["spec"]
+    pt = Path(task["root"]) / task["arm"]
+    with atomic_dir(Path(task["dir"])) as d:
+        (d / "student.pt").write_bytes(pt.read_bytes())
+        model = load_student(d / "student.pt")
+        x_test = student_input(data.x_test, spec).astype(np.float32)
+        hw = student_to_hardware(model, tuple(x_test.shape[1:]), d, cfg, load_board(cfg.hls["board"]), x_test,
+                                 y_test=data.y_test, teacher_test=shared["teacher_test"], student_pt=d / "student.pt",
+                                 log=lambda *a: None)
+    ver = hw.verify
+    levels = {k: {kk: v[kk] for kk in ("rows", "exact_rows") if kk in v} for k, v in ver["levels"].items()}
+    return {"bit_exact": bool(ver["bit_exact"]), "rows": int(ver["rows"]), "levels": levels,
+            "first_divergence": ver["first_divergence"], "teacher_agreement": ver.get("teacher_agreement")}
+
+
+# ---------------------------------------------------------------- boards
+
+def _fits(point: dict[str, Any], board: Any, out: Path, pins: str) -> dict[str, Any]:
+    """Whether ``point`` fits ``board`` in some RTL form: ``kdhw.hw.board_fit.choose_form`` judges the parallel form
+    first (its yosys counts reused when the grid already synthesized it for this board's flow) and, when that
+    does not fit, the stream forms from least to most folded; pins, estimate, then yosys (+ nextpnr place,
+    route and fmax against the board clock on iCE40/ECP5; Xilinx parts have no open timing model).
+
+    ``pins: serialize`` judges the parallel form without its pin count (the serial pin wrapper the Lattice flow
+    synthesizes); ``pins: parallel`` demands its real ports.  Stream forms always bring their real ports.
+    """
+    from kdhw.hw.board_fit import choose_form
+    from kdhw.hw.report import synth_flow_key
+
+    if point.get("lut") is None:
+        return {"fits": False, "why": "no synthesis result"}
+    known = None
+    if board.vendor == "xilinx" and synth_flow_key(board) == point.get("_synth_flow"):
+        known = {"parallel": {"lut": point["lut"], "ff": point["ff"], "dsp": point.get("dsp") or 0, "ok": True,
+                              "fmax_mhz": None}}
+    res = choose_form(out / point["onnx"], board, out / POINTS_DIR / point["id"] / f"fit_{board.name}",
+                      parallel_pins=pins == "parallel", known=known, log=lambda *a: None)
+    chosen = next((c for c in res["candidates"] if c["verdict"] == "chosen"), None)
+    if chosen is None:
+        last = res["candidates"][-1]
+        return {"fits": False, "why": f"{last['label']}: {last['why']}", "form": None,
+                "lut": (last["synthesis"] or {}).get("lut") or last["estimate"]["lut"],
+                "candidates": res["candidates"]}
+    syn = chosen["synthesis"] or {}
+    return {"fits": True, "why": "fits" if chosen["label"] == "parallel" else f"fits as {chosen['label']}",
+            "form": chosen["label"], "lut": syn.get("lut"), "ff": syn.get("ff"), "fmax_mhz": syn.get("fmax_mhz"),
+            "pins": chosen["pins"], "board_pins": board.io_pins, "initiation_interval": chosen["initiation_interval"],
+            "latency_cycles": chosen["latency_cycles"], "clock_checked": res["clock_checked"],
+            "candidates": res["candidates"]}
+
+
+def pick_for_boards(points: list[dict[str, Any]], boards: list[Any], out: Path, pins: str,
+                    log: Any = print) -> list[dict[str, Any]]:
+    """Per board, the most accurate front point (validation accuracy; fewer LUTs break ties) that fits."""
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: (-p["val_acc"], p["lut"]))
+    res = []
+    for b in boards:
+        entry: dict[str, Any] = {"board": b.name, "pick": None, "checked": []}
+        for p in front:
+            f = _fits(p, b, out, pins)
+            entry["checked"].append({"point": p["id"], **f})
+            if f["fits"]:
+                entry.update(pick=p["id"], val_acc=p["val_acc"], test_acc=p["test_acc"], lut=f["lut"], ff=f["ff"],
+                             form=f["form"])
+                log(f"[pareto] {b.name}: point {p['id']} ({100 * p['test_acc']:.1f} % test, {f['lut']:,} LUT)")
+                break
+        res.append(entry)
+    return res
+
+
+# ---------------------------------------------------------------- the verb
+
+def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path, synth_board: Any, tmodel: Any,
+                 tl: dict[str, np.ndarray] | None, kd_on: bool, progress: bool, log: Any, workers: int | None = 1,
+                 address: str | None = None) -> tuple[list[dict[str, Any]], Any]:
+    """Every (student, beta, arm) of the grid as a resumable task in ``out/runs.jsonl``; the records, with
+    checkpoints and QONNX files under ``out/points/`` and the front marked (``pareto``, ``pareto_test``)."""
+    from kdhw.hw.report import synth_flow_key
+    from kdhw.train.recipe import input_noise
+    from kdhw.util.atomic import write_bytes
+
+    from .grid import Grid, task_digest
+
+    pc = cfg.pareto
+    fp = task_digest(data.manifest["sha256_16"], b"" if tl is None else tl["train"].tobytes(),
+                 b"" if tl is None or "unlab" not in tl else tl["unlab"].tobytes())
+    epochs = int(pc["epochs"] or cfg.distill["epochs"])
+    dcfg0 = {**cfg.distill, "epochs": epochs, "lr": pc["lr"] or cfg.distill["lr"], "select": "best_val",
+             "float_warmup_epochs": 0}
+    # [] = one training per point with the distill section's augmentation; else one per noise level
+    noises: list[float | None] = [float(n) for n in pc["input_noise"]] or [None]
+    tasks = []
+    for si, spec in enumerate(specs):
+        for beta in pc["betas"]:
+            rspec = {**spec, "resource": {"beta": float(beta), "epochs": epochs, "ramp": float(pc["ramp"]),
+                                          "granularity": pc["granularity"]}}
+            for noise in noises:
+                dcfg_n = dcfg0 if noise is None else {**dcfg0, "augment_noise": input_noise(data.x_train, noise)}
+                # the first level keeps the keys of a one-level run, so adding levels resumes it
+                ntag = "" if noise is None or noise == noises[0] else f" noise={noise:g}"
+                for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
+                    seed = int(dcfg0["seed"]) + k
+                    for kind in (("scratch", "kd") if kd_on else ("scratch",)):
+                        dcfg = {**dcfg_n, "seed": seed, **({} if kind == "kd" else {"method": "none"})}
+                        h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"],
+                                        pc["synth_board"])
+                        tag = f"s{si}_b{beta:g}" + ntag.replace(" noise=", "_n") + (f"_seed{seed}" if k else "")
+                        tasks.append({"key": f"{kind} s{si} beta={beta:g}{ntag}" + (f" seed={seed}" if k else "")
+                                      + f" #{h}", "kind": kind, "student": si, "label": _label(spec),
+                                      "beta": float(beta), "input_noise": noise, "spec": rspec, "dcfg": dcfg,
+                                      "source": cfg.source, "synth_board": synth_board.name,
+                                      "file": f"{tag}_{kind}_{h[:8]}"})
+    shared = {"data": data, "teacher_train": None if tl is None else tl["train"],
+              "teacher_unlab": None if tl is None else tl.get("unlab"), "teacher": tmodel}
+
+    def save(task: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+        res = dict(res)
+        write_bytes(out / POINTS_DIR / f"{task['file']}.pt", res.pop("student_pt"))
+        write_bytes(out / POINTS_DIR / f"{task['file']}.onnx", res.pop("onnx"))
+        res.update(arm=f"{POINTS_DIR}/{task['file']}.pt", onnx=f"{POINTS_DIR}/{task['file']}.onnx",
+                   id=task["file"])
+        lut = f"{res['lut']:,} LUT" if res["lut"] is not None else "no synthesis"
+        log(f"[pareto] {res['label']} beta={res['beta']:g} {res['kind']}: test {100 * res['test_acc']:.2f} %, {lut}, "
+            f"EBOPs {res['ebops']:,.0f}, {res['live_weights']}/{res['weights']} weights live")
+        return res
+
+    jsonl = out / RUNS_FILE
+    with Grid(workers, address, progress) as grid:
+        points = grid.run(_point_task, tasks, shared, jsonl, desc="pareto points", on_result=save)
+        stats = grid.stats
+    for p, t in zip(points, tasks):
+        p["id"], p["_synth_flow"] = t["file"], synth_flow_key(synth_board)
+    for p, flag in zip(points, mark_front(points)):
+        p["pareto"] = flag
+    for p, flag in zip(points, mark_front(points, "test_acc")):
+        p["pareto_test"] = flag
+    return points, stats
+
+
+def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None, teacher_path: str | None = None,
+               progress: bool = False, log: Any = print, workers: int | None = 1,
+               address: str | None = None) -> dict[str, Any]:
+    """Train the grid, find the front, verify it, pick per board; write pareto.{json,md,png} into ``out``."""
+    from kdhw.boards import load_board
+    from kdhw.train.data import load_data
+    from kdhw.train.distill import check_distill, student_input
+    from kdhw.train.resource import FineNet
+
+    from .grid import check_address, jsonl_lock
+    from .to_hardware import check_hardware_tools
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a directory")
+    board_objs = [load_board(b) for b in (boards or [])]  # unknown names fail before any work
+    synth_board = load_board(cfg.pareto["synth_board"])
+    if synth_board.vendor != "xilinx":
+        raise InputError(f"{cfg.source}: pareto.synth_board = {synth_board.name} must be a Xilinx board (the front "
+                         "is measured in yosys synth_xilinx LUTs)")
+    check_hardware_tools(cfg, [synth_board, *board_objs])
+    check_address(address)
+    data = load_data(cfg)  # layout + input contract (student.input: auto resolved here)
+    specs = point_specs(cfg)
+    for i, s in enumerate(specs):  # bad specs fail before any training
+        FineNet({**s, "resource": {"beta": 0.0}}, student_input(data.x_val[:1], s).shape[1:], data.n_classes,
+                f"{cfg.source}: pareto.students[{i}]" if cfg.pareto["students"] else cfg.source)
+        check_distill(s, cfg.distill, data, cfg.source, teacher_known=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with jsonl_lock(out / RUNS_FILE):
+        return _run_locked(cfg, out, specs, data, board_objs, synth_board, teacher_path, progress, log, workers,
+                           address, t_start)
+
+
+def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, board_objs: list[Any],
+                synth_board: Any, teacher_path: str | None, progress: bool, log: Any, workers: int | None,
+                address: str | None, t_start: float) -> dict[str, Any]:
+    from kdhw.train.teacher import shared_teacher, teacher_accuracy, teacher_logits
+    from kdhw.util.atomic import write_json, write_text
+
+    from .grid import Grid, task_digest
+
+    pc = cfg.pareto
+    kd_on = pc["kd"] and cfg.distill["method"] != "none"
+    tl, tacc, tmodel, how = None, None, None, "none"
+    if kd_on:
+        tmodel, tcfg, how = shared_teacher(cfg, data, out, teacher_path, progress)
+        tl = teacher_logits(tmodel, tcfg["arch"], data)
+        tacc = teacher_accuracy(tl, data)
+        log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how})")
+    points, stats = train_points(cfg, specs, data, out, synth_board, tmodel, tl, kd_on, progress, log, workers,
+                                 address)
+    front = [p for p in points if p["pareto"]]
+    log(f"[pareto] front: {len(front)} of {len(points)} points; verifying each bit-exact")
+
+    # ---- every front point through the one export -> hls -> rtl -> verify path (kdhw.flows.to_hardware), in points/<id>/
+    vcfg = copy.deepcopy(cfg)
+    vcfg.verify["random_inputs"] = int(pc["verify_random_inputs"])
+    vcfg.rtl["sim_rows"] = int(pc["sim_rows"])
+    vcfg.rtl["enabled"] = True
+    vtasks = []
+    for p in front:
+        p["dir"] = f"{POINTS_DIR}/{p['id']}"
+        vtasks.append({"key": f"verify {p['id']} #{task_digest(p['onnx'], (out / p['arm']).read_bytes(), vcfg.verify)}",
+                       "dir": str(out / p["dir"]), "root": str(out), "arm": p["arm"], "spec": specs[p["student"]]})
+    with Grid(1, None, progress) as vgrid:
+        vres = vgrid.run(_verify_task, vtasks, {"data": data, "cfg": vcfg,
+                                                "teacher_test": None if tl is None else tl["test"]},
+                         out / VERIFY_FILE, desc="verify front")
+    for p, r in zip(front, vres):
+        p["bit_exact"] = r["bit_exact"]
+        p["verify"] = r
+    for p in points:
+        p.setdefault("bit_exact", None)
+
+    picks = pick_for_boards(points, board_objs, out, pc["pins"], log)
+    pairs = _pairs(points)
+    result = {
+        "config_source": cfg.source, "data": data.manifest,
+        "teacher": None if tacc is None else {"test_acc": tacc["test"], "val_acc": tacc["val"], "how": how},
+        "synth_board": synth_board.name, "synth_part": synth_board.part,
+        "students": [{"index": i, "label": _label(s), "layers": s["layers"], "input": s.get("input")}
+                     for i, s in enumerate(specs)],
+        "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "seeds": int(pc["seeds"]), "kd": kd_on,
+        "input_noise": [float(n) for n in pc["input_noise"]],
+        "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
+        "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
+        "pairs": pairs, "boards": picks,
+        "grid": {"mode": stats.mode, "workers": stats.workers, "tasks": len(points), "executed": stats.executed,
+                 "resumed": stats.resumed, "wall_s": time.perf_counter() - t_start, "runs_file": RUNS_FILE},
+    }
+    write_json(out / "pareto.json", result)
+    write_text(out / "pareto.md", pareto_markdown(result))
+    pareto_plot(result, out / "pareto.png")
+    not_exact = [p["id"] for p in front if not p["bit_exact"]]
+    result["not_bit_exact"] = not_exact
+    for e in picks:
+        if e["pick"] is None:
+            small = min(front, key=lambda p: p["lut"]) if front else None
+            b = next(x for x in board_objs if x.name == e["board"])
+            what = ("no point was synthesized" if small is None else
+                    f"the smallest point found is {small['id']} ({100 * small['test_acc']:.1f} % test) at "
+                    f"{small['lut']:,} LUT / {small['ff']:,} FF ({e['checked'][-1]['why'] if e['checked'] else ''})")
+            raise InputError(f"board {b.name}: no point of the front fits ({b.lut:,} LUT, {b.ff:,} FF, {b.dsp} DSP, "
+                             f"{b.io_pins} pins, {b.clock_mhz:g} MHz); {what}; lower pareto.betas' smallest "
+                             "model further (larger beta) or choose a larger board")
+    return result
+
+
+def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] | None, work: Path,
+                 board_name: str, progress: bool = False, log: Any = print) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """``student: {auto: {board: B}}`` in ``kdhw run``: train the pareto grid into ``work``, pick the most accurate
+    front point that fits ``B``; returns (arms {"scratch", "kd"} of that point as brevitas students, the arm
+    to export, what was chosen and why, with ``arm_specs``: each arm's folded spec).  No point fitting is an
+    InputError naming the smallest point."""
+    from kdhw.boards import load_board
+    from kdhw.train.distill import Arm
+    from kdhw.train.loop import FitResult
+    from kdhw.train.student import load_student
+
+    board = load_board(board_name)
+    synth_board = load_board(cfg.pareto["synth_board"])
+    specs = point_specs(cfg)
+    kd_on = cfg.pareto["kd"] and cfg.distill["method"] != "none" and tl is not None
+    points, _ = train_points(cfg, specs, data, work, synth_board, tmodel, tl, kd_on, progress, log)
+    pick = pick_for_boards(points, [board], work, cfg.pareto["pins"], log)[0]
+    if pick["pick"] is None:
+        front = [p for p in points if p["pareto"]]
+        small = min(front, key=lambda p: p["lut"]) if front else None
+        raise InputError(f"{cfg.source}: student.auto: no point of the front fits board {board.name} ({board.lut:,} LUT, "
+                         f"{board.ff:,} FF); " + ("no point was synthesized" if small is None else
+                                                  f"the smallest point found has {small['lut']:,} LUT / {small['ff']:,} "
+                                                  f"FF at {100 * small['test_acc']:.1f} % test"))
+    chosen = next(p for p in points if p["id"] == pick["pick"])
+    arms, arm_specs = {}, {}
+    for p in points:
+        if (p["student"], p["beta"], p["seed"]) == (chosen["student"], chosen["beta"], chosen["seed"]):
+            fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
+            arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
+            arm_specs[p["kind"]] = p["spec"]
+    form = pick.get("form") or "parallel"
+    why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}"
+           + ("" if form == "parallel" else f" as {form} (set rtl.mode: auto with rtl.board: {board.name} to "
+                                            "generate that form)")
+           + f", {chosen['lut']:,} LUT parallel (yosys, {synth_board.name}), beta {chosen['beta']:g}")
+    info = {"board": board.name, "point": chosen["id"], "beta": chosen["beta"], "lut": chosen["lut"], "form": form,
+            "ebops": chosen["ebops"], "front": sorted(p["id"] for p in points if p["pareto"]), "spec": chosen["spec"],
+            "arm_specs": arm_specs}
+    return arms, chosen["kind"], {"reason": why, **info}
+
+
+def _pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scratch vs KD at the same (student, beta, input noise, seed): accuracy and LUTs side by side."""
+    by = {}
+    for p in points:
+        noise = p.get("input_noise")
+        by.setdefault((p["student"], p["beta"], -1.0 if noise is None else noise, p["seed"]), {})[p["kind"]] = p
+    out = []
+    for (si, beta, noise, seed), arms in sorted(by.items()):
+        s, k = arms.get("scratch"), arms.get("kd")
+        row = {"student": si, "label": (s or k)["label"], "beta": beta, "seed": seed,
+               "input_noise": None if noise < 0 else noise}
+        for name, a in (("scratch", s), ("kd", k)):
+            row[name] = None if a is None else {"id": a["id"], "test_acc": a["test_acc"], "val_acc": a["val_acc"],
+                                                "lut": a["lut"], "ebops": a["ebops"]}
+        if s and k:
+            row["kd_minus_scratch_test"] = k["test_acc"] - s["test_acc"]
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- outputs a person reads
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _n(v: Any) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def pareto_markdown(res: dict[str, Any]) -> str:
+    t = res["teacher"]
+    lines = ["# kdhw pareto: accuracy vs LUT", "",
+             f"Data {res['data']['dataset']} ({res['data']['test']} test rows); "
+             + (f"teacher {100 * t['test_acc']:.2f} % test; " if t else "")
+             + f"{len(res['points'])} arms ({len(res['betas'])} betas x {len(res['students'])} student(s)"
+             + (f" x {res['seeds']} seeds" if res.get("seeds", 1) > 1 else "")
+             + (f" x input noise {', '.join(f'{n:g}' for n in res['input_noise'])} of the inputs' std"
+                if res.get("input_noise") else "")
+             + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
+             f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
+             f"accuracy (`pareto`, {res['data']['val']} rows: one row is {100 / max(res['data']['val'], 1):.2f} "
+             "points, so front points that close are a draw); `front (test)` marks the front by test accuracy.", "",
+             "## Front", "",
+             "| point | student | arm | beta | val % | test % | yosys LUT | FF | est. LUT | EBOPs | live weights "
+             "| inputs read | latency | bit-exact |", "|" + "---|" * 14]
+    pts = {p["id"]: p for p in res["points"]}
+    levels = len(res.get("input_noise") or []) > 1  # name the noise level beside the student when it varies
+    for pid in res["front"]:
+        p = pts[pid]
+        lab = p["label"] + (f" noise {p['input_noise']:g}" if levels else "")
+        lines.append(f"| `{pid}` | {lab} | {p['kind']} | {p['beta']:g} | {_pct(p['val_acc'])} | "
+                     f"{_pct(p['test_acc'])} | {_n(p['lut'])} | {_n(p['ff'])} | {_n(p['lut_estimate'])} | "
+                     f"{_n(p['ebops'])} | {p['live_weights']}/{p['weights']} | {p['inputs_read']}/{p['inputs']} | "
+                     f"{p['latency_cycles']} | {'yes' if p['bit_exact'] else '**NO**'} |")
+    if res["boards"]:
+        lines += ["", "## Best student per board", "", "| board | point | RTL form | val % | test % | LUT | FF | checked |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for e in res["boards"]:
+            chk = "; ".join(f"`{c['point']}`: {c['why']}" for c in e["checked"])
+            lines.append(f"| {e['board']} | {('`' + e['pick'] + '`') if e['pick'] else '**none fits**'} | "
+                         f"{e.get('form') or '—'} | {_pct(e.get('val_acc'))} | {_pct(e.get('test_acc'))} | {_n(e.get('lut'))} | "
+                         f"{_n(e.get('ff'))} | {chk} |")
+    if res["kd"]:
+        lines += ["", "## Distillation at each point (paired: same student, beta, seed and initial weights)", "",
+                  "| student | beta | seed | scratch test % | scratch LUT | KD test % | KD LUT | KD − scratch (points) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in res["pairs"]:
+            s, k = r["scratch"] or {}, r["kd"] or {}
+            d = r.get("kd_minus_scratch_test")
+            lab = r["label"] + (f" noise {r['input_noise']:g}" if levels else "")
+            lines.append(f"| {lab} | {r['beta']:g} | {r['seed']} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
+                         f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
+                         f"{'—' if d is None else f'{100 * d:+.2f}'} |")
+    lines += ["", "## Every point", "", "| point | arm | beta | val % | test % | yosys LUT | est. LUT | EBOPs | front "
+              "| front (test) |", "|" + "---|" * 10]
+    for p in sorted(res["points"], key=lambda p: (p["lut"] is None, p["lut"] or 0)):
+        lines.append(f"| `{p['id']}` | {p['kind']} | {p['beta']:g} | {_pct(p['val_acc'])} | {_pct(p['test_acc'])} | "
+                     f"{_n(p['lut'])} | {_n(p['lut_estimate'])} | {_n(p['ebops'])} | {'yes' if p['pareto'] else ''} | "
+                     f"{'yes' if p['pareto_test'] else ''} |")
+    g = res["grid"]
+    lines += ["", f"{g['tasks']} tasks ({g['executed']} run now, {g['resumed']} resumed from `{g['runs_file']}`), "
+              f"{g['mode']} with {g['workers']} worker(s), {g['wall_s']:.0f} s wall.", "", "![front](pareto.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def pareto_plot(res: dict[str, Any], path: Path) -> None:
+    """Test accuracy vs yosys LUT, one marker per arm kind, the (validation) front joined and circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    pts = [p for p in res["points"] if p["lut"] is not None]
+    for kind, marker in (("scratch", "o"), ("kd", "s")):
+        ps = [p for p in pts if p["kind"] == kind]
+        if ps:
+            ax.scatter([p["lut"] for p in ps], [100 * p["test_acc"] for p in ps], marker=marker, alpha=0.6,
+                       label="distilled" if kind == "kd" else "scratch (labels only)")
+    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["lut"])
+    if front:
+        ax.plot([p["lut"] for p in front], [100 * p["test_acc"] for p in front], "k-", lw=1, drawstyle="steps-post")
+        ax.scatter([p["lut"] for p in front], [100 * p["test_acc"] for p in front], s=90, facecolors="none",
+                   edgecolors="k", label="front (by validation accuracy)")
+    for e in res["boards"]:
+        if e["pick"]:
+            p = next(q for q in pts if q["id"] == e["pick"])
+            ax.annotate(e["board"], (p["lut"], 100 * p["test_acc"]), textcoords="offset points", xytext=(5, -12),
+                        fontsize=8)
+    if res["teacher"]:
+        ax.axhline(100 * res["teacher"]["test_acc"], color="gray", ls="--", lw=1, label="teacher (float)")
+    luts = [p["lut"] for p in pts]
+    if luts and max(luts) / max(min(luts), 1) >= 4:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"LUTs (yosys synth_xilinx, {res['synth_part']})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Resource-aware students: accuracy vs LUT")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- CLI (hooked into kdhw/cli.py)
+
+def add_pareto_parser(subparsers: Any) -> argparse.ArgumentParser:
+    s = subparsers.add_parser("pareto", help="resource-aware students over a grid of cost weights; the accuracy-LUT "
+                                             "front, verified; the best student per board")
+    s.add_argument("config", help="YAML config (its pareto section; the student section is each point's base)")
+    s.add_argument("--out", required=True, help="folder; holds runs.jsonl, so rerunning the command resumes")
+    s.add_argument("--board", action="append", default=[], help="mark the best front point that fits this board "
+                                                                "(repeat for several)")
+    s.add_argument("--teacher", help="teacher.pt to share (else the config's teacher is trained once)")
+    s.add_argument("--workers", type=int, default=None, help="tasks at once on a local Ray (0 = every core); "
+                                                             "default 1 = sequential")
+    s.add_argument("--address", help="an existing Ray cluster (HOST:PORT of its head, or auto)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (the summary lines stay)")
+    s.set_defaults(fn=cmd_pareto)
+    return s
+
+
+def cmd_pareto(a: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from kdhw.config import load_config
+
+    from .grid import cpu_workers
+
+    cfg = load_config(a.config)
+    workers = cpu_workers(a.workers)
+    if workers is None and a.address is None:
+        workers = 1
+    res = run_pareto(cfg, a.out, boards=a.board, teacher_path=a.teacher, progress=not a.no_progress,
+                     log=tqdm.write, workers=workers, address=a.address)
+    print(f"wrote {str(a.out).rstrip('/')}/ (pareto.json, pareto.md, pareto.png, {RUNS_FILE}, {POINTS_DIR}/); "
+          f"{len(res['front'])} front points of {len(res['points'])}")
+    if res["not_bit_exact"]:
+        print(f"kdhw pareto: error: not bit-exact: {', '.join(res['not_bit_exact'])} (see DIR/points/<id>/verify.json)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["add_pareto_parser", "auto_student", "train_points", "cmd_pareto", "mark_front", "pick_for_boards", "point_specs", "run_pareto"]

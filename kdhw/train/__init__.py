@@ -1,0 +1,1 @@
+"""Training: data, teacher, student, losses, recipe, distillation.  Nothing here imports hardware."""

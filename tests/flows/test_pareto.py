@@ -1,0 +1,258 @@
+"""``kdhw pareto`` end to end on a tiny grid: points trained (scratch and KD, paired), synthesized, the front
+verified bit-exact through kdhw.flows.to_hardware, a board picked, an impossible board refused with the smallest point
+named, resume; ``kdhw run`` with ``student.auto``; and bad input.
+
+Why a data set of its own: the digits students of the other tests read 64 pixels, and their resource-aware
+versions after a few epochs still synthesize to ~3,000 LUTs (yosys for each point, C-sim for each front
+point).  Digits classes 0-3 pooled to 4x4 pixels give students of a few hundred LUTs, so every stage runs
+for real on designs that take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kdhw.cli import main
+
+pytestmark = pytest.mark.slow
+
+STUDENT = {"input": {"bits": 4, "int_bits": 1, "signed": False}, "output": {"bits": 6},
+           "layers": [{"type": "dense", "units": 4}, {"type": "relu"}, {"type": "dense", "units": 4}]}
+
+
+def _cfg(data: Path, **over: dict) -> dict:
+    base = {
+        "data": {"dataset": "npz", "path": str(data)},
+        "teacher": {"arch": "mlp", "hidden": 16, "epochs": 3, "patience": 3},
+        "student": STUDENT,
+        "distill": {"epochs": 3},
+        # input_noise []: the distill section's augmentation (none), so 4 epochs prune something
+        "pareto": {"betas": [0.001], "epochs": 4, "lr": 0.05, "verify_random_inputs": 40, "sim_rows": 8,
+                   "input_noise": []},
+    }
+    return {**base, **over}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits 0-3, 2x2 average-pooled to 16 features in [0, 1] (ufixed<4,1> rounds them, never clips)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    keep = d.target < 4
+    x = d.images[keep].reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(-1, 16) / 16.0
+    p = tmp_path_factory.mktemp("tiny") / "digits4.npz"
+    np.savez(p, x=x.astype(np.float32), y=d.target[keep])
+    return p
+
+
+@pytest.fixture()
+def boards_dir(tmp_path, monkeypatch):
+    """The catalog plus a Xilinx board far too small for any student (fails without extra synthesis)."""
+    src = Path(__file__).resolve().parents[2] / "boards"
+    d = tmp_path / "boards"
+    shutil.copytree(src, d)
+    tiny_board = yaml.safe_load((d / "pynq-z2.yaml").read_text())
+    tiny_board.update(name="tiny", lut=5, ff=10)
+    (d / "tiny.yaml").write_text(yaml.safe_dump(tiny_board))
+    monkeypatch.setenv("KDHW_BOARDS_DIR", str(d))
+    return d
+
+
+def test_pareto_end_to_end(tmp_path, tiny, boards_dir, capsys) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(tiny)))
+    out = tmp_path / "out"
+    rc = main(["pareto", str(cfg), "--out", str(out), "--board", "pynq-z2", "--board", "tiny", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("kdhw pareto: error: board tiny: no point of the front fits (5 LUT")
+    assert "the smallest point found is s0_b0.001_" in err[0] and " LUT / " in err[0]
+    res = json.loads((out / "pareto.json").read_text())
+    pts = {p["id"]: p for p in res["points"]}
+    assert len(pts) == 2 and {p["kind"] for p in pts.values()} == {"scratch", "kd"}
+    assert all(p["lut"] > 0 and p["spec"]["layers"][0]["weight_frac_bits"] is not None for p in pts.values())
+    # learned precision pruned something: fewer live weights than weights, and EBOPs recorded per point
+    assert all(0 < p["live_weights"] < p["weights"] and p["ebops"] > 0 for p in pts.values())
+    front = [pts[i] for i in res["front"]]
+    assert front and all(p["pareto"] and p["bit_exact"] is True for p in front)
+    assert all(p["verify"]["levels"][lv]["exact_rows"] == p["verify"]["rows"] for p in front
+               for lv in ("brevitas", "csim", "rtl"))
+    assert all(p["verify"]["levels"]["rtl_sim"]["exact_rows"] == 8 for p in front)
+    assert all((out / p["dir"] / "hls" / "kdhw_hls.json").is_file() for p in front)
+    pynq = next(b for b in res["boards"] if b["board"] == "pynq-z2")
+    best = max(front, key=lambda p: (p["val_acc"], -p["lut"]))
+    assert pynq["pick"] == best["id"]
+    pair = res["pairs"][0]  # scratch and KD of the same point, side by side
+    assert pair["scratch"]["id"] != pair["kd"]["id"]
+    assert pair["kd_minus_scratch_test"] == pytest.approx(pair["kd"]["test_acc"] - pair["scratch"]["test_acc"])
+    for f in ("pareto.md", "pareto.png"):
+        assert (out / f).stat().st_size > 0
+    # resume: nothing is trained or verified again, same result; a board that fits exits 0
+    rc = main(["pareto", str(cfg), "--out", str(out), "--board", "pynq-z2", "--no-progress"])
+    assert rc == 0
+    res2 = json.loads((out / "pareto.json").read_text())
+    assert res2["grid"]["executed"] == 0 and res2["grid"]["resumed"] == 2
+    assert [p["test_acc"] for p in res2["points"]] == [p["test_acc"] for p in res["points"]]
+    assert [p["bit_exact"] for p in res2["points"]] == [p["bit_exact"] for p in res["points"]]
+    # a board whose pins the parallel ports exceed: the same point fits as a stream form, named in the pick
+    import dataclasses
+
+    from kdhw.boards import load_board
+    from kdhw.flows.pareto import pick_for_boards
+
+    pinned = dataclasses.replace(load_board("pynq-z2"), name="pynq-40-pins", io_pins=40)
+    pick = pick_for_boards(res2["points"], [pinned], out, "parallel", log=lambda *a: None)[0]
+    assert pick["pick"] == best["id"] and pick["form"].startswith("stream p="), pick
+    cands = pick["checked"][0]["candidates"]
+    assert cands[0]["label"] == "parallel" and cands[0]["why"].startswith("pins ")
+    chosen = next(c for c in cands if c["verdict"] == "chosen")
+    assert chosen["pins"] <= 40 and chosen["synthesis"]["lut"] == pick["lut"] > 0
+    # pareto.seeds: 2 keeps the first seed's tasks (resumed) and trains a paired second seed beside them
+    cfg.write_text(yaml.safe_dump(_cfg(tiny, pareto={**_cfg(tiny)["pareto"], "seeds": 2})))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res3 = json.loads((out / "pareto.json").read_text())
+    assert res3["grid"]["executed"] == 2 and res3["grid"]["resumed"] == 2 and res3["seeds"] == 2
+    assert sorted(p["seed"] for p in res3["points"]) == [0, 0, 1, 1]
+    assert {p["id"] for p in res3["points"]} >= set(pts)
+    assert all("_seed1_" in p["id"] for p in res3["points"] if p["seed"] == 1)
+    assert sorted((r["seed"], r["scratch"]["id"] != r["kd"]["id"]) for r in res3["pairs"]) == [(0, True), (1, True)]
+    # pareto.input_noise (default: one level, 0.1 x the training inputs' std): one training per level and
+    # point; the first level keeps its keys when levels are added, so a run resumes
+    from kdhw.config import validate
+    from kdhw.train.data import load_dataset
+    from kdhw.train.recipe import input_noise
+
+    assert validate({k: v for k, v in _cfg(tiny).items() if k != "pareto"}).pareto["input_noise"] == [0.1]
+    x_train = load_dataset(validate(_cfg(tiny)).data).x_train
+    assert res3["input_noise"] == [] and all(p["input_noise"] is None for p in res3["points"])
+    cfg.write_text(yaml.safe_dump(_cfg(tiny, pareto={**_cfg(tiny)["pareto"], "input_noise": [0.1]})))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res4 = json.loads((out / "pareto.json").read_text())
+    assert res4["grid"]["executed"] == 2 and res4["input_noise"] == [0.1]
+    assert all(p["augment_noise"] == input_noise(x_train, 0.1) > 0 for p in res4["points"])
+    cfg.write_text(yaml.safe_dump(_cfg(tiny, pareto={**_cfg(tiny)["pareto"], "input_noise": [0.1, 0]})))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res5 = json.loads((out / "pareto.json").read_text())
+    assert res5["grid"]["executed"] == 2 and res5["grid"]["resumed"] == 2
+    quiet = [p for p in res5["points"] if p["input_noise"] == 0]
+    assert len(quiet) == 2 and all(p["augment_noise"] == 0 and "_n0_" in p["id"] for p in quiet)
+    assert sorted(r["input_noise"] for r in res5["pairs"]) == [0, 0.1]
+
+
+def test_pareto_bad_input(tmp_path, capsys) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz")))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o"), "--board", "nosuchboard"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown board 'nosuchboard'; known:" in err[0]
+    assert not (tmp_path / "o").exists()
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [-1]})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pareto.betas must be a non-empty list of numbers >= 0" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "seeds": 0})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pareto.seeds must be >= 1, got 0" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "input_noise": [0.1, -1]})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pareto.input_noise must be a list of distinct numbers in [0, 1]" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "input_noise": [0.1, 0.1]})))
+    assert main(["pareto", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "got [0.1, 0.1]" in capsys.readouterr().err
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "granularity": "bit"})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "pareto.granularity = 'bit' is not allowed; choose one of: weight, channel" in err[0]
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", student={**STUDENT, "resource": {"beta": 1e-3,
+                                                                                                 "betta": 1}})))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown key 'student.resource.betta'; allowed: beta, epochs" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_with_auto_student(tmp_path, tiny, capsys) -> None:
+    """``student: {auto: {board: B}}``: kdhw run trains the grid, exports the picked front point like any run
+    student (bit-exact), and says which point and why."""
+    base = _cfg(tiny)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "student": {**STUDENT, "auto": {"board": "pynq-z2"}},
+                                   "pareto": {**base["pareto"], "kd": False},
+                                   "verify": {"random_inputs": 40}, "rtl": {"sim_rows": 8},
+                                   "report": {"boards": []}}))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["verify"]["bit_exact"] is True and rep["verify"]["levels"]["csim"]["exact_rows"] == rep["verify"]["rows"]
+    assert rep["auto"]["board"] == "pynq-z2" and rep["auto"]["point"] in rep["auto"]["front"]
+    assert rep["chosen"]["reason"].startswith("pareto point ")
+    assert rep["auto"]["spec"]["layers"][0]["weight_frac_bits"] is not None
+
+
+def test_run_with_resource_student(tmp_path, tiny, capsys) -> None:
+    """``student.resource`` in kdhw run: both arms train resource-aware, each is folded with its own learned
+    precisions (each checkpoint rebuilds exactly the arm it names), and the exported one is bit-exact."""
+    import torch
+
+    from kdhw.train.distill import student_input
+    from kdhw.train.student import load_student
+
+    base = _cfg(tiny)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "student": {**STUDENT, "resource": {"beta": 0.001}},
+                                   "distill": {"epochs": 4, "lr": 0.05}, "verify": {"random_inputs": 40},
+                                   "rtl": {"enabled": False}, "report": {"boards": []}}))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    run = tmp_path / "run"
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["verify"]["bit_exact"] is True and rep["verify"]["levels"]["csim"]["exact_rows"] == rep["verify"]["rows"]
+    x = np.load(run / "verify_inputs.npy")[:rep["data"]["test"]]
+    y = np.load(run / "verify_labels.npy")[:rep["data"]["test"]]
+    for arm in ("scratch", "kd"):
+        info = rep["students"][arm]["info"]["resource"]
+        assert info["beta"] == 0.001 and 0 < info["live_weights"] < info["weights"]
+        m = load_student(run / f"student_{arm}.pt")
+        with torch.no_grad():
+            acc = float((m(torch.from_numpy(student_input(x, STUDENT))).argmax(1).numpy() == y).mean())
+        assert acc == rep["students"][arm]["test_acc"], arm
+
+
+def test_distill_and_sweep_verbs_fold_resource_students(tmp_path, tiny) -> None:
+    """``kdhw distill`` and ``kdhw sweep`` on a config with ``student.resource`` save every arm folded with its
+    own learned precisions: each checkpoint loads as a brevitas student and reproduces its arm's accuracy."""
+    import torch
+
+    from kdhw.config import validate
+    from kdhw.train.data import load_dataset
+    from kdhw.train.distill import student_input
+    from kdhw.train.student import load_student
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**_cfg(tiny), "student": {**STUDENT, "resource": {"beta": 0.001}},
+                                   "distill": {"epochs": 4, "lr": 0.05}}))
+    assert main(["distill", str(cfg), "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    assert main(["sweep", str(cfg), "--param", "distill.temperature", "--values", "2", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 0
+    data = load_dataset(validate({"data": {"dataset": "npz", "path": str(tiny)}}).data)
+    x = torch.from_numpy(student_input(data.x_test, STUDENT))
+
+    def acc(pt: Path) -> float:
+        with torch.no_grad():
+            return float((load_student(pt)(x).argmax(1).numpy() == data.y_test).mean())
+
+    arms = json.loads((tmp_path / "d" / "distill.json").read_text())["arms"]
+    for arm in ("scratch", "kd"):
+        assert acc(tmp_path / "d" / f"student_{arm}.pt") == arms[arm]["test_acc"], arm
+    runs = [json.loads(ln) for ln in (tmp_path / "s" / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 2 and all(acc(tmp_path / "s" / r["arm"]) == r["test_acc"] for r in runs)
+    assert {r["kind"]: r["test_acc"] for r in runs}["scratch"] == arms["scratch"]["test_acc"]  # same arm, both verbs
