@@ -44,8 +44,7 @@ def input_codes(rtl: str | Path | dict[str, Any], x: np.ndarray) -> np.ndarray:
 def pack_inputs(rtl: str | Path | dict[str, Any], x: np.ndarray) -> list[int]:
     """Float inputs -> one ``model_inp`` value per row (Python ints; element j at bits [j*W, j*W+W-1])."""
     meta = load_meta(rtl)
-    fin, _ = io_formats(meta)
-    return pack_words(input_codes(meta, x), fin)
+    return pack_words(input_codes(meta, x), io_formats(meta)[0])
 
 
 def output_codes(rtl: str | Path | dict[str, Any], y: np.ndarray) -> np.ndarray:
@@ -64,8 +63,7 @@ def output_codes(rtl: str | Path | dict[str, Any], y: np.ndarray) -> np.ndarray:
 def pack_outputs(rtl: str | Path | dict[str, Any], y: np.ndarray) -> list[int]:
     """Dequantized outputs -> the ``model_out`` values the hardware must produce, one per row."""
     meta = load_meta(rtl)
-    _, fout = io_formats(meta)
-    return pack_words(output_codes(meta, y), fout)
+    return pack_words(output_codes(meta, y), io_formats(meta)[1])
 
 
 def unpack_outputs(rtl: str | Path | dict[str, Any], words: list[int] | np.ndarray) -> np.ndarray:

@@ -154,12 +154,17 @@ class _Walker:
             out[idx] = _quantize_var(v, e, lo, hi, mode)
         return self._fva(out)
 
-    def _matmul(self, node: onnx.NodeProto, args: list[Value], at: dict[str, Any]) -> Value:
+    def _one_constant(self, node: onnx.NodeProto, args: list[Value], why: str) -> bool:
+        """True when both operands are constants (fold them); refuse two run-time tensors."""
         a, b = args
         if _is_sym(a) and _is_sym(b):
-            raise InputError(f"{self._where(node)}: both operands are run-time tensors; the RTL converter needs "
-                             "one constant (weight) operand")
-        if not _is_sym(a) and not _is_sym(b):
+            raise InputError(f"{self._where(node)}: {why}")
+        return not _is_sym(a) and not _is_sym(b)
+
+    def _matmul(self, node: onnx.NodeProto, args: list[Value], at: dict[str, Any]) -> Value:
+        a, b = args
+        if self._one_constant(node, args, "both operands are run-time tensors; the RTL converter needs one "
+                                          "constant (weight) operand"):
             return np.matmul(a, b)
         if _is_sym(a):
             if b.ndim != 2:
@@ -202,10 +207,8 @@ class _Walker:
 
     def _mul(self, node: onnx.NodeProto, args: list[Value], at: dict[str, Any]) -> Value:
         a, b = args
-        if _is_sym(a) and _is_sym(b):
-            raise InputError(f"{self._where(node)}: multiplies two run-time tensors; the RTL converter supports "
-                             "multiplication by constants only")
-        if not _is_sym(a) and not _is_sym(b):
+        if self._one_constant(node, args, "multiplies two run-time tensors; the RTL converter supports "
+                                          "multiplication by constants only"):
             return a * b
         x, c = (a, b) if _is_sym(a) else (b, a)
         c = np.asarray(c, dtype=np.float64)
