@@ -77,7 +77,11 @@ def _teacher(key: str, teacher_cfg: dict[str, Any], data: Any, log: Any) -> dict
 
     path = CACHE / "train_speed" / f"teacher_{key}_{_digest([teacher_cfg, len(data.y_train), data.x_train[:3]])}.pt"
     if path.exists():
-        return torch.load(path, weights_only=False)
+        try:  # tensors only (no unpickling of arbitrary objects); a cache written otherwise is retrained
+            blob = torch.load(path, weights_only=True)
+            return {**blob, "logits": {k: v.numpy() for k, v in blob["logits"].items()}}
+        except Exception:
+            pass
     t0 = time.perf_counter()
     model, _ = train_teacher(teacher_cfg, data, progress=False)
     tl = teacher_logits(model, teacher_cfg["arch"], data)
@@ -85,7 +89,7 @@ def _teacher(key: str, teacher_cfg: dict[str, Any], data: Any, log: Any) -> dict
             "acc": teacher_accuracy(tl, data), "digest": key}
     log(f"[{key}] teacher trained in {time.perf_counter() - t0:.0f} s: test {100 * blob['acc']['test']:.2f} %")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(blob, path)
+    torch.save({**blob, "logits": {k: torch.from_numpy(v) for k, v in tl.items()}}, path)
     return blob
 
 
