@@ -111,6 +111,17 @@ def space_free(path: Path) -> Path:
     return link
 
 
+def space_free_dir(path: Path) -> Path:
+    """``path``, or where it has a space, a real folder in the temporary directory that stands in for it (the
+    same one on every call).  For build folders make runs in: a symlink does not help there, because make's
+    CURDIR is the resolved path (Verilator's verilated.mk refuses a CURDIR with a space)."""
+    if not any(c.isspace() for c in str(path)):
+        return path
+    place = _temp_place(Path(path), "build")
+    place.mkdir(parents=True, exist_ok=True)
+    return place
+
+
 def _temp_place(path: Path, tag: str) -> Path:
     """A space-free name in the temporary directory for a stand-in of ``path``, stable across calls."""
     digest = hashlib.sha256(f"{path}|{tag}".encode()).hexdigest()[:12]

@@ -379,3 +379,19 @@ def test_model_whose_outputs_read_no_input_is_refused(tmp_path) -> None:
     path = _tiny_model(tmp_path, nodes, inits, "a", (4, 2.0**-2, 1, 0, "ROUND"))
     with pytest.raises(InputError, match="no output of the model depends on its input"):
         qonnx_to_rtl(path, tmp_path / "rtl")
+
+
+@pytest.mark.slow
+def test_verilator_builds_in_a_folder_whose_path_has_a_space(designs, tmp_path) -> None:
+    """Verilator's make refuses a CURDIR with a space (`kdhw board "run out/"` hit it); the build runs in a
+    stand-in folder instead, and the simulation is still exact."""
+    from kdhw.util.runtime import space_free_dir
+    from kdhw.verify.sim.runner import simulate_rtl
+
+    path, rtl, x = designs["mlp"]
+    ref = reference(load_qonnx(path), x[:20])
+    res = simulate_rtl(rtl, x[:20], ref, simulator="verilator", work_dir=tmp_path / "work dir")
+    assert res["exact_rows"] == 20 == res["rows"]
+    spaced = tmp_path / "a b"
+    assert " " not in str(space_free_dir(spaced)) and space_free_dir(spaced).is_dir()
+    assert space_free_dir(tmp_path) == tmp_path

@@ -21,7 +21,7 @@ import numpy as np
 from kdhw.errors import CheckFailed, InputError, ToolMissing
 from kdhw.hw.rtl import emulate, input_codes, load_meta, output_codes, pack_inputs, pack_outputs, unpack_outputs
 from kdhw.hw.rtl._formats import FixedFormat
-from kdhw.util.runtime import space_free, verilator_env, verilator_root
+from kdhw.util.runtime import space_free, space_free_dir, verilator_env, verilator_root
 
 SIM_DIR = Path(__file__).resolve().parent
 TB_MODULE = "tb_student"
@@ -148,6 +148,12 @@ def _impulse_row(rtl_dir: Path, x: np.ndarray, expected_codes: np.ndarray | None
     return int(diff[0]) if len(diff) else None
 
 
+def _make_dir(simulator: str, bdir: Path) -> Path:
+    """Where the simulator's build runs: Verilator's make cannot run in a folder whose path has a space (a run
+    folder named ``run out/``), so such a build goes to a stand-in folder in the temporary directory."""
+    return space_free_dir(bdir) if simulator == "verilator" else bdir
+
+
 def _cocotb_build(simulator: str, sources: list[Path], top: str, bdir: Path, what: str, *,
                   timing: bool = False, **kw: Any) -> None:
     """Build ``sources`` with cocotb's runner into ``bdir`` (inside ``_tool_env``); a failed build is
@@ -160,7 +166,7 @@ def _cocotb_build(simulator: str, sources: list[Path], top: str, bdir: Path, wha
     args = ([*_VERILATOR_ARGS, "--timing"] if timing else _VERILATOR_ARGS) if simulator == "verilator" else ["-g2005"]
     log = bdir / "build.log"
     try:
-        _get_runner(simulator).build(sources=srcs, hdl_toplevel=top, build_dir=bdir, build_args=args,
+        _get_runner(simulator).build(sources=srcs, hdl_toplevel=top, build_dir=_make_dir(simulator, bdir), build_args=args,
                                      timescale=("1ns", "1ps"), always=True, log_file=log, **kw)
     except (RuntimeError, SystemExit) as e:
         raise CheckFailed(f"{simulator} could not build {what} ({e}); log {log}:\n{_tail(log)}") from None
@@ -170,7 +176,8 @@ def _cocotb_test(simulator: str, module: str, top: str, bdir: Path, run: Path, l
     """Run the cocotb bench ``module`` on a built design (inside ``_tool_env``), results in ``run``."""
     try:
         _get_runner(simulator).test(test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
-                                    build_dir=bdir, test_dir=run, extra_env={"KDHW_SIM_DIR": str(run)},
+                                    build_dir=_make_dir(simulator, bdir), test_dir=run,
+                                    extra_env={"KDHW_SIM_DIR": str(run)},
                                     timescale=("1ns", "1ps"), results_xml=str(run / "results.xml"), log_file=log)
     except SystemExit:
         pass  # cocotb's runner exits on a failed test under pytest; the result files tell what failed
