@@ -94,10 +94,11 @@ def _md(res: dict[str, Any]) -> str:
              (f"Board {BOARD} (iCE40 UP5K, 5,280 logic cells, 30 EBR, 8 SB_MAC16), nextpnr at 12 MHz; "
               f"{res['when']}, {res['host']}. Written by `python -m benchmarks.fold_area`."), "",
              ("| student | form | exact (10,000) | logic cells | share | EBR | SB_MAC16 | FF | fmax MHz | II | "
-              "latency | dense units |"), "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "latency | MAC units |"), "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in res["students"]:
         for d in s["designs"]:
-            units = "; ".join(f"{r['unit']} {r['kind']}" + (f" pe={r['pe']} simd={r['simd']} {r['memory']}"
+            units = "; ".join(f"{r['unit']} {r['kind']}" + (f" {r['op'].split(' ')[0]} pe={r['pe']} simd={r['simd']} "
+                                                             f"{r['memory']}"
                                                              if r["kind"] == "fmac" else
                                                              f" x{r['multipliers']}" if r.get("multipliers") else "")
                               for r in d["layers"] if r["kind"] != "window")
@@ -112,8 +113,10 @@ def _md(res: dict[str, Any]) -> str:
     for g in res["goals"]:
         lines.append(f"- {g}")
     lines += ["", ("II and latency in clock cycles (rtl.json; the cocotb bench measures the same numbers). "
-                   "EBR = SB_RAM40_4K, counted by yosys (fold: weights and accumulators). `fold 1,1` keeps "
-                   "conv/pool layers in their window units (folding the conv MAC is left). Its bias/ReLU/"
+                   "EBR = SB_RAM40_4K, counted by yosys (fold: weights and accumulators). `fold 1,1` turns "
+                   "each conv layer into a window unit that gathers the window's taps (no arithmetic) and an "
+                   "`fmac` that applies the layer's weights to each window in turn; max-pool layers keep their "
+                   "window units, and their line buffers stay in registers (a few positions deep here). Its bias/ReLU/"
                    "requantization computes what today's does, bit for bit, one output per cycle through one da4ml "
                    "datapath lane on the symbolic (accumulator, bias) pair with the bias from a table "
                    "(`requant: serial`), instead of one datapath over all outputs of a layer."), ""]

@@ -69,9 +69,37 @@ def students() -> dict[str, dict[str, Any]]:
 
 
 def forms(vector: bool) -> dict[str, dict[str, Any]]:
+    """The forms of every student; the folding axis (``rtl.fold``) adds ``fold 1,1`` (one multiplier per conv
+    and dense layer) here and, in ``main``, ``fold @ II p=1``: the fewest multipliers whose frame rate is the
+    stream p=1 form's (``target_ii``; where no fold reaches it, the fastest fold and the II it reaches)."""
     return {"parallel": {"mode": "parallel"},
             "stream p=1": {"mode": "stream", "parallelism": 1},
-            "stream p=4": {"mode": "stream", "parallelism": 4, **({"in_elements": 4} if vector else {})}}
+            "stream p=4": {"mode": "stream", "parallelism": 4, **({"in_elements": 4} if vector else {})},
+            "fold 1,1": {"mode": "stream", "parallelism": 1, "fold": {"pe": 1, "simd": 1}}}
+
+
+EQUAL_II = "fold @ II p=1"
+
+
+def equal_ii_form(name: str, ii: int, work: Path) -> tuple[dict[str, Any], str]:
+    """(options, note) of the fold with ``target_ii`` = stream p=1's II; where kdhw refuses that target (a unit
+    that no fold makes fast enough), the target the refusal names as reached."""
+    import re
+
+    from kdhw.errors import InputError
+
+    opts = {"mode": "stream", "parallelism": 1, "fold": {"target_ii": ii}}
+    try:
+        generate(name, EQUAL_II, opts, work)
+        return opts, f"target_ii {ii} (stream p=1's II): met"
+    except InputError as e:
+        m = re.search(r"the II reached is (\d+)", str(e))
+        if not m:
+            raise
+        reached = int(m.group(1))
+        return ({**opts, "fold": {"target_ii": reached}},
+                f"target_ii {ii} (stream p=1's II) refused ({str(e).split(': ', 1)[1].split(' (the II')[0]}); "
+                f"the fastest fold, target_ii {reached}")
 
 
 def train(name: str, st: dict[str, Any], work: Path, epochs: int | None) -> dict[str, Any]:
@@ -162,8 +190,13 @@ def main() -> None:
     recs = {n: train(n, st, work, 2 if a.quick else None) for n, st in sts.items()}
     designs: dict[tuple[str, str], dict[str, Any]] = {}
     tasks = []
+    notes: dict[str, str] = {}
     for n in sts:
-        for f, opts in forms(_vector(work, n)).items():
+        fs = forms(_vector(work, n))
+        for f in [*fs, EQUAL_II]:
+            if f == EQUAL_II:
+                fs[f], notes[n] = equal_ii_form(n, designs[(n, "stream p=1")]["meta"]["initiation_interval"], work)
+            opts = fs[f]
             rtl, meta, h = generate(n, f, opts, work)
             designs[(n, f)] = {"rtl": str(rtl), "meta": meta, "sha": h, "options": opts}
             for flow, board in FLOWS.items():
@@ -190,12 +223,14 @@ def main() -> None:
             "python": platform.python_version(), "seconds_this_run": round(time.perf_counter() - t0, 1),
             "flows": {k: v for k, v in FLOWS.items()}, "skip_over": SKIP_OVER}
     RESULTS.mkdir(exist_ok=True)
+    folding = folding_axis(rows, notes)
     (RESULTS / "stream_vs_parallel.json").write_text(json.dumps({"students": recs, "rows": rows,
-                                                                 "lattice_cells_fit": lattice, **meta},
-                                                                indent=1) + "\n")
-    (RESULTS / "stream_vs_parallel.md").write_text(markdown(rows, recs, meta) + lattice_markdown(lattice))
+                                                                 "lattice_cells_fit": lattice, "folding": folding,
+                                                                 **meta}, indent=1) + "\n")
+    text = markdown(rows, recs, meta) + lattice_markdown(lattice) + folding_markdown(folding)
+    (RESULTS / "stream_vs_parallel.md").write_text(text)
     plot(rows, RESULTS / "stream_vs_parallel.png")
-    print(markdown(rows, recs, meta) + lattice_markdown(lattice))
+    print(text)
 
 
 def lattice_fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -281,6 +316,58 @@ def summarize(recs: dict[str, Any], designs: dict[tuple[str, str], dict[str, Any
             row["flows"][flow] = keep
         rows.append(row)
     return rows
+
+
+FOLD_FORMS = ("stream p=1", "fold 1,1", EQUAL_II)
+
+
+def folding_axis(rows: list[dict[str, Any]], notes: dict[str, str]) -> list[dict[str, Any]]:
+    """Per student and flow: frames/s and size of stream p=1 and the fold forms, and the check "at equal II,
+    no fold form is larger than stream p=1" (logic cells on Lattice, LUT on xc7; only where the fold's II
+    is at most stream p=1's)."""
+    out = []
+    for s in dict.fromkeys(r["student"] for r in rows):
+        by = {r["form"]: r for r in rows if r["student"] == s}
+        if not all(f in by for f in FOLD_FORMS):
+            continue
+        for flow in FLOWS:
+            cells = {f: (by[f]["flows"].get(flow) or {}).get("lut") for f in FOLD_FORMS}
+            placed = {f: bool((by[f]["flows"].get(flow) or {}).get("ok")) for f in FOLD_FORMS}
+            fps = {f: (by[f]["flows"].get(flow) or {}).get("frames_per_s_at_board_clock") for f in FOLD_FORMS}
+            ii = {f: by[f]["initiation_interval"] for f in FOLD_FORMS}
+            equal = ii[EQUAL_II] <= ii["stream p=1"]
+            ok = None
+            if equal and cells[EQUAL_II] and cells["stream p=1"]:
+                ok = cells[EQUAL_II] <= cells["stream p=1"]
+            out.append({"student": s, "flow": flow, "cells": cells, "placed": placed, "ii": ii,
+                        "frames_per_s_at_board_clock": fps, "equal_ii_reached": equal,
+                        "equal_ii_not_larger": ok, "note": notes.get(s, "")})
+    return out
+
+
+def folding_markdown(folding: list[dict[str, Any]]) -> str:
+    if not folding:
+        return ""
+    unit = {"xc7": "LUT", "ice40": "logic cells", "ecp5": "LUT4 + FF cells"}
+    L = ["", "## Folding axis (rtl.fold)", "",
+         "Size (yosys; Lattice: placed by nextpnr or not) and frames/s at the board's clock of stream p=1, `fold "
+         "1,1` (one multiplier per conv and dense layer) and `fold @ II p=1` (`rtl.fold.target_ii` = stream p=1's "
+         "II: the fewest multipliers at the same frame rate).  `not larger at equal II`: the fold @ II form's size "
+         "against stream p=1's, only where it reaches that II.", "",
+         "| student | flow | stream p=1: size, frames/s | fold 1,1 | fold @ II p=1 | II (p=1 / 1,1 / @II) | "
+         "not larger at equal II |", "|---|---|---|---|---|---|---|"]
+    for r in folding:
+        def cell(f: str) -> str:
+            c, p, fp = r["cells"][f], r["placed"][f], r["frames_per_s_at_board_clock"][f]
+            return f"{_n(c)}{'' if p or r['flow'] == 'xc7' else ' (not placed)'}, {_n(fp)}"
+        ok = r["equal_ii_not_larger"]
+        verdict = ("II not reached" if not r["equal_ii_reached"] else "—" if ok is None else
+                   ("yes" if ok else "**no**"))
+        ii = r["ii"]
+        L.append(f"| {r['student']} | {r['flow']} ({unit[r['flow']]}) | {cell('stream p=1')} | {cell('fold 1,1')} | "
+                 f"{cell(EQUAL_II)} | {ii['stream p=1']:,} / {ii['fold 1,1']:,} / {ii[EQUAL_II]:,} | {verdict} |")
+    L += [""] + [f"- {s}: {n}" for s, n in dict.fromkeys((r["student"], r["note"]) for r in folding)]
+    return "\n".join(L) + "\n"
 
 
 def _n(v: Any, nd: int = 0) -> str:

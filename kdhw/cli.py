@@ -254,6 +254,8 @@ def cmd_rtl(a: argparse.Namespace) -> int:
     from .config import check_rtl_options
 
     opts = {k: getattr(a, k) for k in STREAM_OPTIONS}
+    if a.target_ii is not None:
+        opts["fold"] = {**(opts["fold"] or {}), "target_ii": a.target_ii}
     check_rtl_options(a.mode, {**opts, "board": a.board, "pipeline": a.pipeline, "latency_cutoff": a.latency_cutoff,
                                "top": a.top}, lambda k: f"--{k.replace('_', '-')}", "")
     if a.mode == "auto" and not a.board:
@@ -504,9 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "is repaired and flagged; ignore: frames are counted, tlast only flagged on tlast_err (for "
                         "sources without TLAST)")
     s.add_argument("--fold", type=_fold_arg, default=None, metavar="PE,SIMD[,bram|lut]",
-                   help="stream: every dense layer computes PE outputs x SIMD inputs per cycle with its weights in "
-                        "block RAM (registered read) and its multipliers in DSP blocks, e.g. --fold 1,1 (unset: the "
-                        "units of --dense)")
+                   help="stream: every conv and dense layer computes PE outputs x SIMD inputs per cycle with its "
+                        "weights in block RAM (registered read) and its multipliers in DSP blocks, e.g. --fold 1,1 "
+                        "(unset: the units of --dense; per-layer settings: rtl.fold.layers in a config)")
+    s.add_argument("--target-ii", type=int, default=None, metavar="N",
+                   help="stream: fold every conv and dense layer with the fewest multipliers whose slowest layer "
+                        "still takes a frame every N cycles (rtl.fold.target_ii; instead of --fold's PE,SIMD)")
     s.add_argument("--top", default=None, metavar="NAME",
                    help="name of the top module (default kdhw_top); every generated module starts with it, so cores "
                         "with different tops can share one design")

@@ -121,10 +121,13 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "out_elements": (int, None, "stream: logits per output beat (unset: 1)"),
         "output": (str, None, "stream: logits | class | both (unset: logits)"),
         "dense": (str, None, "stream: auto | folded | unrolled (unset: auto)"),
-        "fold": (dict, None, "stream: {pe: P, simd: S[, memory: bram | lut][, requant: serial | parallel]}: every "
-                             "dense layer computes P outputs x S inputs per cycle, weights in block RAM (registered "
-                             "read), multipliers into DSP blocks, bias/ReLU/requantization one group of P outputs "
-                             "per cycle where the layer allows (unset: the folded/unrolled units of rtl.dense)"),
+        "fold": (dict, None, "stream: {pe: P, simd: S | target_ii: N[, memory: bram | lut][, requant: serial | "
+                             "parallel][, layers: {index or node name: {pe, simd}}]}: every conv and dense layer "
+                             "computes P outputs x S inputs per cycle, weights in block RAM (registered read), "
+                             "multipliers into DSP blocks, bias/ReLU/requantization one group of P outputs per "
+                             "cycle where the layer allows; target_ii: P and S chosen per layer, the fewest "
+                             "multipliers that still take a frame every N cycles; layers: per-layer P and S (index "
+                             "= rtl.json's layers[].layer) (unset: the folded/unrolled units of rtl.dense)"),
         "tlast": (str, None, "stream: required (frames delimited by s_axis_tlast, checked against the beat count) | "
                              "ignore (frames counted; tlast only flagged, for sources without TLAST) (unset: "
                              "required)"),
@@ -336,21 +339,58 @@ def check_rtl_options(mode: str, opts: dict[str, Any], name: Callable[[str], str
             fail(f"{name(key)} = {opts[key]} must be in [1, {hi}]")
     fold = opts.get("fold")
     if fold is not None:
-        if not isinstance(fold, dict):
-            fail(f"{name('fold')} = {fold!r} must be a mapping {{pe: P, simd: S}}")
-        extra = [k for k in fold if k not in ("pe", "simd", "memory", "requant")]
-        if extra:
-            fail(f"{name('fold')}: unknown key {extra[0]!r}; allowed: pe, simd, memory, requant")
-        for k in ("pe", "simd"):
-            v = fold.get(k, 1)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
-                fail(f"{name('fold')}.{k} = {v!r} must be an integer in [1, 64]")
-        if fold.get("memory", "bram") not in ("bram", "lut"):
-            fail(f"{name('fold')}.memory = {fold['memory']!r}; allowed: bram, lut")
-        if fold.get("requant", "serial") not in ("serial", "parallel"):
-            fail(f"{name('fold')}.requant = {fold['requant']!r}; allowed: serial, parallel")
+        check_fold(fold, name("fold"), where)
         if opts.get("dense") == "unrolled":
             fail(f"{name('fold')} folds every dense layer; it contradicts {name('dense')} unrolled")
+
+
+FOLD_KEYS = ("pe", "simd", "memory", "requant", "target_ii", "layers")
+FOLD_LAYER_KEYS = ("pe", "simd")
+
+
+def check_fold(fold: Any, key: str = "rtl.fold", where: str = "") -> None:
+    """``rtl.fold``'s rules, for the config, ``kdhw rtl --fold`` and the RTL generator alike: pe, simd in
+    [1, 64] (or ``target_ii``, which chooses them per layer, not both), memory bram | lut, requant serial |
+    parallel, and ``layers``: {layer index or node name: {pe, simd}} overrides."""
+    def fail(msg: str) -> None:
+        raise InputError(f"{where}{msg}")
+
+    if fold is None:
+        return
+
+    def shape(d: dict[str, Any], k: str) -> None:
+        for x in ("pe", "simd"):
+            v = d.get(x, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+                fail(f"{k}.{x} = {v!r} must be an integer in [1, 64]")
+
+    if not isinstance(fold, dict):
+        fail(f"{key} = {fold!r} must be a mapping {{pe: P, simd: S}} or {{target_ii: N}}")
+    extra = [k for k in fold if k not in FOLD_KEYS]
+    if extra:
+        fail(f"{key}: unknown key {extra[0]!r}; allowed: {', '.join(FOLD_KEYS)}")
+    shape(fold, key)
+    if fold.get("memory", "bram") not in ("bram", "lut"):
+        fail(f"{key}.memory = {fold['memory']!r}; allowed: bram, lut")
+    if fold.get("requant", "serial") not in ("serial", "parallel"):
+        fail(f"{key}.requant = {fold['requant']!r}; allowed: serial, parallel")
+    ii = fold.get("target_ii")
+    if ii is not None:
+        if isinstance(ii, bool) or not isinstance(ii, int) or ii < 1:
+            fail(f"{key}.target_ii = {ii!r} must be a positive integer (clock cycles between frames)")
+        both = [k for k in ("pe", "simd") if k in fold]
+        if both:
+            fail(f"{key}: give {key}.target_ii (pe and simd chosen per layer) or {key}.{both[0]}, not both")
+    layers = fold.get("layers")
+    if layers is not None:
+        if not isinstance(layers, dict):
+            fail(f"{key}.layers = {layers!r} must be a mapping {{layer index or node name: {{pe: P, simd: S}}}}")
+        for lk, lv in layers.items():
+            if isinstance(lk, bool) or not isinstance(lk, (int, str)):
+                fail(f"{key}.layers: key {lk!r} must be a layer index (rtl.json's layers[].layer) or a node name")
+            if not isinstance(lv, dict) or not lv or any(k not in FOLD_LAYER_KEYS for k in lv):
+                fail(f"{key}.layers.{lk} = {lv!r} must be a mapping with pe and/or simd")
+            shape(lv, f"{key}.layers.{lk}")
 
 
 def _check_rtl(cfg: Config) -> None:

@@ -75,10 +75,17 @@ def test_rtl_json_records_the_fold_plan_per_layer(folded, qonnx_models, tmp_path
     assert meta["initiation_interval"] >= first["steps_per_frame"]
     top = (rtl / "src" / f"{meta['top']}.v").read_text()
     assert f"Initiation interval {meta['initiation_interval']} cycles" in top
-    # conv and pool layers keep their window units
+    # a conv layer becomes a window unit that gathers its taps and an fmac; a pool keeps its window unit
     _, crtl, _ = folded("conv2d", 0)
-    kinds = [rec["kind"] for rec in load_meta(crtl)["layers"]]
-    assert kinds[-1] == "fmac" and set(kinds[:-1]) == {"window"}
+    recs = load_meta(crtl)["layers"]
+    assert [(r["layer"], r["kind"]) for r in recs] == [(0, "window"), (0, "fmac"), (1, "window"), (2, "fmac")]
+    taps, conv = recs[0], recs[1]
+    assert taps["op"].startswith("conv taps") and taps["datapath_stages"] == 0 and taps["fifo_depth"] == 1
+    assert conv["op"] == "conv (folded, weights in memory)" and conv["inputs"] == 9 and conv["outputs"] == 4
+    assert conv["windows_per_frame"] == taps["positions_out"] == 36
+    assert conv["steps_per_frame"] == 36 * 9 * 4 and conv["multipliers"] == 1
+    assert recs[2]["op"] == "maxpool"
+    assert not (crtl / "src" / f"{load_meta(crtl)['top']}_{taps['unit']}_dp.v").exists()  # no datapath
     # unset: today's units, no fold record
     plain = qonnx_to_rtl(path, tmp_path / "plain", mode="stream")
     assert "fmac" not in {rec["kind"] for rec in plain["layers"]} and "fold" not in plain["stream"]
@@ -106,6 +113,11 @@ def test_weight_memory_has_a_registered_read_and_registered_multiplier_operands(
     ({"pe": 1, "lanes": 2}, r"unknown key 'lanes'"),
     ({"pe": 1, "requant": "lazy"}, r"rtl\.fold\.requant"),
     ([1, 1], r"must be a mapping"),
+    ({"target_ii": 0}, r"rtl\.fold\.target_ii = 0 must be a positive integer"),
+    ({"target_ii": 100, "pe": 2}, r"give rtl\.fold\.target_ii .* or rtl\.fold\.pe, not both"),
+    ({"layers": [1]}, r"rtl\.fold\.layers = \[1\] must be a mapping"),
+    ({"layers": {0: {"lanes": 2}}}, r"rtl\.fold\.layers\.0 = .* must be a mapping with pe and/or simd"),
+    ({"layers": {"fc1": {"pe": 99}}}, r"rtl\.fold\.layers\.fc1\.pe = 99"),
 ])
 def test_config_checks_rtl_fold(fold, match: str) -> None:
     with pytest.raises(InputError, match=match):
@@ -232,3 +244,73 @@ def test_a_flipped_bit_in_the_weight_memory_image_is_caught(folded, tmp_path) ->
     res = _simulate(bad, x, ref, "icarus", tmp_path / "work")
     assert res["exact_rows"] < n, "a flipped weight memory bit was not detected"
     assert res["latency_ok"]
+
+
+def test_per_layer_fold_by_index_and_by_name(qonnx_models, tmp_path) -> None:
+    """``rtl.fold.layers`` overrides the fold of one layer, named by its index (rtl.json's layers[].layer) or
+    by its node name; a name that is no layer, or a layer with nothing to fold, is refused with the list."""
+    path, x = qonnx_models["conv1d"]
+    names = [rec["nodes"][0] for rec in qonnx_to_rtl(path, tmp_path / "plain", mode="stream")["layers"]]
+    fold = {"pe": 1, "simd": 1, "layers": {0: {"pe": 4, "simd": 3}, names[2]: {"pe": 2}}}
+    meta = qonnx_to_rtl(path, tmp_path / "over", mode="stream", fold=fold)
+    got = {r["layer"]: (r["pe"], r["simd"], r["fold_chosen_by"]) for r in meta["layers"] if r["kind"] == "fmac"}
+    assert got == {0: (4, 3, "rtl.fold.layers[0]"), 2: (2, 1, f"rtl.fold.layers[{names[2]!r}]"),
+                   4: (1, 1, "rtl.fold")}
+    xs = edge_vectors(meta, 2000, seed=3)
+    assert np.array_equal(emulate(tmp_path / "over", xs), reference(load_qonnx(path), xs))
+    with pytest.raises(InputError, match=r"no layer 'fc9'; the layers are \(index name\): 0 "):
+        qonnx_to_rtl(path, tmp_path / "bad", mode="stream", fold={"layers": {"fc9": {"pe": 2}}})
+    with pytest.raises(InputError, match=r"layer 1 \(.*\) has no multiply-accumulate to fold"):
+        qonnx_to_rtl(path, tmp_path / "bad", mode="stream", fold={"layers": {1: {"pe": 2}}})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_target_ii_balances_the_layers_with_the_fewest_multipliers(qonnx_models, tmp_path) -> None:
+    """``rtl.fold.target_ii``: every folded layer's cycles per frame (cycle model) meet the target; a looser
+    target takes fewer multipliers; one the fastest plan cannot reach is an error naming the unit that limits
+    it."""
+    path, _ = qonnx_models["conv1d"]
+    slow = qonnx_to_rtl(path, tmp_path / "s", mode="stream", fold={"pe": 1, "simd": 1})
+    mults = {}
+    for target in (slow["initiation_interval"] // 3, slow["initiation_interval"] // 6):
+        meta = qonnx_to_rtl(path, tmp_path / f"t{target}", mode="stream", fold={"target_ii": target})
+        fm = [r for r in meta["layers"] if r["kind"] == "fmac"]
+        assert meta["initiation_interval"] <= target and meta["stream"]["target_ii"] == target
+        assert all(r["cycles_per_frame"] <= target and r["fold_chosen_by"] == f"target_ii {target}" for r in fm)
+        mults[target] = sum(r["multipliers"] for r in fm)
+        xs = edge_vectors(meta, 1000, seed=4)
+        assert np.array_equal(emulate(tmp_path / f"t{target}", xs), reference(load_qonnx(path), xs))
+    lo, hi = sorted(mults)
+    assert mults[hi] < mults[lo]  # the looser target (larger II) takes fewer multipliers
+    with pytest.raises(InputError, match=r"rtl\.fold\.target_ii = 5 cannot be met: u\d+ .* cycles per frame"):
+        qonnx_to_rtl(path, tmp_path / "x", mode="stream", fold={"target_ii": 5})
+
+
+def test_cli_target_ii(qonnx_models, tmp_path, capsys) -> None:
+    path, _ = qonnx_models["mlp"]
+    assert main(["rtl", str(path), "--out", str(tmp_path / "r"), "--mode", "stream", "--target-ii", "400"]) == 0
+    meta = load_meta(tmp_path / "r")
+    assert meta["initiation_interval"] <= 400 and meta["stream"]["fold"] == {"target_ii": 400}
+    assert main(["rtl", str(path), "--out", str(tmp_path / "b"), "--mode", "stream", "--fold", "1,1",
+                 "--target-ii", "400"]) == 2
+    assert "--fold: give --fold.target_ii" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_wrong_weight_address_in_a_folded_conv_is_caught(folded, tmp_path) -> None:
+    """The folded conv's weight memory read one word off (address bit 0 flipped) in the Verilog only: the
+    emulator (the plan) still agrees with the reference, the simulator must not."""
+    path, rtl, _ = folded("conv1d", 0)
+    meta = load_meta(rtl)
+    u = next(r for r in meta["layers"] if r["kind"] == "fmac" and r["windows_per_frame"] > 1)
+    x = edge_vectors(meta, 12, seed=5)
+    ref = reference(load_qonnx(path), x)
+    bad = tmp_path / "mutant"
+    shutil.copytree(rtl, bad)
+    f = bad / "src" / f"{meta['top']}_{u['unit']}.v"
+    text = f.read_text()
+    assert text.count("wq <= wmem[st];") == 1
+    f.write_text(text.replace("wq <= wmem[st];", "wq <= wmem[st ^ 1'b1];"))
+    assert np.array_equal(emulate(bad, x), ref)
+    res = _simulate(bad, x, ref, "icarus", tmp_path / "work")
+    assert res["exact_rows"] < len(x), "a wrong weight address was not detected"

@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdhw.config import check_fold
 from kdhw.errors import InputError
 from kdhw.util.atomic import write_json, write_text
 
 from ._hdl_text import finish, helper_sources, mark_unread_stage_inputs, prefix_helpers, used_helpers
 from ._stream_hdl import (
+    FMAC_FIFO_DEPTH,
     TLAST_MODES,
     datapath_modules,
     fifo_module,
-    FMAC_FIFO_DEPTH,
     fmac_operand_bits,
     input_unit,
     output_unit,
     stream_geometry,
     top_module,
     unit_module,
+    window_fifo_depth,
 )
 from ._stream_inventory import stream_inventory
 from ._stream_plan import OUTPUT_MODES, StreamPlan, kif_width, plan_json, plan_stream
@@ -53,30 +55,6 @@ II_DOC = ("clock cycles between the acceptance of the first beats of consecutive
           "cycles")
 
 
-FOLD_KEYS = ("pe", "simd", "memory", "requant")
-FOLD_MEMORIES = ("bram", "lut")
-FOLD_REQUANT = ("serial", "parallel")
-
-
-def check_fold(fold: Any, key: str = "rtl.fold") -> None:
-    """``fold``: None, or a mapping {pe, simd[, memory]} (pe, simd in [1, 64]; memory bram | lut)."""
-    if fold is None:
-        return
-    if not isinstance(fold, dict):
-        raise InputError(f"{key} = {fold!r} must be a mapping {{pe: P, simd: S}}")
-    extra = [k for k in fold if k not in FOLD_KEYS]
-    if extra:
-        raise InputError(f"{key}: unknown key {extra[0]!r}; allowed: {', '.join(FOLD_KEYS)}")
-    for k in ("pe", "simd"):
-        v = fold.get(k, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
-            raise InputError(f"{key}.{k} = {v!r} must be an integer in [1, 64]")
-    if fold.get("memory", "bram") not in FOLD_MEMORIES:
-        raise InputError(f"{key}.memory = {fold['memory']!r}; allowed: {', '.join(FOLD_MEMORIES)}")
-    if fold.get("requant", "serial") not in FOLD_REQUANT:
-        raise InputError(f"{key}.requant = {fold['requant']!r}; allowed: {', '.join(FOLD_REQUANT)}")
-
-
 def check_stream_options(parallelism: int, in_elements: int | None, out_elements: int | None, output: str,
                          dense: str, tlast: str = "required", fold: dict[str, Any] | None = None) -> None:
     def pos_int(v: Any, key: str, hi: int) -> None:
@@ -103,14 +81,18 @@ def check_stream_options(parallelism: int, in_elements: int | None, out_elements
 
 def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
     s = u.spec
-    rec: dict[str, Any] = {"unit": u.name, "kind": u.kind, "nodes": u.nodes, "beats_in": u.beats_in,
+    rec: dict[str, Any] = {"unit": u.name, "layer": s.get("layer"), "kind": u.kind, "nodes": u.nodes, "beats_in": u.beats_in,
                            "beats_out": u.beats_out, "cycles_per_frame": cycles,
-                           "datapath_stages": u.dp.stages, "fifo_depth": u.dp.stages + 3,
+                           "datapath_stages": 0 if s.get("gather") else u.dp.stages,
+                           "fifo_depth": window_fifo_depth(u) if u.kind == "window" else u.dp.stages + 3,
                            "datapath_cost": float(u.dp.pipe.cost), "datapath_reg_bits": int(u.dp.pipe.reg_bits),
                            "in_lane_bits": [kif_width(k) for k in u.in_lanes],
                            "out_lane_bits": [kif_width(k) for k in u.out_lanes]}
     if u.kind == "window":
-        rec.update(op=s["op"], parallelism=s["P"], parallelism_unit="output positions per issue",
+        if s.get("chosen_by"):
+            rec["fold_chosen_by"] = s["chosen_by"]
+        rec.update(op="conv taps (gathered for the folded conv after it)" if s.get("gather") else s["op"],
+                   parallelism=s["P"], parallelism_unit="output positions per issue",
                    input_size=[s["C"], s["H"], s["W"]] if s["rank"] == 2 else [s["C"], s["W"]],
                    output_size=[s["F"], s["Ho"], s["Wo"]] if s["rank"] == 2 else [s["F"], s["Wo"]],
                    positions_in=s["H"] * s["W"], positions_out=s["Ho"] * s["Wo"],
@@ -123,9 +105,11 @@ def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
                    rom_words=s["NB"] * s["Q"], accumulator_bits=s["acc_bits"])
     elif u.kind == "fmac":
         rec["fifo_depth"] = FMAC_FIFO_DEPTH
-        rec.update(op="dense (folded, weights in memory)", parallelism=None, pe=s["PE"], simd=s["SIMD"],
+        win = s.get("windows") or 1
+        rec.update(op="conv (folded, weights in memory)" if s.get("windows") else "dense (folded, weights in memory)",
+                   parallelism=None, pe=s["PE"], simd=s["SIMD"], fold_chosen_by=s.get("chosen_by"),
                    memory=s.get("memory", "bram"), requant=s.get("requant", "parallel"), inputs=s["N"],
-                   outputs=s["O"], steps_per_frame=s["steps"],
+                   outputs=s["O"], windows_per_frame=win, steps_per_window=s["steps"], steps_per_frame=s["steps"] * win,
                    multipliers=s["PE"] * s["SIMD"], memory_words=s["steps"],
                    memory_bits_per_word=s["PE"] * s["SIMD"] * fmac_operand_bits(u)[1],
                    accumulator_bits=s["acc_bits"])
@@ -134,18 +118,59 @@ def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
     return rec
 
 
+def _fold_json(fold: dict[str, Any]) -> dict[str, Any]:
+    """``rtl.fold`` as rtl.json keeps it: layer keys as strings (an index and a node name may both appear)."""
+    out = dict(fold)
+    if out.get("layers") is not None:
+        out["layers"] = {str(k): dict(v) for k, v in out["layers"].items()}
+    return out
+
+
+def _plan_to_target(mw: Any, cutoff: float, parallelism: int, in_elements: int | None, dense: str,
+                    fold: dict[str, Any] | None, output: str, eo: int,
+                    ) -> tuple[StreamPlan, dict[str, Any], dict[str, Any]]:
+    """(plan, output geometry, timing).  With ``rtl.fold.target_ii`` each layer's fold is first chosen from its
+    step count; the cycle model then measures the II, and while a folded layer is the bottleneck and the II
+    is above the target, that layer's budget shrinks by the miss and the plan is made again.  A target the
+    fastest fold cannot reach (an unfolded unit, the input's beats or one step per window) is an error."""
+    target = (fold or {}).get("target_ii")
+    budget: dict[int, int] = {}
+    for _ in range(12):
+        plan = plan_stream(mw, cutoff, parallelism, in_elements, dense, fold, budget)
+        if eo > plan.n_outputs:
+            raise InputError(f"rtl.out_elements = {eo} exceeds the model's {plan.n_outputs} outputs")
+        geo = stream_geometry(plan, output, eo)
+        timing = stream_timing(plan, geo["beats_out"])
+        ii = timing["initiation_interval"]
+        if target is None or ii <= target:
+            return plan, geo, timing
+        u = next(u for u in plan.units if u.name == timing["bottleneck"])
+        s = u.spec
+        own = timing["unit_cycles_per_frame"][plan.units.index(u)]
+        full = u.kind == "fmac" and s["PE"] * s["SIMD"] >= min(s["O"], 64) * min(s["J"], 64)
+        if full and s.get("windows") and budget.get(int(s["layer"])) != 0:
+            budget[int(s["layer"])] = 0  # a conv the fmac cannot keep up with stays in its window unit
+            continue
+        if u.kind != "fmac" or full:
+            what = (f"{u.name} ({', '.join(u.nodes)}, {u.kind}) takes {own} cycles per frame" if u.kind != "fmac"
+                    else f"{u.name} ({', '.join(u.nodes)}) is fully parallel and takes {own} cycles per frame")
+            raise InputError(f"rtl.fold.target_ii = {target} cannot be met: {what} (the II reached is {ii}); "
+                             "raise the target")
+        layer = int(s["layer"])
+        cur = budget.get(layer, target)
+        budget[layer] = max(1, cur - (ii - target) - 1)
+    raise InputError(f"rtl.fold.target_ii = {target}: no plan met it in 12 tries (the II reached is {ii}); raise the "
+                     "target or set the slow layer's pe/simd in rtl.fold.layers")
+
+
 def build_stream(mw: Any, tmp: Path, top: str, cutoff: float, parallelism: int, in_elements: int | None,
                  out_elements: int | None, output: str, dense: str, tlast: str = "required",
                  fold: dict[str, Any] | None = None) -> tuple[dict[str, Any], StreamPlan]:
     """Write the stream design into ``tmp`` (an atomic_dir being built); returns (rtl.json fields, plan)."""
     check_stream_options(parallelism, in_elements, out_elements, output, dense, tlast, fold)
-    plan = plan_stream(mw, cutoff, parallelism, in_elements, dense, fold)
-    n_out = plan.n_outputs
     eo = out_elements or 1
-    if eo > n_out:
-        raise InputError(f"rtl.out_elements = {eo} exceeds the model's {n_out} outputs")
-    geo = stream_geometry(plan, output, eo)
-    timing = stream_timing(plan, geo["beats_out"])
+    plan, geo, timing = _plan_to_target(mw, cutoff, parallelism, in_elements, dense, fold, output, eo)
+    n_out = plan.n_outputs
     src = tmp / "src"
     files: list[str] = []
     used = []
@@ -211,7 +236,9 @@ def build_stream(mw: Any, tmp: Path, top: str, cutoff: float, parallelism: int, 
             "beats_in": plan.beats_in, "beats_out": geo["beats_out"], "in_elements": plan.in_lanes,
             "out_elements": eo if output != "class" else None, "output": output, "class_bits": geo["class_bits"],
             "logit_beats": geo["logit_beats"], "parallelism": parallelism, "dense": dense,
-            **({"fold": dict(fold)} if fold is not None else {}),
+            **({"fold": _fold_json(fold)} if fold is not None else {}),
+            **({"target_ii": fold["target_ii"]}
+               if fold is not None and fold.get("target_ii") else {}),
             "vector_input": plan.vector_input,
             "in_beat": (f"element j of the beat (j < {plan.in_lanes}) at s_axis_tdata[j*{fin.bits} +: {fin.bits}]; "
                         + (f"beat b carries elements b*{plan.in_lanes} .. b*{plan.in_lanes}+{plan.in_lanes - 1} of the "

@@ -70,6 +70,10 @@ def _window(u: dict[str, Any], pipe: Any, vals: np.ndarray) -> np.ndarray:
 
 def _mac(u: dict[str, Any], pipe: Any, vals: np.ndarray) -> np.ndarray:
     s = u["spec"]
+    if s.get("windows"):  # a folded conv: every beat (one window) is a vector of its own
+        n, b = vals.shape[:2]
+        one = {**u, "spec": {**s, "windows": None}}
+        return _mac(one, pipe, vals.reshape(n * b, 1, -1)).reshape(n, b, -1)
     n = len(vals)
     fx = s["fx"]
     codes = np.rint(vals * 2.0**fx)

@@ -150,8 +150,9 @@ def window_unit(top: str, u: Unit) -> str:
     in_off = _lane_offsets(in_k)
     P, F, Gx, Ho, W = s["P"], s["F"], s["Gx"], s["Ho"], s["W"]
     n_in, n_tot, B = s["H"] * s["W"], s["n_total"], s["depth"]
-    L = dp.stages
-    D = L + 3
+    gather = bool(s.get("gather"))  # the taps themselves, straight into the FIFO: no datapath, no pipeline
+    L = 0 if gather else dp.stages
+    D = window_fifo_depth(u)
     nw = _bits(n_tot)
     gyw, gxw = _bits(max(Ho - 1, 1)), _bits(max(Gx - 1, 1))
     taps = s["taps"]
@@ -201,6 +202,8 @@ def window_unit(top: str, u: Unit) -> str:
     a(f"    wire [{nw - 1}:0] need_n = ryw_n + f_cx(gx_n) + 1'b1;")
     pop = "pop"
     cdecl, cupd, credit = _credit(D, L, "emit", pop)
+    if gather:  # no pipeline beside which a valid bit travels
+        cdecl, cupd = cdecl[:1], cupd[:1]
     L_.extend(cdecl)
     a("    wire pend = !gdone && n_acc == need;")
     a(f"    wire emit = pend && {credit};")
@@ -236,15 +239,20 @@ def window_unit(top: str, u: Unit) -> str:
             a("    end")
     # only the positions some tap reads get a name; the others only pass through the shift register
     L_[lb_at:lb_at] = [f"    wire [{wi - 1}:0] lb_{k} = sr[{(k + 1) * wi - 1}:{k * wi}];" for k in sorted(read_off)]
-    in_parts = []
-    for (p, t, c), w in zip(dp.inputs, dp.in_widths):
-        if w:
-            in_parts.append(_slice(tap_names[(p, t)], in_off[c], w))
-    L_.extend(_dp_wires(u, f"{name}_dp", in_parts))
+    lane_words = []
+    if gather:  # output lane t*C + c: channel c of tap t, in its input format
+        C = s["C"]
+        lane_words.append(_concat([_slice(tap_names[(0, j // C)], in_off[j % C], kif_width(in_k[j % C]))
+                                   if kif_width(in_k[j % C]) else "" for j in range(F)]))
+    else:
+        in_parts = []
+        for (p, t, c), w in zip(dp.inputs, dp.in_widths):
+            if w:
+                in_parts.append(_slice(tap_names[(p, t)], in_off[c], w))
+        L_.extend(_dp_wires(u, f"{name}_dp", in_parts))
     # datapath outputs -> lane formats of the unit's output
     dp_offs = _lane_offsets(dp.out_kifs)
-    lane_words = []
-    for p in range(P):
+    for p in range(0 if gather else P):
         parts = []
         for c in range(F):
             j = p * F + c
@@ -262,7 +270,8 @@ def window_unit(top: str, u: Unit) -> str:
     a("    wire f_valid;")
     a(f"    wire [{entry_w - 1}:0] f_dout;")
     a("    wire pop;")
-    a(f"    {top}_fifo #(.W({entry_w}), .D({D}), .AW({aw})) fifo (.clk(clk), .rst(rst), .push(vp[{L}]), "
+    push = "emit" if gather else f"vp[{L}]"
+    a(f"    {top}_fifo #(.W({entry_w}), .D({D}), .AW({aw})) fifo (.clk(clk), .rst(rst), .push({push}), "
       f".din({fifo_in}), .pop(pop), .valid(f_valid), .dout(f_dout));")
     if P > 1:
         lsw = _bits(P - 1)
@@ -300,7 +309,8 @@ def window_unit(top: str, u: Unit) -> str:
     a(f"            ryw <= {nw}'d{s['ry0'] * W};")
     a(f"            need <= {nw}'d{s['need'][0]};")
     a("            occ <= 0;")
-    a("            vp <= 0;")
+    if not gather:
+        a("            vp <= 0;")
     if P > 1:
         a("            ls <= 0;")
     a("        end else begin")
@@ -330,6 +340,13 @@ def window_unit(top: str, u: Unit) -> str:
     a("    end")
     a("endmodule")
     return "\n".join(L_) + "\n"
+
+
+def window_fifo_depth(u: Unit) -> int:
+    """Output FIFO entries of a window unit: room for every result in its pipeline plus a margin
+    (``stages + 3``); a gathering unit's (taps into an ``fmac`` that spends several cycles on each) only
+    ``depth_out``, the entries that keep that unit busy."""
+    return int(u.spec["depth_out"]) if u.spec.get("gather") else u.dp.stages + 3
 
 
 def _table(name: str, doc: str, w: int, iw: int, values: list[int], default_expr: str | None,
@@ -1177,6 +1194,8 @@ def unit_module(top: str, u: Unit) -> str:
 def datapath_modules(top: str, u: Unit) -> dict[str, str]:
     from da4ml.codegen.rtl.verilog.pipeline import pipeline_logic_gen
 
+    if u.spec.get("gather"):  # its outputs are its inputs: the plan keeps the (trivial) pipeline for the emulator
+        return {}
     mods = pipeline_logic_gen(u.dp.pipe, f"{top}_{u.name}_dp", print_latency=False)
     if u.kind == "fmac" and u.spec.get("requant") != "serial":
         name = f"{top}_{u.name}_dp"

@@ -147,7 +147,7 @@ def _quiet_pipeline(comb: Any, cutoff: float) -> Any:
 
 class _Planner:
     def __init__(self, mw: Any, cutoff: float, parallelism: int, in_elements: int | None, dense: str,
-                 fold: dict[str, Any] | None = None) -> None:
+                 fold: dict[str, Any] | None = None, budget: dict[int, int] | None = None) -> None:
         self.mw = mw
         self.fold = fold
         self.cutoff = cutoff
@@ -157,6 +157,10 @@ class _Planner:
         self.w = _Walker(mw, cutoff, {"hard_dc": 2})
         self.hw = self.w.hwconf
         self.units: list[Unit] = []
+        self.layer = -1  # index of the layer (Conv, MaxPool or dense head) being built
+        self.layer_names: list[str] = []
+        self.budget = dict(budget or {})  # layer -> cycles per frame its fold must meet (rtl.fold.target_ii)
+        self.folds: dict[int, dict[str, Any]] = {}  # layer -> the fold chosen and why
 
     # -- graph preparation --------------------------------------------------------------------------------
 
@@ -267,6 +271,7 @@ class _Planner:
             self._build_unit(unit_nodes)
         if not self.units:
             raise InputError("stream mode needs at least one Conv, MaxPool or dense layer")
+        self._check_layer_keys()
         if self.stream["spatial"] is not None or self.stream["beats"] != 1:
             raise InputError("stream mode needs a model that ends in a dense layer (its output is a vector)")
         ids = np.asarray(self.stream["ids"])
@@ -318,13 +323,29 @@ class _Planner:
         head = nodes[0]
         idx = len(self.units)
         name = f"u{idx}"
+        self.layer += 1
+        self.layer_names.append(head.name or head.output[0])
         if head.op_type in ("Conv", "MaxPool"):
             if self.stream["spatial"] is None:
                 raise InputError(f"{self._where(head)}: needs a feature map (C, L) or (C, H, W), but its input is a "
                                  "flattened vector")
             if not self._ids_canonical():
                 raise InputError(f"{self._where(head)}: its input is a permuted feature map; not supported")
+            unfold = self.budget.get(self.layer) == 0  # target_ii: even fully parallel, the fmac is too slow
+            if (head.op_type == "Conv" and self.fold is not None and int(_attrs(head).get("group", 1)) == 1
+                    and not unfold):
+                taps = self._check_out(self._window(name, nodes, gather=True))
+                self.units.append(taps)
+                unit = self._fold(self._conv_mac(f"u{idx + 1}", nodes, taps), nodes)
+                # one window waiting beside the one being multiplied keeps a fast fmac busy; a slow one, one
+                taps.spec["depth_out"] = 1 if unit.spec["K"] >= 4 else 2
+                taps.spec["layer"] = self.layer
+                self.units.append(self._check_out(unit))
+                return
             unit = self._window(name, nodes)
+            if head.op_type == "Conv" and unfold:
+                unit.spec["chosen_by"] = (f"target_ii {self.fold.get('target_ii')}: kept in its window unit (the "
+                                          "folded conv cannot reach it)")
         else:
             if self.stream["spatial"] is not None:
                 raise InputError(f"{self._where(head)}: a dense layer needs a flattened (1, N) input in stream mode")
@@ -333,6 +354,7 @@ class _Planner:
             unit = self._mac(name, nodes) if folded else self._collect(name, nodes)
             if self.fold is not None:
                 unit = self._fold(unit, nodes)
+        unit.spec.setdefault("layer", self.layer)
         self.units.append(self._check_out(unit))
 
     def _tails(self, nodes: list[onnx.NodeProto], y: Any, full_shape: tuple[int, ...] | None) -> Any:
@@ -360,7 +382,9 @@ class _Planner:
                 raise InputError(f"{self._where(node)}: output no longer depends on the input")
         return y
 
-    def _window(self, name: str, nodes: list[onnx.NodeProto]) -> Unit:
+    def _window(self, name: str, nodes: list[onnx.NodeProto], gather: bool = False) -> Unit:
+        """A Conv or MaxPool layer as a ``window`` unit; ``gather``: the window's taps themselves are the
+        output (one position per beat, tap-major: lane ``t * C + c``), for an ``fmac`` after it."""
         from da4ml.trace import FixedVariableArray
 
         head = nodes[0]
@@ -387,7 +411,7 @@ class _Planner:
         sy, sx = (1, strides[0]) if nd == 1 else strides
         dy, dx = (1, dil[0]) if nd == 1 else dil
         py, px = (0, pb[0]) if nd == 1 else pb
-        P = max(1, min(self.P, Wo))
+        P = 1 if gather else max(1, min(self.P, Wo))
         gx_n = -(-Wo // P)
         taps = [(ky, kx) for ky in range(ky_n) for kx in range(kx_n)]
 
@@ -437,6 +461,11 @@ class _Planner:
                         inputs.append(v)
                         keys.append([p, t, c])
                         in_kifs.append(lanes[c])
+            if gather:
+                f_out = len(taps) * c_in
+                idx_of = [(0, c, kx) if nd == 1 else (0, c, ky, kx) for (ky, kx) in taps for c in range(c_in)]
+                outs.extend(vars_[i] for i in idx_of)
+                continue
             win = FixedVariableArray(vars_, self.w.solver_options, hwconf=self.hw)
             if conv:
                 args = [win] + [self.w.values.get(i) if i else None for i in head.input[1:]]
@@ -451,6 +480,8 @@ class _Planner:
             outs.extend(y._vars.ravel())
         dp = self._trace(inputs, outs, keys, [[p, c] for p in range(P) for c in range(f_out)])
         dp.finish(f"{name} ({self._where(head)})", in_kifs)
+        if gather and [tuple(k) for k in dp.out_kifs] != [tuple(lanes[c]) for _ in taps for c in range(c_in)]:
+            raise RuntimeError(f"internal error: {name}: the taps changed format in the datapath")
         out_lanes = []
         for c in range(f_out):  # the lane format must hold every parallel copy's output
             ks = [dp.out_kifs[p * f_out + c] for p in range(P)]
@@ -461,7 +492,7 @@ class _Planner:
             "kernel": [ky_n, kx_n], "stride": [sy, sx], "dilation": [dy, dx], "pad": [py, px], "P": P, "Gx": gx_n,
             "taps": [list(t) for t in taps], "ry0": ry0, "rows": rows, "row_off": row_off, "cols": cols,
             "need": needs, "n_total": n_total, "depth": depth,
-            "pad_codes": pad_codes, "rank": nd,
+            "pad_codes": pad_codes, "rank": nd, **({"gather": True} if gather else {}),
         }
         self.stream = {"lanes": out_lanes, "beats": Ho * Wo, "spatial": tuple(out_size),
                        "ids": _spatial_ids((1, f_out, *out_size))}
@@ -500,14 +531,44 @@ class _Planner:
         return [divmod(int(i), j) for i in ids.ravel()]
 
     def _mac(self, name: str, nodes: list[onnx.NodeProto]) -> Unit:
+        head = nodes[0]
+        w, bias = self._dense_weights(head)
+        elems = self._vector_elements(head, w.shape[0])
+        unit = self._mac_unit(name, nodes, w, bias, elems, self.stream["beats"], None)
+        self.stream = {"lanes": unit.out_lanes, "beats": 1, "spatial": None,
+                       "ids": np.arange(len(unit.out_lanes)).reshape(1, -1)}
+        return unit
+
+    def _conv_mac(self, name: str, nodes: list[onnx.NodeProto], taps: Unit) -> Unit:
+        """A Conv layer after its ``gather`` window unit: a dense layer applied to each window (one beat of
+        ``taps x C`` lanes, tap-major), ``windows`` times per frame; its output stream is the conv's."""
+        head = nodes[0]
+        wts = np.asarray(self.w.values[head.input[1]], dtype=np.float64)  # (F, C, *kernel)
+        f_out, c_in = wts.shape[:2]
+        cols = [wts[:, c, kx] if wts.ndim == 3 else wts[:, c, ky, kx] for ky, kx in taps.spec["taps"]
+                for c in range(c_in)]
+        w = np.stack(cols)  # (taps * C, F)
+        b = self.w.values.get(head.input[2]) if len(head.input) > 2 and head.input[2] else None
+        bias = None if b is None else np.asarray(b, dtype=np.float64).ravel()
+        s = taps.spec
+        out_size = (s["Wo"],) if s["rank"] == 1 else (s["Ho"], s["Wo"])
+        unit = self._mac_unit(name, nodes, w, bias, [(0, j) for j in range(len(w))], 1, out_size)
+        windows = s["Ho"] * s["Wo"]
+        unit.spec["windows"] = windows
+        unit.beats_in = unit.beats_out = windows
+        return unit
+
+    def _mac_unit(self, name: str, nodes: list[onnx.NodeProto], w: np.ndarray, bias: np.ndarray | None,
+                  elems: list[tuple[int, int]], nb: int, out_size: tuple[int, ...] | None) -> Unit:
+        """The exact folded MAC of weights ``w`` (N x O) on the current stream (element e at (beat, lane)
+        ``elems[e]``); ``out_size``: a conv's output map (per-channel constants of its tail reduce to one
+        position), else a dense layer."""
         from da4ml.trace import FixedVariable, FixedVariableArray
 
         head = nodes[0]
-        w, bias = self._dense_weights(head)
         n, o = w.shape
-        elems = self._vector_elements(head, n)
         lanes = self.stream["lanes"]
-        nb, jn = self.stream["beats"], len(lanes)
+        jn = len(lanes)
         P = max(1, min(self.P, jn))
         q_n = -(-jn // P)
         fw = _frac_bits(w, f"{self._where(head)} weights")
@@ -541,10 +602,13 @@ class _Planner:
             inputs.append(v)
             keys.append(oo)
             in_kifs.append(tuple(int(x) for x in v.kif))
-        y = FixedVariableArray(np.array(accs, dtype=object).reshape(1, o), self.w.solver_options, hwconf=self.hw)
+        shape = (1, o) if out_size is None else (1, o, *[1] * len(out_size))
+        y = FixedVariableArray(np.array(accs, dtype=object).reshape(shape), self.w.solver_options, hwconf=self.hw)
         if bias is not None:
-            y = y + bias.reshape(1, o)
-        y = self._tails(nodes[1:], y, None)
+            y = y + (bias.reshape(shape) if bias.size == o else bias.reshape(1))
+        y = self._tails(nodes[1:], y, None if out_size is None else (1, o, *out_size))
+        if tuple(y.shape) != shape:
+            raise InputError(f"{self._where(nodes[-1])}: changes the shape of the layer's output; not supported")
         outs = list(y._vars.ravel())
         dp = self._trace(inputs, outs, keys, list(range(len(outs))))
         dp.finish(f"{name} ({self._where(head)})", in_kifs)
@@ -558,25 +622,82 @@ class _Planner:
             "elem_of": elem_of, "wcodes": wcodes.tolist(), "acc_lo": [int(v) for v in lo],
             "acc_hi": [int(v) for v in hi], "acc_bits": acc_bits,
         }
-        out_lanes = list(dp.out_kifs)
-        self.stream = {"lanes": out_lanes, "beats": 1, "spatial": None, "ids": np.arange(len(outs)).reshape(1, -1)}
-        return Unit(name, "mac", [nd.name or nd.output[0] for nd in nodes], spec, dp, list(lanes), out_lanes, nb, 1)
+        self._mac_bias = bias
+        self._mac_out_size = out_size
+        return Unit(name, "mac", [nd.name or nd.output[0] for nd in nodes], spec, dp, list(lanes), list(dp.out_kifs),
+                    nb, 1)
+
+    def _layer_override(self, head: onnx.NodeProto) -> tuple[Any, dict[str, Any]] | None:
+        """(key, {pe, simd}) of ``rtl.fold.layers`` naming the current layer by index or node name."""
+        for k, v in (self.fold.get("layers") or {}).items():
+            if str(k) in (str(self.layer), head.name or head.output[0]):
+                return k, v
+        return None
+
+    def _check_layer_keys(self) -> None:
+        if self.fold is None:
+            return
+        known = {str(i) for i in range(len(self.layer_names))} | set(self.layer_names)
+        bad = [k for k in (self.fold.get("layers") or {}) if str(k) not in known]
+        if bad:
+            have = ", ".join(f"{i} {n}" for i, n in enumerate(self.layer_names))
+            raise InputError(f"rtl.fold.layers: no layer {bad[0]!r}; the layers are (index name): {have}")
+        hit = {str(k) for k in (self.fold.get("layers") or {})}
+        for i, n in enumerate(self.layer_names):
+            if i not in self.folds and (str(i) in hit or n in hit):
+                raise InputError(f"rtl.fold.layers: layer {i} ({n}) has no multiply-accumulate to fold (a MaxPool "
+                                 "or a grouped Conv); remove its entry")
+
+    def _fold_shape(self, head: onnx.NodeProto, J: int, O: int, nb: int, windows: int) -> tuple[int, int, str]:
+        """(PE, SIMD, why) of the current layer: its ``layers`` override, else the fewest multipliers whose
+        cycles meet the layer's budget (``target_ii``), else ``rtl.fold``'s pe and simd.  A window (a dense
+        layer's frame) takes ``nb * ceil(J / SIMD) * ceil(O / PE)`` steps plus the read-out of its ``ceil(O /
+        PE)`` groups and about 4 cycles of pipeline (the cycle model then checks the plan)."""
+        over = self._layer_override(head)
+        if over is not None:
+            k, v = over
+            return (max(1, min(int(v.get("pe", 1)), O)), max(1, min(int(v.get("simd", 1)), J)),
+                    f"rtl.fold.layers[{k!r}]")
+        target = self.budget.get(self.layer, self.fold.get("target_ii"))
+        if target is None:
+            return (max(1, min(int(self.fold.get("pe", 1)), O)), max(1, min(int(self.fold.get("simd", 1)), J)),
+                    "rtl.fold")
+        best = None
+        for pe in range(1, min(O, 64) + 1):
+            for simd in range(1, min(J, 64) + 1):
+                g = -(-O // pe)
+                cycles = windows * (nb * -(-J // simd) * g + g + 4)
+                key = (False, pe * simd, cycles) if cycles <= target else (True, cycles, pe * simd)
+                if best is None or key < best[0]:
+                    best = (key, pe, simd)
+        assert best is not None
+        return best[1], best[2], f"target_ii {target}"
 
     def _fold(self, unit: Unit, nodes: list[onnx.NodeProto]) -> Unit:
         """A ``mac`` unit as an ``fmac``: PE outputs x SIMD input elements per step, weights in a memory.  The
         arithmetic (weights, exact accumulator bounds, datapath) is the ``mac`` unit's."""
         s = unit.spec
         J, O, NB = s["J"], s["O"], s["NB"]
-        pe = max(1, min(int(self.fold.get("pe", 1)), O))
-        simd = max(1, min(int(self.fold.get("simd", 1)), J))
+        pe, simd, why = self._fold_shape(nodes[0], J, O, NB, int(s.get("windows") or 1))
+        self.folds[self.layer] = {"pe": pe, "simd": simd, "chosen_by": why}
         C, G = -(-J // simd), -(-O // pe)
-        s.update(PE=pe, SIMD=simd, C=C, G=G, K=C * G, steps=NB * C * G,
+        s.update(PE=pe, SIMD=simd, C=C, G=G, K=C * G, steps=NB * C * G, layer=self.layer, chosen_by=why,
                  memory=str(self.fold.get("memory") or "bram"), requant="parallel",
                  hold=bool(self.units))  # after another unit: read its held beat instead of copying it
         unit.kind = "fmac"
         if self.fold.get("requant", "serial") == "serial":
             self._serial_requant(unit, nodes)
+        self._stream_after(unit)
         return unit
+
+    def _stream_after(self, unit: Unit) -> None:
+        """The stream a MAC unit sends on: a conv's feature map (one position per beat) or a dense vector."""
+        o, size = len(unit.out_lanes), self._mac_out_size
+        if size is None:
+            self.stream = {"lanes": unit.out_lanes, "beats": 1, "spatial": None, "ids": np.arange(o).reshape(1, -1)}
+        else:
+            self.stream = {"lanes": unit.out_lanes, "beats": math.prod(size), "spatial": tuple(size),
+                           "ids": _spatial_ids((1, o, *size))}
 
     def _serial_requant(self, unit: Unit, nodes: list[onnx.NodeProto]) -> None:
         """Requantize one group of PE outputs per cycle when the outputs differ only in their bias: one da4ml
@@ -588,7 +709,8 @@ class _Planner:
 
         s = unit.spec
         O, PE = s["O"], s["PE"]
-        _, bias = self._dense_weights(nodes[0])
+        bias, size = self._mac_bias, self._mac_out_size
+        shape = (1, 1) if size is None else (1, 1, *[1] * len(size))
         lo, hi = min(min(s["acc_lo"]), 0), max(max(s["acc_hi"]), 0)
         if lo == hi:
             return
@@ -617,12 +739,12 @@ class _Planner:
                     keys.append(["bias", pe])
                     in_kifs.append(tuple(int(x) for x in bv.kif))
                     y = acc + bv
-            arr = FixedVariableArray(np.array([y], dtype=object).reshape(1, 1), self.w.solver_options, hwconf=self.hw)
+            arr = FixedVariableArray(np.array([y], dtype=object).reshape(shape), self.w.solver_options, hwconf=self.hw)
             try:
-                arr = self._tails(nodes[1:], arr, None)
+                arr = self._tails(nodes[1:], arr, None if size is None else (1, O, *size))
             except InputError:
                 return
-            if tuple(arr.shape) != (1, 1):
+            if tuple(arr.shape) != shape:
                 return  # a per-output constant in the tail: not one function of (acc, bias)
             outs.append(arr._vars.ravel()[0])
         dp = self._trace(inputs, outs, keys, list(range(PE)))
@@ -634,7 +756,6 @@ class _Planner:
         unit.out_lanes = [lane] * O
         s.update(requant="serial", rq_bias=bcodes, rq_fb=fb, rq_acc=[int(lo), int(hi)])
         self.last_vars = [outs[0]] * O
-        self.stream = {"lanes": [lane] * O, "beats": 1, "spatial": None, "ids": np.arange(O).reshape(1, -1)}
 
     def _collect(self, name: str, nodes: list[onnx.NodeProto]) -> Unit:
         from da4ml.trace import FixedVariableArray
@@ -728,12 +849,14 @@ def _frac_bits(w: np.ndarray, what: str) -> int:
 
 
 def plan_stream(mw: Any, latency_cutoff: float, parallelism: int = 1, in_elements: int | None = None,
-                dense: str = "auto", fold: dict[str, Any] | None = None) -> StreamPlan:
+                dense: str = "auto", fold: dict[str, Any] | None = None,
+                budget: dict[int, int] | None = None) -> StreamPlan:
     """Cut a cleaned QONNX ModelWrapper into stream units and trace their datapaths (see the module docstring).
-    ``fold`` ({pe, simd[, memory]}): every dense layer becomes an ``fmac`` unit."""
+    ``fold`` (``rtl.fold``): every dense and (ungrouped) conv layer becomes an ``fmac`` unit; ``budget``: cycles
+    per frame per layer index, tighter than ``target_ii`` where the cycle model found the first plan short."""
     if dense not in DENSE_MODES:
         raise InputError(f"rtl.dense = {dense!r}; allowed: {', '.join(DENSE_MODES)}")
-    return _Planner(mw, latency_cutoff, parallelism, in_elements, dense, fold).run()
+    return _Planner(mw, latency_cutoff, parallelism, in_elements, dense, fold, budget).run()
 
 
 def plan_json(plan: StreamPlan) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from ._stream_hdl import window_fifo_depth
 from ._stream_plan import StreamPlan, Unit
 
 
@@ -24,8 +25,9 @@ class _Window:
         self.G = len(self.need)
         self.P = s["P"]
         self.nval = [s["cols"][g % s["Gx"]]["nval"] for g in range(self.G)]
-        self.L = u.dp.stages
-        self.D = self.L + 3
+        self.gather = bool(s.get("gather"))  # taps straight into the FIFO, no pipeline
+        self.L = 0 if self.gather else u.dp.stages
+        self.D = window_fifo_depth(u)
         self.reset()
 
     def reset(self) -> None:
@@ -63,7 +65,7 @@ class _Window:
         pop = fire and (self.P == 1 or self.ls == self.fifo[0] - 1)
         if self.P > 1 and fire:
             self.ls = 0 if pop else self.ls + 1
-        push, tag = self.vp[-1], self.tags[-1]
+        push, tag = (int(emit), self.nval[self.g]) if self.gather else (self.vp[-1], self.tags[-1])
         self.vp = [int(emit)] + self.vp[:-1]
         self.tags = [self.nval[self.g]] + self.tags[:-1]
         if pop:
@@ -338,7 +340,7 @@ def _run(units: list[Any], out: _Out | None, beats_in: int, frames: int, limit: 
 
 def stream_timing(plan: StreamPlan, beats_out: int) -> dict[str, Any]:
     """Latency, initiation interval and each unit's own cycles per frame at full throughput."""
-    bound = 64 + sum(u.beats_in * (u.spec.get("Q", 1) + 2) + u.spec.get("steps", 0) + 4 * (u.dp.stages + 4)
+    bound = 64 + sum(u.beats_in * (u.spec.get("Q", 1) + 2) + u.spec.get("steps", 0) * u.spec.get("windows", 1) + 4 * (u.dp.stages + 4)
                      for u in plan.units)
 
     def fresh() -> tuple[list[Any], _Out]:
