@@ -127,7 +127,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
                              "multipliers into DSP blocks, bias/ReLU/requantization one group of P outputs per "
                              "cycle where the layer allows; target_ii: P and S chosen per layer, the fewest "
                              "multipliers that still take a frame every N cycles; layers: per-layer P and S (index "
-                             "= rtl.json's layers[].layer) (unset: the folded/unrolled units of rtl.dense)"),
+                             "= rtl.json's layers[].layer); line_buffer: auto (block RAM from 1 kbit of row "
+                             "delays) | bram | registers (unset: the folded/unrolled units of rtl.dense)"),
         "tlast": (str, None, "stream: required (frames delimited by s_axis_tlast, checked against the beat count) | "
                              "ignore (frames counted; tlast only flagged, for sources without TLAST) (unset: "
                              "required)"),
@@ -344,7 +345,7 @@ def check_rtl_options(mode: str, opts: dict[str, Any], name: Callable[[str], str
             fail(f"{name('fold')} folds every dense layer; it contradicts {name('dense')} unrolled")
 
 
-FOLD_KEYS = ("pe", "simd", "memory", "requant", "target_ii", "layers")
+FOLD_KEYS = ("pe", "simd", "memory", "requant", "target_ii", "layers", "line_buffer")
 FOLD_LAYER_KEYS = ("pe", "simd")
 
 
@@ -374,6 +375,8 @@ def check_fold(fold: Any, key: str = "rtl.fold", where: str = "") -> None:
         fail(f"{key}.memory = {fold['memory']!r}; allowed: bram, lut")
     if fold.get("requant", "serial") not in ("serial", "parallel"):
         fail(f"{key}.requant = {fold['requant']!r}; allowed: serial, parallel")
+    if fold.get("line_buffer", "auto") not in ("auto", "bram", "registers"):
+        fail(f"{key}.line_buffer = {fold['line_buffer']!r}; allowed: auto, bram, registers")
     ii = fold.get("target_ii")
     if ii is not None:
         if isinstance(ii, bool) or not isinstance(ii, int) or ii < 1:

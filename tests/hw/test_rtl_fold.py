@@ -25,7 +25,10 @@ from kdhw.errors import InputError
 from kdhw.hw.export import load_qonnx, reference
 from kdhw.hw.rtl import edge_vectors, emulate, input_codes, load_meta, qonnx_to_rtl
 
-FOLDS = [{"pe": 1, "simd": 1}, {"pe": 2, "simd": 3}, {"pe": 4, "simd": 2, "memory": "lut", "requant": "parallel"}]
+# the second fold puts every window's row delays in block RAM (line_buffer: bram; auto would keep these small
+# ones in flip-flops), so the simulator runs of conv2d-1 cover that line buffer
+FOLDS = [{"pe": 1, "simd": 1}, {"pe": 2, "simd": 3, "line_buffer": "bram"},
+         {"pe": 4, "simd": 2, "memory": "lut", "requant": "parallel"}]
 # other stream options per fold: logits and class out (the output unit reads the held result), class only
 EXTRA = [{}, {"output": "both", "out_elements": 4}, {"output": "class"}]
 
@@ -85,6 +88,13 @@ def test_rtl_json_records_the_fold_plan_per_layer(folded, qonnx_models, tmp_path
     assert conv["windows_per_frame"] == taps["positions_out"] == 36
     assert conv["steps_per_frame"] == 36 * 9 * 4 and conv["multipliers"] == 1
     assert recs[2]["op"] == "maxpool"
+    # an 8x8 image's row delays (2 rows x 8 positions x 8 bits) stay in flip-flops under line_buffer: auto
+    assert taps["line_buffer"] == recs[2]["line_buffer"] == "registers"
+    _, brtl, _ = folded("conv2d", 1)
+    bram = [r for r in load_meta(brtl)["layers"] if r["kind"] == "window"]
+    assert [r["line_buffer"] for r in bram] == ["bram", "bram"]
+    text = (brtl / "src" / f"{load_meta(brtl)['top']}_{bram[0]['unit']}.v").read_text()
+    assert 'ram_style = "block"' in text and "lb_m2 [0:7];" in text and " sr;" not in text  # 2 row memories
     assert not (crtl / "src" / f"{load_meta(crtl)['top']}_{taps['unit']}_dp.v").exists()  # no datapath
     # unset: today's units, no fold record
     plain = qonnx_to_rtl(path, tmp_path / "plain", mode="stream")
@@ -114,6 +124,7 @@ def test_weight_memory_has_a_registered_read_and_registered_multiplier_operands(
     ({"pe": 1, "requant": "lazy"}, r"rtl\.fold\.requant"),
     ([1, 1], r"must be a mapping"),
     ({"target_ii": 0}, r"rtl\.fold\.target_ii = 0 must be a positive integer"),
+    ({"line_buffer": "sram"}, r"rtl\.fold\.line_buffer = 'sram'; allowed: auto, bram, registers"),
     ({"target_ii": 100, "pe": 2}, r"give rtl\.fold\.target_ii .* or rtl\.fold\.pe, not both"),
     ({"layers": [1]}, r"rtl\.fold\.layers = \[1\] must be a mapping"),
     ({"layers": {0: {"lanes": 2}}}, r"rtl\.fold\.layers\.0 = .* must be a mapping with pe and/or simd"),

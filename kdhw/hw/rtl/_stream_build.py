@@ -97,7 +97,8 @@ def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
                    output_size=[s["F"], s["Ho"], s["Wo"]] if s["rank"] == 2 else [s["F"], s["Wo"]],
                    positions_in=s["H"] * s["W"], positions_out=s["Ho"] * s["Wo"],
                    issues_per_frame=s["Ho"] * s["Gx"], virtual_padding_beats=s["n_total"] - s["H"] * s["W"],
-                   line_buffer_positions=s["depth"], kernel=s["kernel"], stride=s["stride"], dilation=s["dilation"],
+                   line_buffer_positions=s["depth"], line_buffer=s.get("line_buffer", "registers"),
+                   kernel=s["kernel"], stride=s["stride"], dilation=s["dilation"],
                    pad_begin=s["pad"])
     elif u.kind == "mac":
         rec.update(op="dense (folded)", parallelism=s["P"], parallelism_unit="input elements per cycle (MAC lanes)",

@@ -175,7 +175,9 @@ def window_unit(top: str, u: Unit) -> str:
     if n_tot > n_in:
         a(f"// Rows below the image are fed as {n_tot - n_in} virtual zero beat(s) after the {n_in} real ones.")
     L_ += _handshake_ports(name, wi, wo)
-    a(f"    reg [{B * wi - 1}:0] sr;")
+    lbram = s.get("line_buffer") == "bram"
+    if not lbram:
+        a(f"    reg [{B * wi - 1}:0] sr;")
     lb_at = len(L_)  # the lb_k wires go here once the taps have said which positions they read
     a(f"    reg [{nw - 1}:0] n_acc;  // beats taken this frame (real and virtual)")
     a(f"    reg [{gyw - 1}:0] gy;")
@@ -238,7 +240,10 @@ def window_unit(top: str, u: Unit) -> str:
             a("        endcase")
             a("    end")
     # only the positions some tap reads get a name; the others only pass through the shift register
-    L_[lb_at:lb_at] = [f"    wire [{wi - 1}:0] lb_{k} = sr[{(k + 1) * wi - 1}:{k * wi}];" for k in sorted(read_off)]
+    if lbram:
+        L_[lb_at:lb_at] = _bram_line_buffer(W, wi, B, read_off)
+    else:
+        L_[lb_at:lb_at] = [f"    wire [{wi - 1}:0] lb_{k} = sr[{(k + 1) * wi - 1}:{k * wi}];" for k in sorted(read_off)]
     lane_words = []
     if gather:  # output lane t*C + c: channel c of tap t, in its input format
         C = s["C"]
@@ -295,7 +300,9 @@ def window_unit(top: str, u: Unit) -> str:
         a("    assign out_data = f_dout;")
     a("    always @(posedge clk) begin")
     shift_in = f"virt ? {wi}'d0 : in_data"
-    if B > 1:
+    if lbram:
+        L_.extend(_bram_line_buffer_steps(W, wi, read_off, "take", f"({shift_in})"))
+    elif B > 1:
         a(f"        if (take) sr <= {{sr[{(B - 1) * wi - 1}:0], {shift_in}}};")
     else:
         a(f"        if (take) sr <= {shift_in};")
@@ -309,6 +316,8 @@ def window_unit(top: str, u: Unit) -> str:
     a(f"            ryw <= {nw}'d{s['ry0'] * W};")
     a(f"            need <= {nw}'d{s['need'][0]};")
     a("            occ <= 0;")
+    if lbram:
+        a("            lb_wp <= 0;")
     if not gather:
         a("            vp <= 0;")
     if P > 1:
@@ -340,6 +349,51 @@ def window_unit(top: str, u: Unit) -> str:
     a("    end")
     a("endmodule")
     return "\n".join(L_) + "\n"
+
+
+def _bram_line_buffer(W: int, wi: int, B: int, read_off: set[int]) -> list[str]:
+    """The line buffer as rows: position k = r*W + c (the input taken k beats ago) is entry c of a short shift
+    register fed by the input delayed r rows; each row's delay is a W-word memory with a registered read
+    (block RAM), all written at one pointer.  The read is issued a beat ahead (the address after the pointer
+    when a beat is taken, else the pointer), so at every take ``dq_r`` holds the word written W takes ago."""
+    rows: dict[int, int] = {}
+    for k in read_off:
+        r, c = divmod(k, W)
+        rows[r] = max(rows.get(r, 0), c)
+    rmax = max(rows)
+    aw = _bits(W - 1)
+    L = [f"    // line buffer in block RAM: {rmax} row delay(s) of {W} x {wi} bits; short shift registers per row",
+         f"    reg [{aw - 1}:0] lb_wp;  // write pointer, shared by every row delay",
+         f"    wire [{aw - 1}:0] lb_wpn = lb_wp == {aw}'d{W - 1} ? {aw}'d0 : lb_wp + 1'b1;"]
+    for r in range(1, rmax + 1):
+        L += ["    (* ram_style = \"block\" *)", f"    reg [{wi - 1}:0] lb_m{r} [0:{W - 1}];  // input delayed {r} row(s)",
+              f"    reg [{wi - 1}:0] lb_q{r};  // the word written {W} takes ago, read a beat ahead"]
+    for r, cmax in sorted(rows.items()):
+        L.append(f"    reg [{(cmax + 1) * wi - 1}:0] lb_s{r};  // row {r}: the last {cmax + 1} position(s)")
+    for k in sorted(read_off):
+        r, c = divmod(k, W)
+        L.append(f"    wire [{wi - 1}:0] lb_{k} = lb_s{r}[{(c + 1) * wi - 1}:{c * wi}];")
+    return L
+
+
+def _bram_line_buffer_steps(W: int, wi: int, read_off: set[int], take: str, din: str) -> list[str]:
+    """The clocked statements of ``_bram_line_buffer`` (inside the unit's always block, before its reset)."""
+    rows: dict[int, int] = {}
+    for k in read_off:
+        r, c = divmod(k, W)
+        rows[r] = max(rows.get(r, 0), c)
+    rmax = max(rows)
+    L = [f"        if ({take}) begin", "            lb_wp <= lb_wpn;"]
+    for r in range(1, rmax + 1):
+        L.append(f"            lb_m{r}[lb_wp] <= {din if r == 1 else f'lb_q{r - 1}'};")
+    for r, cmax in sorted(rows.items()):
+        src = din if r == 0 else f"lb_q{r}"
+        L.append(f"            lb_s{r} <= {{lb_s{r}[{cmax * wi - 1}:0], {src}}};" if cmax else
+                 f"            lb_s{r} <= {src};")
+    L.append("        end")
+    for r in range(1, rmax + 1):
+        L.append(f"        lb_q{r} <= lb_m{r}[{take} ? lb_wpn : lb_wp];")
+    return L
 
 
 def window_fifo_depth(u: Unit) -> int:

@@ -46,6 +46,9 @@ SHAPE_OPS = ("Flatten", "Reshape", "Transpose", "Identity")
 DENSE_MODES = ("auto", "folded", "unrolled")
 OUTPUT_MODES = ("logits", "class", "both")
 Kif = tuple[int, int, int]
+# rtl.fold, line_buffer auto: a window's row delays go to block RAM from this many bits (a quarter of an iCE40
+# EBR); below it a shift register of flip-flops is smaller than the memory's addressing
+LINE_BUFFER_BRAM_BITS = 1024
 
 
 def kif_width(k: Kif) -> int:
@@ -494,6 +497,11 @@ class _Planner:
             "need": needs, "n_total": n_total, "depth": depth,
             "pad_codes": pad_codes, "rank": nd, **({"gather": True} if gather else {}),
         }
+        rows, wi = (depth - 1) // W, sum(kif_width(k) for k in lanes)
+        lb = (self.fold or {}).get("line_buffer", "auto")
+        if self.fold is not None and rows >= 1 and W >= 2 and (
+                lb == "bram" or (lb == "auto" and rows * W * wi >= LINE_BUFFER_BRAM_BITS)):
+            spec["line_buffer"] = "bram"  # row delays in block RAM (``_stream_hdl._bram_line_buffer``)
         self.stream = {"lanes": out_lanes, "beats": Ho * Wo, "spatial": tuple(out_size),
                        "ids": _spatial_ids((1, f_out, *out_size))}
         return Unit(name, "window", [n.name or n.output[0] for n in nodes], spec, dp, list(lanes), out_lanes,
