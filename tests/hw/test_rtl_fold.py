@@ -288,6 +288,10 @@ def test_target_ii_balances_the_layers_with_the_fewest_multipliers(qonnx_models,
         fm = [r for r in meta["layers"] if r["kind"] == "fmac"]
         assert meta["initiation_interval"] <= target and meta["stream"]["target_ii"] == target
         assert all(r["cycles_per_frame"] <= target and r["fold_chosen_by"] == f"target_ii {target}" for r in fm)
+        # a conv left unfolded says why (its fmac cannot reach the target, or would cost more than the window)
+        for r in meta["layers"]:
+            if r["kind"] == "window" and r["op"] == "conv":
+                assert r["fold_chosen_by"].startswith(f"target_ii {target}: kept in its window unit (")
         mults[target] = sum(r["multipliers"] for r in fm)
         xs = edge_vectors(meta, 1000, seed=4)
         assert np.array_equal(emulate(tmp_path / f"t{target}", xs), reference(load_qonnx(path), xs))

@@ -133,11 +133,17 @@ def _plan_to_target(mw: Any, cutoff: float, parallelism: int, in_elements: int |
     """(plan, output geometry, timing).  With ``rtl.fold.target_ii`` each layer's fold is first chosen from its
     step count; the cycle model then measures the II, and while a folded layer is the bottleneck and the II
     is above the target, that layer's budget shrinks by the miss and the plan is made again.  A target the
-    fastest fold cannot reach (an unfolded unit, the input's beats or one step per window) is an error."""
+    fastest fold cannot reach (an unfolded unit, the input's beats or one step per window) is an error.  A conv
+    whose fmac would cost more than its window unit at the layer's budget stays in the window unit."""
     target = (fold or {}).get("target_ii")
     budget: dict[int, int] = {}
+    window_cost: dict[int, float] = {}
+    if target is not None:  # what each conv costs unfolded, to weigh folding it at this II
+        plain = plan_stream(mw, cutoff, parallelism, in_elements, dense, None)
+        window_cost = {int(u.spec["layer"]): float(u.dp.pipe.cost) for u in plain.units
+                       if u.kind == "window" and u.spec["op"] == "conv"}
     for _ in range(12):
-        plan = plan_stream(mw, cutoff, parallelism, in_elements, dense, fold, budget)
+        plan = plan_stream(mw, cutoff, parallelism, in_elements, dense, fold, budget, window_cost)
         if eo > plan.n_outputs:
             raise InputError(f"rtl.out_elements = {eo} exceeds the model's {plan.n_outputs} outputs")
         geo = stream_geometry(plan, output, eo)

@@ -150,7 +150,8 @@ def _quiet_pipeline(comb: Any, cutoff: float) -> Any:
 
 class _Planner:
     def __init__(self, mw: Any, cutoff: float, parallelism: int, in_elements: int | None, dense: str,
-                 fold: dict[str, Any] | None = None, budget: dict[int, int] | None = None) -> None:
+                 fold: dict[str, Any] | None = None, budget: dict[int, int] | None = None,
+                 window_cost: dict[int, float] | None = None) -> None:
         self.mw = mw
         self.fold = fold
         self.cutoff = cutoff
@@ -164,6 +165,7 @@ class _Planner:
         self.layer_names: list[str] = []
         self.budget = dict(budget or {})  # layer -> cycles per frame its fold must meet (rtl.fold.target_ii)
         self.folds: dict[int, dict[str, Any]] = {}  # layer -> the fold chosen and why
+        self.window_cost = dict(window_cost or {})  # target_ii: layer -> da4ml cost of the conv's window unit
 
     # -- graph preparation --------------------------------------------------------------------------------
 
@@ -334,9 +336,10 @@ class _Planner:
                                  "flattened vector")
             if not self._ids_canonical():
                 raise InputError(f"{self._where(head)}: its input is a permuted feature map; not supported")
-            unfold = self.budget.get(self.layer) == 0  # target_ii: even fully parallel, the fmac is too slow
-            if (head.op_type == "Conv" and self.fold is not None and int(_attrs(head).get("group", 1)) == 1
-                    and not unfold):
+            foldable = head.op_type == "Conv" and self.fold is not None and int(_attrs(head).get("group", 1)) == 1
+            # target_ii: even fully parallel, the fmac is too slow (budget 0), or it costs more than the window
+            unfold = foldable and (self.budget.get(self.layer) == 0 or self._window_is_cheaper(head))
+            if foldable and not unfold:
                 taps = self._check_out(self._window(name, nodes, gather=True))
                 self.units.append(taps)
                 unit = self._fold(self._conv_mac(f"u{idx + 1}", nodes, taps), nodes)
@@ -346,9 +349,10 @@ class _Planner:
                 self.units.append(self._check_out(unit))
                 return
             unit = self._window(name, nodes)
-            if head.op_type == "Conv" and unfold:
-                unit.spec["chosen_by"] = (f"target_ii {self.fold.get('target_ii')}: kept in its window unit (the "
-                                          "folded conv cannot reach it)")
+            if unfold:
+                why = ("the folded conv cannot reach it" if self.budget.get(self.layer) == 0 else
+                       "its multipliers would cost more than the window's constant-weight datapath")
+                unit.spec["chosen_by"] = f"target_ii {self.fold.get('target_ii')}: kept in its window unit ({why})"
         else:
             if self.stream["spatial"] is not None:
                 raise InputError(f"{self._where(head)}: a dense layer needs a flattened (1, N) input in stream mode")
@@ -635,6 +639,24 @@ class _Planner:
         return Unit(name, "mac", [nd.name or nd.output[0] for nd in nodes], spec, dp, list(lanes), list(dp.out_kifs),
                     nb, 1)
 
+    def _window_is_cheaper(self, head: onnx.NodeProto) -> bool:
+        """Under ``target_ii`` (no override for this layer): would the conv's fmac, with the PE x SIMD that
+        meets the budget, cost more than its window unit?  Both in LUTs: each multiplier about its operand bits
+        multiplied (built from logic where the part has no DSP to spare), the window its da4ml datapath's
+        cost (``window_cost``, from the unfolded plan)."""
+        cost = self.window_cost.get(self.layer)
+        if cost is None or self.fold.get("target_ii") is None or self._layer_override(head) is not None:
+            return False
+        wts = np.asarray(self.w.values[head.input[1]], dtype=np.float64)
+        codes = np.rint(wts * 2.0 ** _frac_bits(wts, self._where(head)))
+        ww = int(np.max(np.abs(codes), initial=1)).bit_length() + 1
+        lanes = self.stream["lanes"]
+        xw = max(kif_width(k) for k in lanes) + 1
+        J, O = int(np.prod(wts.shape[2:])) * len(lanes), int(wts.shape[0])
+        windows = math.prod(self._shape(head.output[0])[2:])
+        pe, simd, _ = self._fold_shape(head, J, O, 1, windows)
+        return pe * simd * xw * ww > cost
+
     def _layer_override(self, head: onnx.NodeProto) -> tuple[Any, dict[str, Any]] | None:
         """(key, {pe, simd}) of ``rtl.fold.layers`` naming the current layer by index or node name."""
         for k, v in (self.fold.get("layers") or {}).items():
@@ -858,13 +880,15 @@ def _frac_bits(w: np.ndarray, what: str) -> int:
 
 def plan_stream(mw: Any, latency_cutoff: float, parallelism: int = 1, in_elements: int | None = None,
                 dense: str = "auto", fold: dict[str, Any] | None = None,
-                budget: dict[int, int] | None = None) -> StreamPlan:
+                budget: dict[int, int] | None = None, window_cost: dict[int, float] | None = None) -> StreamPlan:
     """Cut a cleaned QONNX ModelWrapper into stream units and trace their datapaths (see the module docstring).
     ``fold`` (``rtl.fold``): every dense and (ungrouped) conv layer becomes an ``fmac`` unit; ``budget``: cycles
-    per frame per layer index, tighter than ``target_ii`` where the cycle model found the first plan short."""
+    per frame per layer index, tighter than ``target_ii`` where the cycle model found the first plan short (0:
+    keep the conv in its window unit); ``window_cost``: layer -> da4ml cost of a conv's window unit, against
+    which ``target_ii`` weighs folding it."""
     if dense not in DENSE_MODES:
         raise InputError(f"rtl.dense = {dense!r}; allowed: {', '.join(DENSE_MODES)}")
-    return _Planner(mw, latency_cutoff, parallelism, in_elements, dense, fold, budget).run()
+    return _Planner(mw, latency_cutoff, parallelism, in_elements, dense, fold, budget, window_cost).run()
 
 
 def plan_json(plan: StreamPlan) -> dict[str, Any]:
