@@ -1,6 +1,6 @@
 """Fit a board: the least folded RTL form of a student that a board can take (``rtl.mode: auto``).
 
-A board limits a design four ways: logic (LUT, FF, DSP), pins, and clock.  The parallel form (every input
+A board limits a design four ways: logic (LUT, FF, DSP, block RAM), pins, and clock.  The parallel form (every input
 and output at once, a new input every cycle) is the fastest and needs the most of all four; the stream
 form trades throughput for size and pins through its parallelism knob.  ``choose_form`` walks a fixed
 ladder of candidates from the least to the most folded and takes the first that fits:
@@ -8,17 +8,23 @@ ladder of candidates from the least to the most folded and takes the first that 
 1. ``parallel``;
 2. ``stream`` at parallelism 8, 4, 2, 1, each with the dense layers unrolled and then folded over their
    input beats (``dense: unrolled`` / ``auto``); an MLP's input beat carries as many elements as the lanes
-   use (``in_elements`` = parallelism) and the board's pins allow.
+   use (``in_elements`` = parallelism) and the board's pins allow;
+3. ``fold`` (``rtl.fold``, stream parallelism 1): every dense layer PE outputs x SIMD inputs per cycle with its
+   weights (and, requantized serially, its accumulators) in block RAM and PE x SIMD multipliers (DSP blocks
+   where the family maps them), at PE x SIMD = 2 x 2 and 1 x 1 (``FOLDS``).  Slower than every stream rung
+   (one weight per multiplier per cycle), much smaller where the weights dominate.
 
 The parallel form is judged first.  Only when it does not fit is the most folded stream form generated and
-screened; when even that cannot fit, nothing can, and no other rung is generated.  Otherwise the other rungs
+screened.  When even that cannot fit, no stream rung can: the fold rungs are generated instead, the most
+folded (1 x 1) first, and when that cannot fit either nothing can (a refusal).  Otherwise the other rungs
 are generated (seconds each; a parallelism no layer can use gives the same Verilog and appears once) and all
 are judged in order of throughput (initiation interval, then estimated LUTs).  Each judgement: pins from the real ports of its top,
 then the analytic estimate (``kdhw.hw.estimate``) against the board with a margin for the estimate's error, and
 only a candidate that passes both is confirmed by open synthesis (yosys; nextpnr place-and-route and its fmax against the board
 clock on iCE40/ECP5; Xilinx parts have no open timing model, so their clock is not checked).  Without
 synthesis (``synth=False``) the estimate decides, and it must fit with its measured error band added
-(``FIT_BAND``): a form that only synthesis could show to fit is not picked blind.  Every candidate's figures and the reason
+(``FIT_BAND``, for fold rungs ``FIT_BAND_FOLD``: the error measured on folded designs): a form that only
+synthesis could show to fit is not picked blind.  Every candidate's figures and the reason
 it was rejected are kept (``rtl.json`` -> ``fit``), and the hardware report prints them.
 
 ``pareto`` uses the same function for its per-board pick (with ``parallel_pins=False`` the parallel form
@@ -50,6 +56,18 @@ FIT_BAND: dict[str, dict[str, float]] = {
     "xilinx": {"lut": 0.24, "ff": 0.72, "dsp": 0.0},
     "lattice": {"lut": 0.23, "ff": 0.72, "dsp": 0.0},
 }
+# The band of the fold rungs (rtl.fold): the largest amount by which yosys exceeded the estimate over the 19
+# folded designs of benchmarks/results/estimate_vs_yosys_stream{,.fold_calibration}.json (xc7 LUT / FF: 11 %
+# at most; iCE40 logic cells after nextpnr's packing: 39 %, a PE = 4 design whose 12 multipliers are more than the
+# UP5K's 8 SB_MAC16s and are built from logic), and never less than the stream band (a folded design keeps
+# stream units).  Block RAM and DSP counts: yosys never used more than the estimate on any of them, in any of the
+# three families, hence 0.  tests/hw/test_fit_band.py recomputes them from those files.
+FIT_BAND_FOLD: dict[str, dict[str, float]] = {
+    "xilinx": {"lut": 0.24, "ff": 0.72, "dsp": 0.0, "bram36": 0.0},
+    "lattice": {"lut": 0.39, "ff": 0.72, "dsp": 0.0, "bram36": 0.0},
+}
+# PE x SIMD of the fold rungs, least folded first (each folds every dense layer; requantization serial)
+FOLDS = ((2, 2), (1, 1))
 FIT_DIR = "fit"
 # clk, aresetn, s_axis_tvalid/tready/tlast, m_axis_tvalid/tready/tlast, tlast_err
 STREAM_CONTROL_PINS = 9
@@ -59,6 +77,9 @@ def _label(opts: dict[str, Any]) -> str:
     """``dense folded``: every dense layer whose input arrives in several beats is folded (``dense: auto``)."""
     if opts["mode"] == "parallel":
         return "parallel"
+    if opts.get("fold"):
+        f = opts["fold"]
+        return f"fold pe={f['pe']} simd={f['simd']} (weights in block RAM)"
     parts = [f"stream p={opts['parallelism']}", "dense unrolled" if opts["dense"] == "unrolled" else "dense folded"]
     if opts.get("in_elements"):
         parts.append(f"{opts['in_elements']} input element(s)/beat")
@@ -136,6 +157,17 @@ class _Ladder:
                     rungs.append({"mode": "stream", "parallelism": p if e is None else e, "dense": d, "in_elements": e})
         return [c for opts in rungs if (c := self.make(opts)) is not None]
 
+    def folds(self, most: bool) -> list[dict[str, Any]]:
+        """The fold rungs: ``most`` the most folded one (PE = SIMD = 1) alone, else the others.  None where
+        the student has no dense layer to fold (the Verilog would be the stream p=1 form's)."""
+        out = []
+        for pe, simd in (FOLDS[-1:] if most else FOLDS[:-1]):
+            c = self.make({"mode": "stream", "parallelism": 1, "in_elements": None,
+                           "fold": {"pe": pe, "simd": simd}})
+            if c is not None and any(u.get("kind") == "fmac" for u in c["meta"]["inventory"]["units"]):
+                out.append(c)
+        return out
+
 
 def _screen(c: dict[str, Any], board: Board, margin: float | None, parallel_pins: bool) -> str | None:
     """Why the candidate cannot fit by its ports and estimate, or None.  ``margin``: the screen's slack
@@ -145,12 +177,16 @@ def _screen(c: dict[str, Any], board: Board, margin: float | None, parallel_pins
             return f"pins {c['pins']:,} > {board.io_pins}"
     est = c["estimate"]
     over = []
-    band = FIT_BAND.get(board.vendor, FIT_BAND["xilinx"])
-    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)):
+    bands = FIT_BAND_FOLD if c["options"].get("fold") else FIT_BAND
+    band = bands.get(board.vendor, bands["xilinx"])
+    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp), ("bram36", board.bram36)):
+        if k not in est:
+            continue
+        name = "BRAM" if k == "bram36" else k.upper()
         if margin is not None and est[k] > cap * margin:
-            over.append(f"{k.upper()} {est[k]:,} > {cap:,} x {margin:g}")
-        elif margin is None and est[k] * (1 + band[k]) > cap:
-            over.append(f"{k.upper()} {est[k]:,} + {100 * band[k]:.0f} % (the estimate's error band) > {cap:,}")
+            over.append(f"{name} {est[k]:,g} > {cap:,g} x {margin:g}")
+        elif margin is None and est[k] * (1 + band.get(k, 0.0)) > cap:
+            over.append(f"{name} {est[k]:,g} + {100 * band.get(k, 0.0):.0f} % (the estimate's error band) > {cap:,g}")
     return ("estimate: " + ", ".join(over)) if over else None
 
 
@@ -162,9 +198,9 @@ def _confirm(c: dict[str, Any], board: Board, work: Path) -> tuple[dict[str, Any
     if not syn.get("ok"):
         return syn, f"{'place-and-route' if board.vendor == 'lattice' else 'synthesis'} failed: {syn.get('error')}"
     over = []
-    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)):
+    for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp), ("bram36", board.bram36)):
         if (syn.get(k) or 0) > cap:
-            over.append(f"{k.upper()} {syn[k]:,} > {cap:,}")
+            over.append(f"{'BRAM' if k == 'bram36' else k.upper()} {syn[k]:,g} > {cap:,g}")
     if syn.get("fits") is False:
         over.append("does not fit the part (nextpnr)")
     fmax = syn.get("fmax_mhz")
@@ -178,9 +214,10 @@ def _record(c: dict[str, Any]) -> dict[str, Any]:
     syn = c.get("synthesis")
     return {"label": c["label"], "options": {k: v for k, v in c["options"].items() if v is not None},
             "initiation_interval": m["initiation_interval"], "latency_cycles": m["latency_cycles"],
-            "pins": c["pins"], "estimate": {k: c["estimate"][k] for k in ("lut", "ff", "dsp")},
+            "pins": c["pins"], "estimate": {k: c["estimate"].get(k, 0) for k in ("lut", "ff", "dsp", "bram36")},
             "estimate_lut_unit": c["estimate"].get("lut_unit", "LUT6"),
-            "synthesis": None if syn is None else {k: syn.get(k) for k in ("tool", "lut", "ff", "dsp", "fmax_mhz", "ok")},
+            "synthesis": None if syn is None else {k: syn.get(k) for k in ("tool", "lut", "ff", "dsp", "bram36", "fmax_mhz",
+                                                                           "ok")},
             "verdict": c["verdict"], "why": c["why"]}
 
 
@@ -223,24 +260,46 @@ def choose_form(onnx_path: str | Path, board: Board, work: str | Path, *, synth:
 
     # the parallel form leads (II = 1); the stream rungs are generated only when it does not fit, and judged
     # least folded first: throughput, then size
+    def order(cs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(cs, key=lambda c: (c["meta"]["initiation_interval"], c["estimate"]["lut"]))
+
+    def first_fit(rest: list[dict[str, Any]]) -> int | None:
+        start = len(cands)
+        cands.extend(rest)
+        for i, c in enumerate(rest, start):
+            if judge(c):
+                return i
+        return None
+
     cands = [prepare(ladder.make({"mode": "parallel"}))]
     chosen = 0 if judge(cands[0]) else None
     if chosen is None:
         smallest = prepare(ladder.most_folded())
         why = _screen(smallest, board, margin, parallel_pins)
-        if why is not None:  # nothing smaller exists: no stream rung can fit
+        # the fold rungs (weights in block RAM): judged after the stream rungs (their II is larger); generated
+        # most folded first, and the others only when that one passes the screen
+        folds = [prepare(c) for c in ladder.folds(most=True)]
+        fold_why = _screen(folds[0], board, margin, parallel_pins) if folds else None
+        if folds and fold_why is None:
+            folds += [prepare(c) for c in ladder.folds(most=False)]
+        elif folds:
+            folds[0]["verdict"], folds[0]["why"] = "rejected", fold_why
+            log(f"[fit] {board.name}: {folds[0]['label']} (the most folded form): rejected ({fold_why})")
+        if why is not None:  # no stream rung can fit
             smallest["verdict"], smallest["why"] = "rejected", why
-            log(f"[fit] {board.name}: {smallest['label']} (the most folded form): rejected ({why})")
+            log(f"[fit] {board.name}: {smallest['label']} (the most folded stream form): rejected ({why})")
             cands.append(smallest)
+            if folds and fold_why is None:
+                log(f"[fit] {board.name}: {len(folds)} fold candidates")
+                chosen = first_fit(order(folds))
+            else:
+                cands.extend(folds)
         else:
-            rest = sorted([smallest, *(prepare(c) for c in ladder.others(smallest))],
-                          key=lambda c: (c["meta"]["initiation_interval"], c["estimate"]["lut"]))
+            rest = order([smallest, *(prepare(c) for c in ladder.others(smallest)), *(folds if fold_why is None else [])])
             log(f"[fit] {board.name}: {len(rest)} stream candidates")
-            cands += rest
-            for i, c in enumerate(rest, 1):
-                if judge(c):
-                    chosen = i
-                    break
+            chosen = first_fit(rest)
+            if fold_why is not None:
+                cands.extend(folds)
     return {"board": board.name, "clock_mhz": board.clock_mhz,
             "method": "pins, estimate, then open synthesis" if synth else "pins and estimate (no synthesis)",
             "clock_checked": bool(synth and board.vendor == "lattice"),
@@ -250,7 +309,8 @@ def choose_form(onnx_path: str | Path, board: Board, work: str | Path, *, synth:
 
 
 def _known_fits(syn: dict[str, Any], board: Board) -> bool:
-    return all((syn.get(k) or 0) <= cap for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp)))
+    return all((syn.get(k) or 0) <= cap for k, cap in (("lut", board.lut), ("ff", board.ff), ("dsp", board.dsp),
+                                                        ("bram36", board.bram36)))
 
 
 def refusal(onnx_path: str | Path, board: Board, res: dict[str, Any]) -> InputError:
@@ -258,9 +318,12 @@ def refusal(onnx_path: str | Path, board: Board, res: dict[str, Any]) -> InputEr
     cands = res["candidates"]
     small = min(cands, key=lambda r: ((r["synthesis"] or {}).get("lut") or r["estimate"]["lut"]))
     syn = small["synthesis"] or {}
-    figs = (f"{syn['lut']:,} LUT, {syn.get('ff') or 0:,} FF, {syn.get('dsp') or 0} DSP (open synthesis)" if syn.get("lut")
-            else f"{small['estimate']['lut']:,} LUT, {small['estimate']['ff']:,} FF, {small['estimate']['dsp']} DSP "
-                 "(estimate)")
+    src = syn if syn.get("lut") else small["estimate"]
+    bram = f", {src.get('bram36'):g} BRAM" if src.get("bram36") else ""  # block RAM: only a fold rung has any
+    figs = (f"{syn['lut']:,} LUT, {syn.get('ff') or 0:,} FF, {syn.get('dsp') or 0} DSP{bram} (open synthesis)"
+            if syn.get("lut")
+            else f"{small['estimate']['lut']:,} LUT, {small['estimate']['ff']:,} FF, {small['estimate']['dsp']} DSP"
+                 f"{bram} (estimate)")
     return InputError(f"{onnx_path}: no RTL form fits board {board.name} ({board.lut:,} LUT, {board.ff:,} FF, "
                       f"{board.dsp} DSP, {board.io_pins} pins, {board.clock_mhz:g} MHz); the smallest candidate, "
                       f"{small['label']}, needs {figs}, {small['pins']} pins ({small['why']})")
@@ -309,4 +372,5 @@ def rtl_for_config(onnx_path: Path, out_dir: Path, rtl_cfg: dict[str, Any], boar
     return qonnx_to_rtl(onnx_path, out_dir, **rtl_options(rtl_cfg), clock_period_ns=board.clock_period_ns)
 
 
-__all__ = ["FIT_BAND", "PARALLELISMS", "SCREEN_MARGIN", "choose_form", "fit_board", "refusal", "rtl_for_config"]
+__all__ = ["FIT_BAND", "FIT_BAND_FOLD", "FOLDS", "PARALLELISMS", "SCREEN_MARGIN", "choose_form", "fit_board", "refusal",
+           "rtl_for_config"]

@@ -240,7 +240,8 @@ def _board_entry(b: Board, est: dict[str, Any], syn: dict[str, Any] | None, vend
         "estimate": {**{k: est[k] for k in RESOURCES}, "lut_unit": est.get("lut_unit", "LUT6")},
         "synthesis": syn, "vendor_report": vendor,
         "utilization_basis": basis, "used": used, "utilization_pct": util, "fits": fits,
-        "dsp_use": est.get("dsp_use") or [],
+        "dsp_use": est.get("dsp_use") or [], "bram_use": est.get("bram_use") or [],
+        "bram_unit": "EBR" if b.vendor == "lattice" else "RAMB36", "dsp_flow": est.get("dsp_flow"),
         "latency": {"cycles": cycles, "cycles_estimate": est["latency_cycles"], "initiation_interval": ii,
                     "ns_at_board_clock": ns_b, "frames_per_s_at_board_clock": fps_b,
                     "fmax_mhz": fmax, "fmax_source": fmax_src, "ns_at_fmax": ns_f, "frames_per_s_at_fmax": fps_f,
@@ -400,6 +401,13 @@ def _f(v: Any, nd: int = 1) -> str:
     return f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}"
 
 
+def _blocks(v: Any) -> str:
+    """A block RAM count: whole blocks as integers, RAMB18 halves (Xilinx counts in RAMB36) with one decimal."""
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+
+
 def _fps(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f}"
 
@@ -411,9 +419,11 @@ def _rows(rep: dict[str, Any]) -> list[list[str]]:
         lat = e["latency"]
         io = e["io"]
         dsp_used = e["used"]["dsp"]
+        bram_used = e["used"]["bram36"]
         rows.append([
             e["board"], _f(e["estimate"]["lut"]), _f(s.get("lut")), _f(s.get("ff")),
             f"{_f(dsp_used, 0) if dsp_used is not None else '—'} / {e['available']['dsp']:,}",
+            f"{_blocks(bram_used)} / {_blocks(e['available']['bram36'])} {e.get('bram_unit', 'RAMB36')}",
             f"{_f(e['utilization_pct']['lut'])} % ({e['utilization_basis']})",
             _f(lat["fmax_mhz"]) + (f" ({lat['fmax_source']})" if lat["fmax_source"] else "")
             + (f", misses the board clock ({e['clock_mhz']:g} MHz)" if lat["meets_board_clock"] is False else ""),
@@ -427,7 +437,7 @@ def _rows(rep: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEAD = ["board", "est. LUT", "synth LUT", "synth FF", "DSP used / board", "LUT util", "fmax MHz",
+HEAD = ["board", "est. LUT", "synth LUT", "synth FF", "DSP used / board", "BRAM used / board", "LUT util", "fmax MHz",
         "latency: cycles / ns at board clock / ns at fmax", "II cycles / frames/s at board clock / at fmax", "fits",
         "pins needed / available"]
 
@@ -457,13 +467,40 @@ def _dsp_note(e: dict[str, Any]) -> str | None:
     what = "; ".join(u["what"] for u in uses)
     n = sum(u["multipliers"] for u in uses)
     if e["family"] == "ice40":
+        if e.get("dsp_flow") == "synth_ice40 -dsp":
+            return (f"DSP: {_f(used, 0) if used is not None else 0} used ({e['utilization_basis']}) of "
+                    f"{e['available']['dsp']:,} SB_MAC16, estimate {e['estimate']['dsp']}. The design has {n} "
+                    f"multiplier(s): {what}; they fit the part's SB_MAC16s, so yosys runs synth_ice40 -dsp, which "
+                    "puts a product of at least 11 bits into an SB_MAC16 and builds smaller ones from logic cells.")
         return (f"DSP: {_f(used, 0) if used is not None else 0} used of {e['available']['dsp']:,}. The design has {n} "
-                f"multiplier(s): {what}; yosys synth_ice40 (no -dsp) builds them from logic cells, so they are "
-                "in the LUT count.")
+                f"multiplier(s): {what}; more than the part's SB_MAC16s, so yosys synth_ice40 (no -dsp) builds them "
+                "from logic cells, and they are in the LUT count.")
     return (f"DSP: {_f(used, 0) if used is not None else '—'} used ({e['utilization_basis']}) of "
             f"{e['available']['dsp']:,} on the board, estimate {e['estimate']['dsp']}: {what}. yosys puts a multiplier "
             "into a DSP block when both operands have at least 2 bits (on Xilinx also a product of at least 9 bits); "
             "smaller ones become logic, as does everything else (shift-and-add).")
+
+
+def _bram_note(e: dict[str, Any]) -> str | None:
+    """Which memories take block RAM (folded layers' weights and accumulators) and how many blocks, against
+    the board's total."""
+    uses = e.get("bram_use") or []
+    used = e["used"]["bram36"]
+    unit = e.get("bram_unit", "RAMB36")
+    fam = e["family"] if e["family"] in ("ice40", "ecp5") else "xc7"
+    prim = {"ice40": "SB_RAM40_4K (4 kbit)", "ecp5": "DP16KD (18 kbit)"}.get(fam, "RAMB18 / RAMB36 (18 / 36 kbit; a "
+                                                                                  "RAMB18 counts as half)")
+    if not uses:
+        return (f"BRAM: {_blocks(used)} {unit} used ({e['utilization_basis']}) of "
+                f"{_blocks(e['available']['bram36'])}: FIFOs or weight ROMs that yosys puts in block RAM.") if used else None
+    what = "; ".join(f"{u['unit']} {u['what']} {u['words']:,} x {u['bits']} bits"
+                     + (" in logic (memory: lut)" if u["style"] == "lut" else
+                        f" -> {_blocks(u['blocks'][fam])} {unit}") for u in uses)
+    pct = e["utilization_pct"]["bram36"]
+    return (f"BRAM: {_blocks(used)} {unit} used ({e['utilization_basis']}) of {_blocks(e['available']['bram36'])} "
+            "on the board" + (f" ({_f(pct)} %)" if pct is not None else "")
+            + f", estimate {_blocks(e['estimate']['bram36'])}: {what}. Block RAM primitive: {prim}; yosys tiles each "
+            "memory with the fewest blocks.")
 
 
 def _board_notes(e: dict[str, Any]) -> list[str]:
@@ -498,6 +535,9 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
     dsp = _dsp_note(e)
     if dsp:
         lines.append(dsp)
+    bram = _bram_note(e)
+    if bram:
+        lines.append(bram)
     lines.append(_io_note(e["io"]))
     v = e["vendor_report"]
     if v:
@@ -514,8 +554,8 @@ def _board_notes(e: dict[str, Any]) -> list[str]:
     return lines
 
 
-FIT_HEAD = ["candidate", "II", "latency", "pins", "est. LUT / FF / DSP", "synth LUT / FF / DSP", "fmax MHz",
-            "verdict"]
+FIT_HEAD = ["candidate", "II", "latency", "pins", "est. LUT / FF / DSP / BRAM", "synth LUT / FF / DSP / BRAM",
+            "fmax MHz", "verdict"]
 
 
 def _fit_rows(fit: dict[str, Any]) -> list[list[str]]:
@@ -524,15 +564,16 @@ def _fit_rows(fit: dict[str, Any]) -> list[list[str]]:
         s = c["synthesis"] or {}
         est = c["estimate"]
         rows.append([c["label"], str(c["initiation_interval"]), str(c["latency_cycles"]), str(c["pins"]),
-                     f"{est['lut']:,} / {est['ff']:,} / {est['dsp']}",
-                     f"{_f(s.get('lut'))} / {_f(s.get('ff'))} / {_f(s.get('dsp'))}" if s else "—",
+                     f"{est['lut']:,} / {est['ff']:,} / {est['dsp']} / {_blocks(est.get('bram36'))}",
+                     f"{_f(s.get('lut'))} / {_f(s.get('ff'))} / {_f(s.get('dsp'))} / {_blocks(s.get('bram36'))}"
+                     if s else "—",
                      _f(s.get("fmax_mhz")), f"{c['verdict']}" + (f": {c['why']}" if c["why"] else "")])
     return rows
 
 
 def _fit_intro(fit: dict[str, Any]) -> str:
     return (f"`rtl.mode: auto` for {fit['board']} ({fit['clock_mhz']:g} MHz) chose **{fit['chosen']}**: the least "
-            f"folded candidate (lowest II, then fewest LUTs) that fits the board's LUT/FF/DSP and pins"
+            f"folded candidate (lowest II, then fewest LUTs) that fits the board's LUT/FF/DSP/BRAM and pins"
             + (" and meets its clock (nextpnr)" if fit["clock_checked"] else
                "" if "no synthesis" in fit["method"] else " (clock not checked: no open timing model for this part)")
             + f". Judged by {fit['method']}; estimates above the board by more than the screening margin are not "

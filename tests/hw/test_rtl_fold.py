@@ -95,6 +95,13 @@ def test_rtl_json_records_the_fold_plan_per_layer(folded, qonnx_models, tmp_path
     assert [r["line_buffer"] for r in bram] == ["bram", "bram"]
     text = (brtl / "src" / f"{load_meta(brtl)['top']}_{bram[0]['unit']}.v").read_text()
     assert 'ram_style = "block"' in text and "lb_m2 [0:7];" in text and " sr;" not in text  # 2 row memories
+    # the estimate counts them as block RAM (yosys put this design's 11 memories in 11 EBR on the UP5K)
+    from kdhw.hw.estimate import _bram_use
+
+    inv = {u["unit"]: u for u in load_meta(brtl)["inventory"]["units"]}
+    assert inv[bram[0]["unit"]]["line_memories"] == [[8, 8, "bram"], [8, 8, "bram"]]
+    rows = [b for b in _bram_use(load_meta(brtl)) if b["what"].startswith("line-buffer row")]
+    assert len(rows) == 3 and all(b["blocks"]["ice40"] == 1.0 for b in rows)
     assert not (crtl / "src" / f"{load_meta(crtl)['top']}_{taps['unit']}_dp.v").exists()  # no datapath
     # unset: today's units, no fold record
     plain = qonnx_to_rtl(path, tmp_path / "plain", mode="stream")

@@ -177,10 +177,19 @@ def test_auto_takes_the_least_folded_form_that_fits_and_says_why(qonnx_models, t
     md = (d / "hw_report.md").read_text()
     assert "## Fitting the board (rtl.mode: auto)" in md and f"chose **{fit['chosen']}**" in md
     assert f"rejected: pins {cands[0]['pins']} > 205" in md
-    # the UP5K on the estimate alone: nothing is picked blind, and the refusal names the smallest candidate
+    # the UP5K on the estimate alone: no stream form is picked blind; a fold form (weights in block RAM, its own
+    # error band) is, after every stream rung was rejected
     assert main(["rtl", str(path), "--out", str(tmp_path / "ice"), "--mode", "auto", "--board", "icebreaker",
-                 "--no-synth"]) == 2
-    assert "no RTL form fits board icebreaker" in capsys.readouterr().err
+                 "--no-synth"]) == 0
+    fit = json.loads((tmp_path / "ice" / "rtl.json").read_text())["fit"]
+    assert fit["chosen"].startswith("fold pe=")
+    cands = fit["candidates"]
+    chosen = next(i for i, c in enumerate(cands) if c["verdict"] == "chosen")
+    assert all(c["verdict"] == "rejected" for c in cands[:chosen])
+    assert any(c["label"].startswith("stream p=1") and "error band" in c["why"] for c in cands[:chosen])
+    assert main(["report", str(tmp_path / "ice"), "--board", "icebreaker", "--no-synth"]) == 0
+    md = (tmp_path / "ice" / "hw_report.md").read_text()
+    assert f"chose **{fit['chosen']}**" in md and " / 30 EBR |" in md and "est. LUT / FF / DSP / BRAM" in md
     capsys.readouterr()
 
 
@@ -196,7 +205,8 @@ def test_auto_refusals_are_one_line_and_exit_2(qonnx_models, tmp_path, capsys) -
     err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[fit]")]
     assert r.returncode == 2 and len(err) == 1, r.stderr
     assert "no RTL form fits board tiny-fpga (100 LUT, 100 FF, 0 DSP, 21 pins, 12 MHz)" in err[0]
-    assert "the smallest candidate, stream p=1" in err[0] and "(estimate)" in err[0]
+    # the smallest candidate is the most folded fold rung, with its block RAM
+    assert "the smallest candidate, fold pe=1 simd=1 (weights in block RAM)" in err[0] and "BRAM (estimate)" in err[0]
     assert not (tmp_path / "x").exists()
     cases = [
         (["--mode", "auto", "--board", "no-such-board", "--no-synth"], "unknown board 'no-such-board'"),
