@@ -297,13 +297,21 @@ def test_target_ii_balances_the_layers_with_the_fewest_multipliers(qonnx_models,
         assert all(r["cycles_per_frame"] <= target and r["fold_chosen_by"] == f"target_ii {target}" for r in fm)
         # a conv left unfolded says why (its fmac cannot reach the target, or would cost more than the window)
         for r in meta["layers"]:
-            if r["kind"] == "window" and r["op"] == "conv":
+            if r["kind"] in ("mac", "collect") or (r["kind"] == "window" and r["op"] == "conv"):
                 assert r["fold_chosen_by"].startswith(f"target_ii {target}: kept in its window unit (")
         mults[target] = sum(r["multipliers"] for r in fm)
         xs = edge_vectors(meta, 1000, seed=4)
         assert np.array_equal(emulate(tmp_path / f"t{target}", xs), reference(load_qonnx(path), xs))
     lo, hi = sorted(mults)
     assert mults[hi] < mults[lo]  # the looser target (larger II) takes fewer multipliers
+    # at the input's own rate (stream p=1's II) no fmac keeps up with the first dense layer: it keeps its MAC
+    # lanes, the next one folds, and the frame rate is stream p=1's
+    mpath, _ = qonnx_models["mlp"]
+    p1 = qonnx_to_rtl(mpath, tmp_path / "m1", mode="stream")
+    eq = qonnx_to_rtl(mpath, tmp_path / "meq", mode="stream", fold={"target_ii": p1["initiation_interval"]})
+    assert eq["initiation_interval"] == p1["initiation_interval"]
+    assert [r["kind"] for r in eq["layers"]] == ["mac", "fmac"]
+    assert "kept in its mac unit" in eq["layers"][0]["fold_chosen_by"]
     with pytest.raises(InputError, match=r"rtl\.fold\.target_ii = 5 cannot be met: u\d+ .* cycles per frame"):
         qonnx_to_rtl(path, tmp_path / "x", mode="stream", fold={"target_ii": 5})
 

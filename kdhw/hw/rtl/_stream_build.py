@@ -101,6 +101,8 @@ def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
                    kernel=s["kernel"], stride=s["stride"], dilation=s["dilation"],
                    pad_begin=s["pad"])
     elif u.kind == "mac":
+        if s.get("chosen_by"):
+            rec["fold_chosen_by"] = s["chosen_by"]
         rec.update(op="dense (folded)", parallelism=s["P"], parallelism_unit="input elements per cycle (MAC lanes)",
                    inputs=s["N"], outputs=s["O"], steps_per_frame=s["NB"] * s["Q"], multipliers=s["P"] * s["O"],
                    rom_words=s["NB"] * s["Q"], accumulator_bits=s["acc_bits"])
@@ -115,7 +117,8 @@ def _layer_record(u: Any, cycles: int) -> dict[str, Any]:
                    memory_bits_per_word=s["PE"] * s["SIMD"] * fmac_operand_bits(u)[1],
                    accumulator_bits=s["acc_bits"])
     else:
-        rec.update(op="dense (unrolled)", parallelism=None, inputs=s["N"], outputs=s["O"])
+        rec.update(op="dense (unrolled)", parallelism=None, inputs=s["N"], outputs=s["O"],
+                   **({"fold_chosen_by": s["chosen_by"]} if s.get("chosen_by") else {}))
     return rec
 
 
@@ -155,8 +158,8 @@ def _plan_to_target(mw: Any, cutoff: float, parallelism: int, in_elements: int |
         s = u.spec
         own = timing["unit_cycles_per_frame"][plan.units.index(u)]
         full = u.kind == "fmac" and s["PE"] * s["SIMD"] >= min(s["O"], 64) * min(s["J"], 64)
-        if full and s.get("windows") and budget.get(int(s["layer"])) != 0:
-            budget[int(s["layer"])] = 0  # a conv the fmac cannot keep up with stays in its window unit
+        if full and budget.get(int(s["layer"])) != 0:
+            budget[int(s["layer"])] = 0  # a layer the fmac cannot keep up with stays in its unfolded unit
             continue
         if u.kind != "fmac" or full:
             what = (f"{u.name} ({', '.join(u.nodes)}, {u.kind}) takes {own} cycles per frame" if u.kind != "fmac"

@@ -357,10 +357,14 @@ class _Planner:
             if self.stream["spatial"] is not None:
                 raise InputError(f"{self._where(head)}: a dense layer needs a flattened (1, N) input in stream mode")
             nb = self.stream["beats"]
-            folded = self.fold is not None or self.dense == "folded" or (self.dense == "auto" and nb > 1)
+            fold = self.fold is not None and self.budget.get(self.layer) != 0  # 0: target_ii keeps it unfolded
+            folded = fold or self.dense == "folded" or (self.dense == "auto" and nb > 1)
             unit = self._mac(name, nodes) if folded else self._collect(name, nodes)
-            if self.fold is not None:
+            if fold:
                 unit = self._fold(unit, nodes)
+            elif self.fold is not None:
+                unit.spec["chosen_by"] = (f"target_ii {self.fold.get('target_ii')}: kept in its {unit.kind} unit "
+                                          "(the folded layer cannot reach it)")
         unit.spec.setdefault("layer", self.layer)
         self.units.append(self._check_out(unit))
 
