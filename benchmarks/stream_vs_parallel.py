@@ -68,14 +68,17 @@ def students() -> dict[str, dict[str, Any]]:
     }
 
 
-def forms(vector: bool) -> dict[str, dict[str, Any]]:
-    """The forms of every student; the folding axis (``rtl.fold``) adds ``fold 1,1`` (one multiplier per conv
-    and dense layer) here and, in ``main``, ``fold @ II p=1``: the fewest multipliers whose frame rate is the
-    stream p=1 form's (``target_ii``; where no fold reaches it, the fastest fold and the II it reaches)."""
+def forms(vector: bool, fold_axis: bool = False) -> dict[str, dict[str, Any]]:
+    """The forms of every student.  The folding axis (``--fold-axis``, ``rtl.fold``): stream p=1 beside ``fold
+    1,1`` (one multiplier per conv and dense layer) and, added in ``main``, ``fold @ II p=1``: the fewest
+    multipliers whose frame rate is the stream p=1 form's (``target_ii``; where no fold reaches it, the
+    fastest fold and the II it reaches)."""
+    if fold_axis:
+        return {"stream p=1": {"mode": "stream", "parallelism": 1},
+                "fold 1,1": {"mode": "stream", "parallelism": 1, "fold": {"pe": 1, "simd": 1}}}
     return {"parallel": {"mode": "parallel"},
             "stream p=1": {"mode": "stream", "parallelism": 1},
-            "stream p=4": {"mode": "stream", "parallelism": 4, **({"in_elements": 4} if vector else {})},
-            "fold 1,1": {"mode": "stream", "parallelism": 1, "fold": {"pe": 1, "simd": 1}}}
+            "stream p=4": {"mode": "stream", "parallelism": 4, **({"in_elements": 4} if vector else {})}}
 
 
 EQUAL_II = "fold @ II p=1"
@@ -178,6 +181,9 @@ def main() -> None:
     ap.add_argument("--work", default=str(CACHE / "stream_vs_parallel"))
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, the MLP only, xc7 only, no files")
     ap.add_argument("--render", action="store_true", help="only re-render the tables from the JSONL")
+    ap.add_argument("--fold-axis", action="store_true",
+                    help="the folding axis: stream p=1, fold 1,1 and fold @ II p=1 (rtl.fold), written to "
+                         "results/stream_vs_parallel_fold.*")
     ap.add_argument("--students", default="", help="comma list: synthesize only these students' designs now "
                                                     "(the tables still show every finished task of the JSONL)")
     a = ap.parse_args()
@@ -192,8 +198,8 @@ def main() -> None:
     tasks = []
     notes: dict[str, str] = {}
     for n in sts:
-        fs = forms(_vector(work, n))
-        for f in [*fs, EQUAL_II]:
+        fs = forms(_vector(work, n), a.fold_axis)
+        for f in [*fs, *([EQUAL_II] if a.fold_axis else [])]:
             if f == EQUAL_II:
                 fs[f], notes[n] = equal_ii_form(n, designs[(n, "stream p=1")]["meta"]["initiation_interval"], work)
             opts = fs[f]
@@ -204,7 +210,8 @@ def main() -> None:
                     continue
                 tasks.append({"key": f"{n}|{f}|{flow}|{h}", "student": n, "form": f, "flow": flow, "board": board,
                               "rtl": str(rtl), "sha": h})
-    jsonl = (work / "quick.jsonl") if a.quick else RESULTS / "stream_vs_parallel.jsonl"
+    stem = "stream_vs_parallel_fold" if a.fold_axis else "stream_vs_parallel"
+    jsonl = (work / "quick.jsonl") if a.quick else RESULTS / f"{stem}.jsonl"
     # small designs first: the stream forms, then the parallel ones, each by flow
     tasks.sort(key=lambda t: (t["form"] == "parallel", t["flow"] == "ecp5", t["student"]))
     t0 = time.perf_counter()
@@ -223,13 +230,20 @@ def main() -> None:
             "python": platform.python_version(), "seconds_this_run": round(time.perf_counter() - t0, 1),
             "flows": {k: v for k, v in FLOWS.items()}, "skip_over": SKIP_OVER}
     RESULTS.mkdir(exist_ok=True)
-    folding = folding_axis(rows, notes)
-    (RESULTS / "stream_vs_parallel.json").write_text(json.dumps({"students": recs, "rows": rows,
-                                                                 "lattice_cells_fit": lattice, "folding": folding,
-                                                                 **meta}, indent=1) + "\n")
-    text = markdown(rows, recs, meta) + lattice_markdown(lattice) + folding_markdown(folding)
-    (RESULTS / "stream_vs_parallel.md").write_text(text)
-    plot(rows, RESULTS / "stream_vs_parallel.png")
+    if a.fold_axis:
+        folding = folding_axis(rows, notes)
+        (RESULTS / f"{stem}.json").write_text(json.dumps({"students": recs, "rows": rows, "folding": folding,
+                                                          **meta}, indent=1) + "\n")
+        text = folding_markdown(folding) + "\n" + markdown(rows, recs, meta)
+        (RESULTS / f"{stem}.md").write_text(text)
+        plot_folding(folding, RESULTS / f"{stem}.png")
+        print(text)
+        return
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"students": recs, "rows": rows, "lattice_cells_fit": lattice,
+                                                      **meta}, indent=1) + "\n")
+    text = markdown(rows, recs, meta) + lattice_markdown(lattice)
+    (RESULTS / f"{stem}.md").write_text(text)
+    plot(rows, RESULTS / f"{stem}.png")
     print(text)
 
 
@@ -349,7 +363,7 @@ def folding_markdown(folding: list[dict[str, Any]]) -> str:
     if not folding:
         return ""
     unit = {"xc7": "LUT", "ice40": "logic cells", "ecp5": "LUT4 + FF cells"}
-    L = ["", "## Folding axis (rtl.fold)", "",
+    L = ["# Folding axis (rtl.fold): stream p=1 against the folded forms", "",
          "Size (yosys; Lattice: placed by nextpnr or not) and frames/s at the board's clock of stream p=1, `fold "
          "1,1` (one multiplier per conv and dense layer) and `fold @ II p=1` (`rtl.fold.target_ii` = stream p=1's "
          "II: the fewest multipliers at the same frame rate).  `not larger at equal II`: the fold @ II form's size "
@@ -413,6 +427,38 @@ def markdown(rows: list[dict[str, Any]], recs: dict[str, Any], meta: dict[str, A
         L += ["", f"{meta['yosys']}; Python {meta['python']}; this run {meta['seconds_this_run']:.0f} s (wall, "
                   "2 cores shared with other jobs; syntheses cached in the JSONL were not rerun)."]
     return "\n".join(L) + "\n"
+
+
+def plot_folding(folding: list[dict[str, Any]], path: Path) -> None:
+    """Frames/s at the board clock against size, one panel per flow, one marker per form."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    flows = list(dict.fromkeys(r["flow"] for r in folding))
+    fig, axes = plt.subplots(1, len(flows), figsize=(5 * len(flows), 4.2), dpi=110, squeeze=False)
+    marks = {"stream p=1": "o", "fold 1,1": "s", EQUAL_II: "^"}
+    studs = list(dict.fromkeys(r["student"] for r in folding))
+    colors = {s: f"C{i}" for i, s in enumerate(studs)}
+    for ax, flow in zip(axes[0], flows):
+        for r in (r for r in folding if r["flow"] == flow):
+            for f, m in marks.items():
+                c, fps = r["cells"][f], r["frames_per_s_at_board_clock"][f]
+                if c and fps:
+                    ax.scatter(c, fps, marker=m, color=colors[r["student"]], facecolors="none" if
+                               (flow != "xc7" and not r["placed"][f]) else colors[r["student"]],
+                               label=f"{r['student']}, {f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("LUT (xc7) / logic cells (Lattice); hollow: not placed")
+        ax.set_ylabel("frames/s at the board clock")
+        ax.set_title(flow, fontsize=10)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=3)
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
+    save_figure(fig, path)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
