@@ -241,7 +241,7 @@ def window_unit(top: str, u: Unit) -> str:
             a("    end")
     # only the positions some tap reads get a name; the others only pass through the shift register
     if lbram:
-        L_[lb_at:lb_at] = _bram_line_buffer(W, wi, B, read_off)
+        L_[lb_at:lb_at] = _bram_line_buffer(W, wi, read_off)
     else:
         L_[lb_at:lb_at] = [f"    wire [{wi - 1}:0] lb_{k} = sr[{(k + 1) * wi - 1}:{k * wi}];" for k in sorted(read_off)]
     lane_words = []
@@ -351,15 +351,21 @@ def window_unit(top: str, u: Unit) -> str:
     return "\n".join(L_) + "\n"
 
 
-def _bram_line_buffer(W: int, wi: int, B: int, read_off: set[int]) -> list[str]:
-    """The line buffer as rows: position k = r*W + c (the input taken k beats ago) is entry c of a short shift
-    register fed by the input delayed r rows; each row's delay is a W-word memory with a registered read
-    (block RAM), all written at one pointer.  The read is issued a beat ahead (the address after the pointer
-    when a beat is taken, else the pointer), so at every take ``dq_r`` holds the word written W takes ago."""
+def line_buffer_rows(W: int, read_off: set[int]) -> dict[int, int]:
+    """Row r -> the last column c that a tap reads at position r*W + c of a line buffer in rows."""
     rows: dict[int, int] = {}
     for k in read_off:
         r, c = divmod(k, W)
         rows[r] = max(rows.get(r, 0), c)
+    return rows
+
+
+def _bram_line_buffer(W: int, wi: int, read_off: set[int]) -> list[str]:
+    """The line buffer as rows: position k = r*W + c (the input taken k beats ago) is entry c of a short shift
+    register fed by the input delayed r rows; each row's delay is a W-word memory with a registered read
+    (block RAM), all written at one pointer.  The read is issued a beat ahead (the address after the pointer
+    when a beat is taken, else the pointer), so at every take ``dq_r`` holds the word written W takes ago."""
+    rows = line_buffer_rows(W, read_off)
     rmax = max(rows)
     aw = _bits(W - 1)
     L = [f"    // line buffer in block RAM: {rmax} row delay(s) of {W} x {wi} bits; short shift registers per row",
@@ -378,10 +384,7 @@ def _bram_line_buffer(W: int, wi: int, B: int, read_off: set[int]) -> list[str]:
 
 def _bram_line_buffer_steps(W: int, wi: int, read_off: set[int], take: str, din: str) -> list[str]:
     """The clocked statements of ``_bram_line_buffer`` (inside the unit's always block, before its reset)."""
-    rows: dict[int, int] = {}
-    for k in read_off:
-        r, c = divmod(k, W)
-        rows[r] = max(rows.get(r, 0), c)
+    rows = line_buffer_rows(W, read_off)
     rmax = max(rows)
     L = [f"        if ({take}) begin", "            lb_wp <= lb_wpn;"]
     for r in range(1, rmax + 1):

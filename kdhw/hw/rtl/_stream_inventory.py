@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._stream_hdl import _bits, _bus_width, window_fifo_depth
+from ._stream_hdl import _bits, _bus_width, line_buffer_rows, window_fifo_depth
 from ._stream_plan import StreamPlan, Unit, kif_width
 
 
@@ -88,12 +88,9 @@ def _window(u: Unit) -> dict[str, Any]:
     lb_bits, line_memories = s["depth"] * wi, []
     if s.get("line_buffer") == "bram" and read:  # row memories + a short shift register per row (``_stream_hdl``)
         W = s["W"]
-        span: dict[int, int] = {}
-        for k in read:
-            r, c = divmod(k, W)
-            span[r] = max(span.get(r, 0), c + 1)
-        rows = max(span)
-        lb_bits = (sum(span.values()) + rows) * wi + _bits(W - 1)
+        last = line_buffer_rows(W, read)
+        rows = max(last)
+        lb_bits = (sum(c + 1 for c in last.values()) + rows) * wi + _bits(W - 1)
         line_memories = [[W, wi, "bram"]] * rows
     rec = {"ff": ff, "line_buffer_bits": lb_bits, "fifo": [D, entry_w], "mux": mux,
            "counters": 3 * nw + gyw + gxw, "adders": [[nw, 2]], "dp": _dp(u)}
