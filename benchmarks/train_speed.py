@@ -4,8 +4,8 @@ The arm timed is the distilled arm ``kdhw run`` trains with a label budget (``di
 function matching: augmentation + mixup, the teacher online on every batch, 30x the plain epochs), at 10 %
 labels with the validation split cut to the budget, for the four ``kd_pays`` students (digits mlp16_w2 and
 mlp8_w4, mnist1d conv4_8_w4 and conv8_16_w4) and for the embedded default student (digits, resource-aware:
-its FineNet was already plain torch, so only the loop changes reach it).  Each arm runs in three ways, in
-the same process, interleaved (the order rotates every repeat):
+its FineNet trains on one-op quantizers that compute the same numbers as its reference ops).  Each arm runs
+in three ways, in the same process, interleaved (the order rotates every repeat):
 
   brevitas   today's code: the brevitas student's own forward, torch.optim.Adam, batches made in the step
              (``kdhw.train.fast.ENABLED = False``)
@@ -15,9 +15,13 @@ the same process, interleaved (the order rotates every repeat):
              what the arithmetic, the teacher and the loop cost without any fake quantization
 
 The default run is short (``--epochs``: a few hundred steps per arm, statistics phase of brevitas' activation
-quantizers included, so a few minutes in all); ``--full`` times whole arms (900 / 720 epochs) and, with
-held-out seeds (default 5, 6, 7; kd_pays uses 0-4), reports the paired test-accuracy differences of the
-fused and brevitas arms with a 95 % bootstrap interval.  The fused and brevitas arms are also compared step
+quantizers included, so a few minutes in all).  ``--full`` times whole arms of brevitas (900 / 720 epochs)
+beside ``capped``: the fused path with function matching capped at ``CAPPED`` optimizer steps and batch
+factor (``kdhw.train.recipe.FM_STEPS`` / ``FM_BATCH_FACTOR``, the choice of ``fm_schedule.py --steps``; off
+by default) and the float twin on that schedule, and, with held-out seeds (default 5, 6, 7; kd_pays uses
+0-4), reports the paired test-accuracy differences capped - brevitas with a 95 % bootstrap interval
+(``--rerender`` rewrites that section's markdown from its JSON).  ``--run N`` times ``kdhw run`` on the
+embedded default at 10 % labels, N fresh processes per path (brevitas, today, capped).  The fused and brevitas arms are also compared step
 by step (training loss of every epoch, chosen epoch, test accuracy): equal means the same training.
 ``--profile`` writes ``train_profile.md``: where a step's time goes (cProfile and torch.profiler), before and
 after, plus measured side levers (intra-op threads, torch.compile).
@@ -30,6 +34,7 @@ student's is trained on its labelled rows, as ``kdhw run`` does); they are cache
     .venv/bin/python -m benchmarks.train_speed                  # ~ a few minutes: short arms, 3 repeats
     .venv/bin/python -m benchmarks.train_speed --full --students mlp16_w2,conv4_8_w4
     .venv/bin/python -m benchmarks.train_speed --profile
+    .venv/bin/python -m benchmarks.train_speed --run 1
 """
 
 from __future__ import annotations
@@ -52,6 +57,17 @@ from benchmarks.common import CACHE, RESULTS, SETS, bootstrap_ci, task_inputs
 warnings.filterwarnings("ignore")
 
 MODES = ("brevitas", "fused", "float")
+# --full: "capped" = the fused path with function matching's schedule capped in optimizer steps (CAPPED: the
+# choice of benchmarks/fm_schedule.py --steps), beside brevitas (the path of commit 5dd8b0b: brevitas forward,
+# torch Adam, batches made in the step, epochs_factor 30) and the float twin (new loop, capped schedule)
+FULL_MODES = ("brevitas", "capped", "float")
+CAPPED = (2500, 2)  # (kdhw.train.recipe.FM_STEPS, FM_BATCH_FACTOR) for the capped mode
+
+
+def _new() -> str:
+    """The mode compared with brevitas in this run."""
+    return "capped" if "capped" in MODES else "fused"
+
 DEFAULT = "default"  # the embedded default student (digits, resource-aware)
 STUDENTS = ("mlp16_w2", "mlp8_w4", "conv4_8_w4", "conv8_16_w4", DEFAULT)
 SHORT_EPOCHS = {"digits": 40, "mnist1d": 24, DEFAULT: 40}  # ~ 700 training steps per arm (300 of them the
@@ -120,7 +136,12 @@ def arm_inputs(student: str, seed: int, log: Any = print) -> dict[str, Any]:
         cfg, data, teacher, t_train, t_unlab = task_inputs(raw, {"key": f"train_speed/{student}", "set": s}, shared)
     recipe = resolve(cfg.distill, data, teacher, src=f"train_speed:{student}")
     dcfg, method = recipe.arms(cfg.distill["method"])["kd"]
-    return {"student": student, "cfg": cfg, "data": data, "teacher": teacher, "t_train": t_train,
+    from kdhw.train.recipe import FM_EPOCHS_FACTOR
+
+    old = {"epochs_factor": FM_EPOCHS_FACTOR, "epochs": int(round(FM_EPOCHS_FACTOR * int(cfg.distill["epochs"]))),
+           "batch_size": int(cfg.distill["batch_size"]), "lr": cfg.distill["lr"]}
+    return {"student": student, "old_schedule": old,
+            "cfg": cfg, "data": data, "teacher": teacher, "t_train": t_train,
             "t_unlab": t_unlab, "dcfg": dcfg, "method": method, "recipe": recipe.describe()}
 
 
@@ -185,6 +206,7 @@ def mode(name: str) -> Iterator[None]:
     from kdhw.train import fast
 
     build, enabled = distill.build_trainable, fast.ENABLED
+    assert name in ("brevitas", "fused", "capped", "float"), name
     fast.ENABLED = name != "brevitas"
     if name == "float":
         distill.build_trainable = FloatTwin.build
@@ -202,8 +224,10 @@ def train(inp: dict[str, Any], how: str, epochs: int | None = None) -> dict[str,
     from kdhw.util.runtime import cpu_model
 
     dcfg = dict(inp["dcfg"])
-    if epochs is not None:
-        dcfg["epochs"] = epochs
+    if epochs is not None:  # short arms: every mode at the old schedule's batch and rate, for steps/s alike
+        dcfg.update({**inp["old_schedule"], "epochs": epochs})
+    elif how in ("brevitas", "fused"):  # whole arms of the old schedule: epochs_factor 30, the configured batch
+        dcfg.update(inp["old_schedule"])
     torch.set_num_threads(1)
     with mode(how):
         load0 = os.getloadavg()[0]
@@ -213,7 +237,7 @@ def train(inp: dict[str, Any], how: str, epochs: int | None = None) -> dict[str,
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = len(inp["data"].y_train) + len(inp["data"].unlab)
     steps = arm.fit.epochs_run * -(-rows // int(dcfg["batch_size"]))
-    return {"student": inp["student"], "mode": how, "epochs": arm.fit.epochs_run, "steps": steps, "wall_s": wall,
+    return {"student": inp["student"], "mode": how, "batch_size": int(dcfg["batch_size"]), "lr": float(dcfg["lr"]), "epochs": arm.fit.epochs_run, "steps": steps, "wall_s": wall,
             "cpu_s": cpu, "steps_per_s": steps / wall, "test_acc": arm.test_acc, "best_epoch": arm.fit.best_epoch,
             "losses": [h["loss"] for h in arm.fit.history], "load_before": load0, "load_after": os.getloadavg()[0],
             "cpu": cpu_model()}
@@ -253,24 +277,29 @@ def summarize(rows: list[dict[str, Any]], full: bool) -> tuple[list[dict[str, An
     for student in dict.fromkeys(r["student"] for r in rows):
         rs = [r for r in rows if r["student"] == student]
         one = {m: [r for r in rs if r["mode"] == m] for m in MODES}
-        wall, walls = _ratio(rs, "wall_s", "brevitas", "fused")
-        cpu, _ = _ratio(rs, "cpu_s", "brevitas", "fused")
-        flt, _ = _ratio(rs, "wall_s", "fused", "float")
-        same = all(a["losses"] == b["losses"] and a["test_acc"] == b["test_acc"] and a["best_epoch"] == b["best_epoch"]
-                   for a in one["brevitas"] for b in one["fused"] if (a["seed"], a["repeat"]) == (b["seed"], b["repeat"]))
-        row = {"student": student, "steps": rs[0]["steps"], "epochs": rs[0]["epochs"],
+        new = _new()
+        wall, walls = _ratio(rs, "wall_s", "brevitas", new)
+        cpu, _ = _ratio(rs, "cpu_s", "brevitas", new)
+        flt, _ = _ratio(rs, "wall_s", new, "float")
+        same = new == "fused" and all(
+            a["losses"] == b["losses"] and a["test_acc"] == b["test_acc"] and a["best_epoch"] == b["best_epoch"]
+            for a in one["brevitas"] for b in one["fused"] if (a["seed"], a["repeat"]) == (b["seed"], b["repeat"]))
+        steps = {m: one[m][0]["steps"] for m in MODES if one[m]}
+        row = {"student": student, "steps": rs[0]["steps"], "steps_by_mode": steps, "epochs": rs[0]["epochs"],
                **{f"{m}_wall_s": statistics.median(r["wall_s"] for r in one[m]) for m in MODES if one[m]},
                **{f"{m}_steps_per_s": statistics.median(r["steps_per_s"] for r in one[m]) for m in MODES if one[m]},
                "speedup_wall": wall, "speedup_wall_each": walls, "speedup_cpu": cpu, "fused_over_float_wall": flt,
                "identical_training": same}
         table.append(row)
-        lines.append(f"| {student} | {row['steps']} | " + " | ".join(
+        lines.append(f"| {student} | {' / '.join(str(steps[m]) for m in MODES if m in steps)} | " + " | ".join(
             f"{row[f'{m}_wall_s']:.1f} ({row[f'{m}_steps_per_s']:.0f})" if f"{m}_wall_s" in row else "-" for m in MODES)
             + f" | **{wall:.2f}×** ({', '.join(f'{x:.2f}' for x in walls)}) | {cpu:.2f}× | "
-            + (f"{flt:.2f}× | " if "float" in MODES else "") + f"{'yes' if same else 'NO'} |")
-    names = {"brevitas": "brevitas: wall s (steps/s)", "fused": "fused", "float": "float twin"}
-    head = ["| student | steps per arm | " + " | ".join(names[m] for m in MODES) + " | speed-up wall (each repeat) | "
-            "speed-up CPU | " + ("fused / float (wall) | " if "float" in MODES else "") + "identical training |",
+            + (f"{flt:.2f}× | " if "float" in MODES else "") + (f"{'yes' if same else 'NO'} |" if new == "fused"
+                                                                   else "— (another schedule) |"))
+    names = {"brevitas": "brevitas: wall s (steps/s)", "fused": "fused", "capped": "capped", "float": "float twin"}
+    head = ["| student | steps per arm (" + " / ".join(MODES) + ") | " + " | ".join(names[m] for m in MODES)
+            + " | speed-up wall (each repeat) | "
+            "speed-up CPU | " + (f"{_new()} / float (wall) | " if "float" in MODES else "") + "identical training |",
             "|---|---|" + "---|" * len(MODES) + "---|---|" + ("---|" if "float" in MODES else "") + "---|"]
     return table, "\n".join(head + lines)
 
@@ -280,18 +309,20 @@ def accuracy_md(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     out, lines = [], []
     for student in dict.fromkeys(r["student"] for r in rows):
         by = {(r["seed"], r["repeat"], r["mode"]): r for r in rows if r["student"] == student}
-        pairs = [(sd, by[(sd, rp, "fused")]["test_acc"], by[(sd, rp, "brevitas")]["test_acc"])
-                 for (sd, rp, m) in by if m == "fused" and (sd, rp, "brevitas") in by and rp == 0]
+        new = _new()
+        pairs = [(sd, by[(sd, rp, new)]["test_acc"], by[(sd, rp, "brevitas")]["test_acc"])
+                 for (sd, rp, m) in by if m == new and (sd, rp, "brevitas") in by and rp == 0]
         if not pairs:
             continue
         d = [100 * (a - b) for _, a, b in pairs]
         lo, hi = bootstrap_ci(d)
-        out.append({"student": student, "seeds": [p[0] for p in pairs], "fused": [p[1] for p in pairs],
+        out.append({"student": student, "seeds": [p[0] for p in pairs], new: [p[1] for p in pairs],
                     "brevitas": [p[2] for p in pairs], "diff_points": d, "mean": float(np.mean(d)), "ci95": [lo, hi]})
         lines.append(f"| {student} | {', '.join(str(p[0]) for p in pairs)} | "
                      f"{', '.join(f'{100 * p[2]:.2f}' for p in pairs)} | {', '.join(f'{100 * p[1]:.2f}' for p in pairs)} | "
                      f"{np.mean(d):+.2f} [{lo:+.2f}, {hi:+.2f}] |")
-    head = ["| student | seeds | brevitas test % | fused test % | fused − brevitas, points (95 % CI) |",
+    new = _new()
+    head = [f"| student | seeds | brevitas test % | {new} test % | {new} − brevitas, points (95 % CI) |",
             "|---|---|---|---|---|"]
     return out, "\n".join(head + lines)
 
@@ -431,7 +462,7 @@ def _train_threads(inp: dict[str, Any], n: int) -> dict[str, Any]:
 
     from kdhw.train.distill import train_arm
 
-    dcfg = {**inp["dcfg"], "epochs": SHORT_EPOCHS[_set_of(inp["student"])]}
+    dcfg = {**inp["dcfg"], **inp["old_schedule"], "epochs": SHORT_EPOCHS[_set_of(inp["student"])]}
     t0 = time.perf_counter()
     arm = train_arm("kd", inp["cfg"].student, dcfg, inp["data"], inp["t_train"], inp["method"], False,
                     teacher=inp["teacher"], teacher_unlab=inp["t_unlab"])
@@ -567,19 +598,105 @@ def _write(section: str, payload: dict[str, Any], md_section: str, out: Path) ->
     doc = json.loads(j.read_text()) if j.exists() else {}
     doc[section] = {**payload, "md": md_section}
     j.write_text(json.dumps(doc, indent=1))
-    md = "\n\n".join(doc[k]["md"].rstrip() for k in ("short", "full") if k in doc) + "\n"
+    md = "\n\n".join(doc[k]["md"].rstrip() for k in ("short", "full", "run") if k in doc) + "\n"
     out.with_suffix(".md").write_text(md)
     return md
 
 
+# ---------------------------------------------------------------- kdhw run at 10 % labels
+
+RUN_SCRIPT = """
+import sys
+from kdhw.train import fast, recipe
+if sys.argv[1] == "brevitas":
+    fast.ENABLED, recipe.FM_STEPS, recipe.FM_BATCH_FACTOR = False, None, 1
+if sys.argv[1] == "capped":
+    recipe.FM_STEPS, recipe.FM_BATCH_FACTOR = int(sys.argv[4]), int(sys.argv[5])
+from kdhw.cli import main
+sys.exit(main(["run", sys.argv[2], "--out", sys.argv[3], "--no-progress"]))
+"""
+
+
+def run_md(modes: list[str], repeats: int, log: Any = print) -> tuple[dict[str, Any], str]:
+    """``kdhw run`` on the embedded default config with ``data.labels: {fraction: 0.1}``, each a fresh process,
+    ``repeats`` times per mode, interleaved: wall seconds, the report's stage times, the load average.
+    brevitas = the path of commit 5dd8b0b (``fast.ENABLED`` off, epochs_factor 30) in the same code."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from kdhw.api import load_config  # noqa: F401 - the embedded default, as `kdhw config` prints it
+
+    tmp = Path(tempfile.mkdtemp(prefix="kdhw-run-speed-"))
+    cfg_text = subprocess.run([sys.executable, "-m", "kdhw.cli", "config"], capture_output=True, text=True,
+                              check=True).stdout
+    cfg = yaml.safe_load(cfg_text)
+    cfg["data"]["labels"] = {"fraction": 0.1}
+    (tmp / "l01.yaml").write_text(yaml.safe_dump(cfg))
+    rows = []
+    for rep in range(repeats):
+        for how in (modes if rep % 2 == 0 else modes[::-1]):
+            out = tmp / f"out_{how}_{rep}"
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-c", RUN_SCRIPT, how, str(tmp / "l01.yaml"), str(out),
+                                *map(str, CAPPED)], capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            rep_json = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
+            stages = rep_json.get("timings_s") or {}
+            studs = rep_json.get("students") or {}
+            r = {"mode": how, "repeat": rep, "wall_s": wall, "rc": p.returncode, "load_before": load0,
+                 "load_after": os.getloadavg()[0], "stages": stages,
+                 "test": {k: v.get("test_acc") for k, v in studs.items() if isinstance(v, dict)},
+                 "epochs": {k: v.get("epochs") for k, v in studs.items() if isinstance(v, dict)},
+                 "bit_exact": (rep_json.get("verify") or {}).get("bit_exact")}
+            rows.append(r)
+            log(f"[kdhw run {how} #{rep}] {wall:.0f} s wall (rc {p.returncode}, load {load0:.1f}) stages "
+                + ", ".join(f"{k} {v:.0f}" for k, v in stages.items() if isinstance(v, (int, float))))
+    lines = ["## `kdhw run` on the embedded default with `data.labels: {fraction: 0.1}`", "",
+             f"Each run a fresh process (`kdhw run CONFIG --out DIR`), {repeats} interleaved repeat(s) per path; "
+             f"{os.cpu_count()}-core machine shared with other jobs.  brevitas = the path of commit 5dd8b0b "
+             "(reference training ops, epochs_factor 30); today = this tree (fused paths, epochs_factor 30); "
+             f"capped = this tree with function matching capped at {CAPPED[0]:,} optimizer steps of {CAPPED[1]} x the "
+             "batch (`FM_STEPS`, `FM_BATCH_FACTOR`; not the default).", "",
+             "| path | wall s per run | median | distill stage s | report stage s | load average before | test % (scratch / scratch_aug / kd) | bit-exact |",
+             "|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for how in modes:
+        rs = [r for r in rows if r["mode"] == how]
+        med = statistics.median(r["wall_s"] for r in rs)
+        summary[how] = med
+        dist = [r["stages"].get("distill") for r in rs if isinstance(r["stages"].get("distill"), (int, float))]
+        rept = [r["stages"].get("report") for r in rs if isinstance(r["stages"].get("report"), (int, float))]
+        tests = rs[0]["test"]
+        walls = ", ".join("%.0f" % r["wall_s"] for r in rs)
+        loads = ", ".join("%.1f" % r["load_before"] for r in rs)
+        exact = ", ".join(str(r["bit_exact"]) for r in rs)
+        accs = " / ".join("%.2f" % (100 * tests[k]) for k in ("scratch", "scratch_aug", "kd") if tests.get(k) is not None)
+        lines.append(f"| {how} | {walls} | **{med:.0f}** | {', '.join('%.0f' % x for x in dist) or '-'} | "
+                     f"{', '.join('%.0f' % x for x in rept) or '-'} | {loads} | {accs} | {exact} |")
+    if "brevitas" in summary:
+        lines += ["", "Median wall time: " + "; ".join(
+            f"{m} {summary[m]:.0f} s ({summary['brevitas'] / summary[m]:.2f}× faster than brevitas)"
+            for m in summary if m != "brevitas") + "."]
+    return {"runs": rows, "median_wall_s": summary}, "\n".join(lines) + "\n"
+
+
 def main() -> None:
+    global MODES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--students", default=",".join(STUDENTS))
     ap.add_argument("--seeds", default=None, help="comma list (default: 5; --full: 5,6,7)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per arm (default 3; --full 1)")
-    ap.add_argument("--modes", default=None, help="comma list of brevitas,fused,float (--full default: brevitas,fused)")
+    ap.add_argument("--modes", default=None, help="comma list of brevitas,fused,capped,float (--full default: "
+                    "brevitas,capped,float)")
+    ap.add_argument("--rerender", action="store_true", help="rewrite the full section's markdown from its JSON")
     ap.add_argument("--full", action="store_true", help="whole arms (900 / 720 epochs) and the accuracy check")
     ap.add_argument("--profile", action="store_true", help="write train_profile.md instead")
+    ap.add_argument("--run", type=int, default=0, metavar="N",
+                    help="time `kdhw run` at 10 %% labels N times per path instead (the 'run' section)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     students = [s for s in a.students.split(",") if s]
@@ -599,36 +716,63 @@ def main() -> None:
         path.with_suffix(".json").write_text(json.dumps(out, indent=1, default=str))
         print(md)
         return
-    global MODES
-    MODES = tuple(m for m in (a.modes or ("brevitas,fused" if a.full else ",".join(MODES))).split(",") if m)
+    if a.rerender:
+        out = Path(a.out or RESULTS / "train_speed")
+        doc = json.loads(out.with_suffix(".json").read_text())["full"]
+        rows = [{**r, "mode": {"today": "capped"}.get(r["mode"], r["mode"])} for r in doc["runs"]]
+        MODES = tuple({"today": "capped"}.get(m, m) for m in doc["meta"]["modes"])
+        wall = float(doc["md"].rsplit("Benchmark wall time ", 1)[1].split(" s.")[0])
+        print(_write("full", *compose(rows, doc["meta"]["seeds"], doc["meta"]["repeats"], True, wall), out))
+        return
+    if a.run:
+        payload, md_run = run_md([m for m in (a.modes or "brevitas,today,capped").split(",") if m], a.run)
+        print(_write("run", payload, md_run, Path(a.out or RESULTS / "train_speed")))
+        return
+    MODES = tuple(m for m in (a.modes or (",".join(FULL_MODES) if a.full else ",".join(MODES))).split(",") if m)
     seeds = [int(x) for x in (a.seeds or ("5,6,7" if a.full else "5")).split(",")]
     repeats = a.repeats or (1 if a.full else 3)
     t0 = time.perf_counter()
     rows = speed(students, seeds, repeats, a.full)
-    table, md_speed = summarize(rows, a.full)
-    acc, md_acc = accuracy_md(rows) if a.full else ([], "")
-    what = ("whole arms" if a.full else
+    print(_write("full" if a.full else "short", *compose(rows, seeds, repeats, a.full, time.perf_counter() - t0),
+                 Path(a.out or RESULTS / "train_speed")))
+
+
+def compose(rows: list[dict[str, Any]], seeds: list[int], repeats: int, full: bool, wall: float
+            ) -> tuple[dict[str, Any], str]:
+    """The result section (payload, markdown) of a short or full run."""
+    from kdhw.util.runtime import cpu_model
+
+    table, md_speed = summarize(rows, full)
+    acc, md_acc = accuracy_md(rows) if full else ([], "")
+    what = ("whole arms" if full else
             f"short arms ({', '.join(f'{k}: {v} epochs' for k, v in SHORT_EPOCHS.items())})")
-    md = [f"# Training speed of the function-matching arm: {'whole arms' if a.full else 'short arms'}", "",
+    new = _new()
+    md = [f"# Training speed of the function-matching arm: {'whole arms' if full else 'short arms'}", "",
           f"Distilled arm of `distill.recipe: auto` at {int(100 * BUDGET)} % labels (validation cut to the budget), "
           f"{what}, seeds {', '.join(map(str, seeds))}, {repeats} interleaved repeat(s); {os.cpu_count()}-core "
-          f"{cpu_model()} shared with other jobs (load average per run in the JSON).  brevitas = today's path, "
-          "fused = the new default (fused fake-quant forward, flat Adam, batches and teacher made ahead on a "
-          "second core, exact fast max pools), float = the same network without quantizers in the new loop.  "
-          "Wall seconds (steps/s), medians over repeats; speed-up = brevitas / fused per repeat, median.  "
-          "CPU = process CPU seconds (both threads).", "", md_speed, "",
-          "Identical training: every epoch's training loss, the chosen epoch and the test accuracy of the fused "
-          "arm equal the brevitas arm's (the fused forward and FlatAdam compute the same numbers, summed in "
-          "the same order).", ""]
+          f"{cpu_model()} shared with other jobs (load average per run in the JSON).  brevitas = the path of "
+          "commit 5dd8b0b (brevitas forward and, for the resource-aware default, FineNet's reference ops; "
+          "torch Adam; batches made in the step), fused = the fused training path (fused fake-quant forward "
+          "or FineNet's one-op quantizers, flat Adam, batches and teacher made ahead on a second core, exact "
+          "fast max pools), "
+          + (f"{new} = fused with the schedule capped at {CAPPED[0]:,} optimizer steps of {CAPPED[1]} x the batch "
+             f"at lr x {CAPPED[1] ** 0.5:.3f} (the choice of `fm_schedule.py --steps`; not the default, which keeps "
+             "epochs_factor 30: see the accuracy below), brevitas with epochs_factor 30, " if new == "capped" else "")
+          + "float = the same network without quantizers in the new loop"
+          + (" and the capped schedule" if new == "capped" else "") + ".  "
+          f"Wall seconds (steps/s), medians over repeats; speed-up = brevitas / {new} per repeat, median.  "
+          "CPU = process CPU seconds (both threads).", "", md_speed, ""]
+    if new == "fused":
+        md += ["Identical training: every epoch's training loss, the chosen epoch and the test accuracy of the fused "
+               "arm equal the brevitas arm's (the fused forward and FlatAdam compute the same numbers, summed in "
+               "the same order).", ""]
     if acc:
-        md += ["### Test accuracy, fused vs brevitas (paired by seed, held-out seeds)", "", md_acc, ""]
-    md += [f"Benchmark wall time {time.perf_counter() - t0:.0f} s.", ""]
-    out = Path(a.out or RESULTS / "train_speed")
-    out.parent.mkdir(parents=True, exist_ok=True)
+        md += [f"### Test accuracy, {new} vs brevitas (paired by seed, held-out seeds)", "", md_acc, ""]
+    md += [f"Benchmark wall time {wall:.0f} s.", ""]
     payload = {"meta": {"seeds": seeds, "repeats": repeats, "modes": list(MODES), "short_epochs": SHORT_EPOCHS,
-                        "budget": BUDGET, "cores": os.cpu_count(), "cpu": cpu_model()},
+                        "budget": BUDGET, "cores": os.cpu_count(), "cpu": cpu_model(), "capped": CAPPED},
                "table": table, "accuracy": acc, "runs": [{k: v for k, v in r.items() if k != "losses"} for r in rows]}
-    print(_write("full" if a.full else "short", payload, "\n".join(md), out))
+    return payload, "\n".join(md)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ on exactly the augmented input the student sees, for many epochs (Beyer et al. 2
 the default there.
 
 Function matching = modality-aware augmentation + mixup, the teacher evaluated online on each augmented
-batch, alpha 0.9, a patient schedule (``epochs_factor`` x ``epochs``), and the distilled arm's exported
-epoch chosen by its agreement with the teacher on the transfer rows (``checkpoint: teacher``).  Its
+batch, alpha 0.9, a patient schedule (``epochs_factor`` x ``epochs``; ``FM_STEPS`` can cap it in optimizer
+steps), and the distilled arm's exported epoch chosen by its agreement with the teacher on the transfer rows
+(``checkpoint: teacher``).  Its
 control, ``scratch_aug``, is the same student trained on labels only with the **same** augmentation, mixup
 and number of steps, so ``kd - scratch_aug`` is the teacher's own share of the gain and ``scratch_aug -
 scratch`` the recipe's.
@@ -45,8 +46,20 @@ FM_MIXUP = 0.4
 # (benchmarks/results/checkpoint_rule.md; see kdhw.train.distill.teacher_agreement)
 FM_CHECKPOINT = "teacher"
 # epochs_factor of function matching: set from benchmarks/fm_schedule.py (accuracy vs 1x/3x/10x/30x); its
-# rule named 10x while the distilled arm kept its best-validation epoch, 30x once it keeps the agreement one
+# rule named 10x while the distilled arm kept its best-validation epoch, 30x once it keeps the agreement one.
+# It applies where FM_STEPS is None, and to the recipe of a run that sets distill.epochs_factor.
 FM_EPOCHS_FACTOR = 30
+# function matching's schedule in optimizer steps: the augmented arms train FM_EPOCHS_FACTOR x epochs, but
+# at most ceil(FM_STEPS / steps per epoch) epochs (at least the plain epochs) unless distill.epochs_factor
+# is set.  Why steps: a multiple of the plain epochs meant 15,300 steps on the digits students and 30,600
+# on the embedded default (60 plain epochs), for the same data.  Off (None): benchmarks/fm_schedule.py --steps
+# named 2,500 steps at FM_BATCH_FACTOR 2 by its rule (validation within 0.5 point), but that schedule tested
+# 2.5-3.5 points under epochs_factor 30 on the mnist1d students, on its own seeds and on train_speed's
+# (fm_schedule.steps.md, train_speed.md), so it does not keep accuracy; on the digits students it did.
+FM_STEPS: int | None = None
+# ... of FM_BATCH_FACTOR x batch_size rows each, at FM_BATCH_FACTOR ** 0.5 x lr (square-root scaling), where
+# FM_STEPS applies; 1: the configured batch size and learning rate
+FM_BATCH_FACTOR = 1
 NOISE_OF_STD = 0.1  # Gaussian noise, as a share of the training inputs' standard deviation
 SCALE = 0.1  # signals: amplitude factor in [0.9, 1.1]
 MAX_TEACHER_DROP = 0.05  # an augmentation may cost the teacher at most 5 points of accuracy on labelled rows
@@ -113,9 +126,9 @@ class Recipe:
         out: dict[str, Any] = {"name": self.name, "reason": self.reason}
         if self.augmented is not None:
             a = self.augmented
-            out["augmented"] = {k: a[k] for k in ("epochs", "epochs_factor", "mixup_alpha", "augment_shift",
-                                                  "augment_scale", "augment_noise", "alpha", "temperature",
-                                                  "checkpoint")}
+            out["augmented"] = {k: a[k] for k in ("epochs", "epochs_factor", "batch_size", "lr", "mixup_alpha",
+                                                  "augment_shift", "augment_scale", "augment_noise", "alpha",
+                                                  "temperature", "checkpoint")}
             out["plain_epochs"] = self.plain["epochs"]
             out["teacher_check"] = self.teacher_check
         return out
@@ -180,15 +193,35 @@ def resolve(dcfg: dict[str, Any], data: Any, teacher: torch.nn.Module | None = N
     kept, measured = follow(Augment.from_config(aug), predict, rows, labels, data.shape, int(dcfg["seed"]),
                             MAX_TEACHER_DROP, scalable={k.removeprefix("augment_") for k in scalable})
     aug = {"augment_shift": kept.shift, "augment_scale": kept.scale, "augment_noise": kept.noise}
-    factor = dcfg.get("epochs_factor") or FM_EPOCHS_FACTOR
-    augmented = {**dcfg, **aug,
+    augmented = {**dcfg, **aug, **fm_schedule(dcfg, len(data.y_train) + transfer),
                  "alpha": FM_ALPHA if dcfg.get("alpha") is None else dcfg["alpha"],
                  "mixup_alpha": FM_MIXUP if dcfg.get("mixup_alpha") is None else dcfg["mixup_alpha"],
-                 "checkpoint": FM_CHECKPOINT if dcfg.get("checkpoint") is None else dcfg["checkpoint"],
-                 "epochs_factor": factor, "epochs": int(round(factor * int(dcfg["epochs"])))}
+                 "checkpoint": FM_CHECKPOINT if dcfg.get("checkpoint") is None else dcfg["checkpoint"]}
     # the plain scratch arm is the baseline both augmented arms are measured against: no augmentation at all
     plain = {**plain, **{k: v for k, v in PLAIN.items() if k != "alpha"}}
     return Recipe("function_matching", reason, plain, augmented, measured)
+
+
+def fm_schedule(dcfg: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Function matching's schedule for arms whose epochs read ``rows`` rows (labelled + transfer set):
+    ``epochs_factor``, ``epochs``, ``batch_size`` and ``lr``.  ``distill.epochs_factor`` set: that x
+    ``epochs`` at the configured batch and rate.  Unset: ``FM_EPOCHS_FACTOR`` x ``epochs``, but no more than
+    ``FM_STEPS`` optimizer steps of ``FM_BATCH_FACTOR`` x ``batch_size`` rows at ``sqrt(FM_BATCH_FACTOR)`` x
+    ``lr`` (rounded up to whole epochs, never fewer than the plain arms' ``epochs``): where the accuracy
+    curve flattens, measured in steps, so a long ``epochs`` no longer buys steps that do not pay."""
+    plain, batch, lr = int(dcfg["epochs"]), int(dcfg["batch_size"]), dcfg["lr"]
+    if dcfg.get("epochs_factor") is not None:
+        factor = dcfg["epochs_factor"]
+        return {"epochs_factor": factor, "epochs": int(round(factor * plain)), "batch_size": batch, "lr": lr}
+    epochs = int(round(FM_EPOCHS_FACTOR * plain))
+    if FM_STEPS is None:
+        return {"epochs_factor": FM_EPOCHS_FACTOR, "epochs": epochs, "batch_size": batch, "lr": lr}
+    fb = batch * FM_BATCH_FACTOR
+    capped = min(epochs, max(plain, -(-FM_STEPS // -(-max(int(rows), 1) // fb))))
+    if FM_BATCH_FACTOR != 1:
+        lr = float(lr) * FM_BATCH_FACTOR ** 0.5
+    return {"epochs_factor": FM_EPOCHS_FACTOR if capped == epochs else round(capped / plain, 2), "epochs": capped,
+            "batch_size": fb, "lr": lr}
 
 
 def _predict_fn(teacher: torch.nn.Module | None, shape: tuple[int, ...]) -> TeacherPredict:
@@ -202,5 +235,6 @@ def _predict_fn(teacher: torch.nn.Module | None, shape: tuple[int, ...]) -> Teac
     return predict
 
 
-__all__ = ["FM_CHECKPOINT", "FM_EPOCHS_FACTOR", "MAX_TEACHER_DROP", "PLAIN", "RECIPES", "Recipe", "augmentation_for",
-           "check", "input_noise", "matches_function", "modality", "plain_settings", "resolve"]
+__all__ = ["FM_BATCH_FACTOR", "FM_CHECKPOINT", "FM_EPOCHS_FACTOR", "FM_STEPS", "MAX_TEACHER_DROP", "PLAIN", "RECIPES",
+           "Recipe", "augmentation_for", "check", "fm_schedule", "input_noise", "matches_function", "modality",
+           "plain_settings", "resolve"]

@@ -67,6 +67,86 @@ def _bits_of_range(lo_code: torch.Tensor, hi_code: torch.Tensor) -> torch.Tensor
     return torch.where(hi_code > lo_code, b, torch.zeros_like(b))
 
 
+# benchmarks switch this off (or kdhw.train.fast.ENABLED) to time the reference ops beside the one-op path
+FUSED = True
+
+
+def _fused() -> bool:
+    """Train with the one-op quantizers below (``FUSED`` and ``kdhw.train.fast.ENABLED``; else the reference)."""
+    from . import fast
+
+    return FUSED and fast.ENABLED
+
+
+# ---------------------------------------------------------------- one-op quantizers (the fused training path)
+#
+# Each returns the value of the reference formula (``_exact_plus``: q0 plus terms that are exactly zero,
+# which for finite values is q0 + 0.0: x - x is +0.0, c * 0.0 is +-0.0, and adding either to q0 + 0.0, never
+# -0.0, leaves it unchanged) and writes its backward out: the gradient each leaf gets from autograd's graph
+# of the reference, the same products and reductions (``sum_to_size``: what the autograd engine does to a
+# broadcast gradient), so a training run is bit-identical either way (tests/train/test_resource.py).
+# Why: the reference builds 6-10 autograd nodes per quantizer out of ``_exact_plus`` terms, and on the tiny
+# students kdhw trains, those nodes and ops, not arithmetic, were most of a step.
+
+class _WeightQ(torch.autograd.Function):
+    """q = (q0 + (w - w)) + c (f - f), c = -ln2 (q0 - w), f = clamp(frac): d/dw = 1, d/dfrac = c inside the
+    clamp (summed to frac's shape: one f per weight or per channel)."""
+
+    @staticmethod
+    def forward(ctx, w, frac, q0, err):  # type: ignore[override]
+        ctx.save_for_backward(frac, err)
+        return q0 + 0.0
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        frac, err = ctx.saved_tensors
+        gf = g * (-LN2 * err)
+        if gf.shape != frac.shape:
+            gf = gf.sum_to_size(frac.shape)
+        return g, torch.where((frac >= F_MIN).logical_and_(frac <= F_MAX), gf, 0.0), None, None
+
+
+class _ReLUQ(torch.autograd.Function):
+    """FineReLU: (q0 + (r - r) inside) + c (f - f), r = relu(x), c = -ln2 (q0 - r): d/dx = inside through
+    the ReLU (``leak`` x it where x <= 0, or 0 without a leak), d/dfrac = sum(c g) inside the clamp."""
+
+    @staticmethod
+    def forward(ctx, x, frac, s, top, leak):  # type: ignore[override]
+        r = torch.relu(x)
+        q0 = torch.clamp(torch.round(r * s), 0, top) / s
+        ctx.save_for_backward(x, frac, r, q0)
+        ctx.leak, ctx.lim = leak, top / s
+        return q0 + 0.0
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, frac, r, q0 = ctx.saved_tensors
+        inside = (r <= ctx.lim).float()
+        c = -LN2 * (q0 - r)
+        gr = g * inside
+        gx = torch.where(x > 0, gr, ctx.leak * gr) if ctx.leak > 0 else torch.where(x > 0, gr, 0.0)
+        gf = (g * c).sum_to_size(frac.shape)
+        return gx, torch.where((frac >= A_MIN).logical_and_(frac <= A_MAX), gf, 0.0), None, None, None
+
+
+class _OutQ(torch.autograd.Function):
+    """FineOutput: q0 + (x - x) inside, q0 = clamp(round(x s), -lim, lim - 1) / s; d/dx = inside (x s within
+    the clamp)."""
+
+    @staticmethod
+    def forward(ctx, x, s, lim):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.s, ctx.lim = s, lim
+        return torch.clamp(torch.round(x * s), -lim, lim - 1) / s + 0.0
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        xs = x * ctx.s
+        inside = ((xs >= -ctx.lim) & (xs <= ctx.lim - 1)).float()
+        return g * inside, None, None
+
+
 # ---------------------------------------------------------------- layers
 
 class InputQuant(nn.Module):
@@ -104,6 +184,19 @@ class FineLinear(nn.Module):
 
     def quantized(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weights on their grids, with gradients; integer codes; rounded fractional bits per weight)."""
+        if not _fused():
+            return self.quantized_reference()
+        with torch.no_grad():
+            f = self.frac.clamp(F_MIN, F_MAX)
+            fr = torch.round(f).expand_as(self.weight)
+            s = torch.exp2(fr)
+            codes = torch.clamp(torch.round(self.weight * s), -CODE_MAX, CODE_MAX)
+            q0 = codes / s
+            err = q0 - self.weight
+        return _WeightQ.apply(self.weight, self.frac, q0, err), codes, fr
+
+    def quantized_reference(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``quantized`` as autograd ops (the reference the one-op path reproduces)."""
         f = self.frac.clamp(F_MIN, F_MAX)
         fr = torch.round(f).detach().expand_as(self.weight)
         s = torch.exp2(fr)
@@ -121,7 +214,10 @@ class FineLinear(nn.Module):
     def fold_frac(self, codes: torch.Tensor, fr: torch.Tensor) -> int:
         """The per-tensor fractional bits the folded quantizer uses: the finest grid any live weight needs."""
         live = codes != 0
-        return int((fr[live] if live.any() else fr).max().item())
+        if not _fused():
+            return int((fr[live] if live.any() else fr).max().item())
+        top = float(torch.where(live, fr, -math.inf).max())  # the same maximum, one read instead of two
+        return int(top if top != -math.inf else fr.max().item())
 
     def quantized_bias(self, in_frac: float, w_frac: int) -> torch.Tensor | None:
         """brevitas IntBias: scale = input scale x weight scale, ``bias_bits`` signed, round half to even."""
@@ -164,6 +260,11 @@ class FineReLU(nn.Module):
                 m = x.detach().max().clamp(min=2.0 ** -8)
                 self.vmax.copy_(torch.maximum(m, 0.98 * self.vmax))
                 self.int_bits.fill_(float(min(max(math.ceil(math.log2(float(self.vmax))), -4), 12)))
+        if _fused():
+            _, fr, bits = self.last_grid = self.grid()
+            s = 2.0 ** fr
+            leak = float(self.relu_leak) if self.training else 0.0
+            return _ReLUQ.apply(x, self.frac, s, 2 ** bits - 1, leak)
         f, fr, bits = self.grid()
         s = 2.0 ** fr
         r = relu_grad_leak(x, self.relu_leak) if self.training else F.relu(x)
@@ -193,6 +294,8 @@ class FineOutput(nn.Module):
                                               self.bits + 8)))
         s = 2.0 ** self.frac()
         lim = 2 ** (self.bits - 1)
+        if _fused():
+            return _OutQ.apply(x, s, lim)
         q0 = torch.clamp(torch.round(x.detach() * s), -lim, lim - 1) / s
         inside = ((x.detach() * s >= -lim) & (x.detach() * s <= lim - 1)).float()
         return _exact_plus(q0, (x - x.detach()) * inside)
@@ -253,16 +356,27 @@ class FineNet(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False) -> Any:
         feats: dict[str, torch.Tensor] = {}
         frac = 0.0
+        fused = _fused()
+        # a training step's loss adds resource_loss() right after this forward, with the same weights: it reads
+        # the codes and grids computed here instead of computing them again (same values)
+        cache: list[Any] | None = [] if fused and self.training and torch.is_grad_enabled() else None
+        self._step_cache = cache
         for name, layer in zip(self.names, self.layers):
             if isinstance(layer, InputQuant):
                 x, frac = layer(x), layer.frac()
             elif isinstance(layer, FineLinear):
                 w, codes, fr = layer.quantized()
-                x = layer.apply(x, w, layer.quantized_bias(frac, layer.fold_frac(codes, fr)))
-                frac = frac + layer.fold_frac(codes, fr)
+                wf = layer.fold_frac(codes, fr)
+                b = layer.quantized_bias(frac, wf)
+                x = layer.apply(x, w, b)
+                if cache is not None:
+                    cache.append((w.detach(), codes, fr, wf, None if b is None else b.detach()))
+                frac = frac + wf
             elif isinstance(layer, FineReLU):
                 x = layer(x)
-                frac = float(layer.grid()[1])
+                frac = float(layer.last_grid[1] if fused else layer.grid()[1])
+                if cache is not None:
+                    cache.append(layer.last_grid[1:])
             elif isinstance(layer, FineOutput):
                 x = layer(x)
                 frac = float(layer.frac())
@@ -274,11 +388,12 @@ class FineNet(nn.Module):
 
     # -- cost ------------------------------------------------------------------------------------------
 
-    def ebops(self) -> torch.Tensor:
+    def ebops(self, step_cache: list[Any] | None = None) -> torch.Tensor:
         """Sum over live weights of (input element bits) x (weight code bits), differentiable in the f's.
 
         Input bits per element come from interval bounds (the worst-case ranges da4ml sizes adders with):
-        an element that is constant, or read by no live weight, costs nothing.
+        an element that is constant, or read by no live weight, costs nothing.  ``step_cache``: the codes,
+        grids and quantized tensors the training forward just computed with the same weights.
         """
         fmt = self.input_format
         shape = (1, *self.input_shape)
@@ -288,18 +403,26 @@ class FineNet(nn.Module):
         bits = torch.full(shape, float(fmt.bits))
         frac = q_in.frac()
         total = torch.zeros(())
-        for layer in self.layers[1:]:
+        cache = iter(step_cache) if step_cache is not None else None
+        # nothing after the last weighted layer adds to the cost: the fused path stops there (same total)
+        last = max(i for i, m in enumerate(self.layers) if isinstance(m, FineLinear)) if _fused() else -1
+        for i, layer in enumerate(self.layers[1:], 1):
             if isinstance(layer, FineLinear):
-                w, codes, fr = layer.quantized()
+                if cache is not None:  # the forward's values (same weights): only the cost's own ops are new
+                    wd, codes, fr, wf, b = next(cache)
+                else:
+                    w, codes, fr = layer.quantized()
+                    wd = w.detach()
+                    wf = layer.fold_frac(codes, fr)
+                    b = layer.quantized_bias(frac, wf)
+                    b = None if b is None else b.detach()
                 wb = layer.weight_bits(codes)
                 if layer.kind == "dense":
                     total = total + (bits.reshape(1, -1) * wb).sum()
                 else:
                     total = total + layer.apply(bits, wb, None).sum()
-                wd = w.detach()
-                wf = layer.fold_frac(codes, fr)
-                b = layer.quantized_bias(frac, wf)
-                b = None if b is None else b.detach()
+                if i == last:
+                    break
                 wp, wn = wd.clamp(min=0), wd.clamp(max=0)
                 lo, hi = (layer.apply(lo, wp, b) + layer.apply(hi, wn, None),
                           layer.apply(hi, wp, b) + layer.apply(lo, wn, None))
@@ -307,7 +430,11 @@ class FineNet(nn.Module):
                 s = 2.0 ** frac
                 bits = _bits_of_range(torch.floor(lo * s), torch.ceil(hi * s))
             elif isinstance(layer, FineReLU):
-                f, fr, nbits = layer.grid()
+                if cache is not None:
+                    fr, nbits = next(cache)
+                    f = layer.frac.clamp(A_MIN, A_MAX)
+                else:
+                    f, fr, nbits = layer.grid()
                 s = 2.0 ** fr
                 top = 2 ** nbits - 1
                 clo = torch.clamp(torch.round(F.relu(lo) * s), 0, top)
@@ -322,7 +449,8 @@ class FineNet(nn.Module):
         return total
 
     def resource_loss(self) -> torch.Tensor:
-        e = self.ebops()
+        cache, self._step_cache = getattr(self, "_step_cache", None), None
+        e = self.ebops(cache)
         self.last_ebops = float(e.detach())
         return self.beta * e if self.beta > 0 else e * 0.0
 

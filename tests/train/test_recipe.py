@@ -304,3 +304,27 @@ def test_with_a_transfer_set_the_distilled_arm_is_kept_unless_validation_clearly
     data = SimpleNamespace(unlab=np.zeros((900, 64)), y_val=np.zeros(n))
     assert choose(arms, "best_val", data)[0] == "kd"  # type: ignore[arg-type]
     assert choose(arms, "best_val", SimpleNamespace(unlab=np.zeros((0, 64)), y_val=np.zeros(n)))[0] == "scratch"  # type: ignore[arg-type]
+
+
+def test_function_matching_schedule_is_capped_in_optimizer_steps(monkeypatch: Any) -> None:
+    """Unset epochs_factor: 30 x epochs, at most FM_STEPS steps (whole epochs, never below the plain epochs) of
+    FM_BATCH_FACTOR x batch_size rows at sqrt(FM_BATCH_FACTOR) x lr; a set epochs_factor is taken as given."""
+    import kdhw.train.recipe as recipe
+
+    monkeypatch.setattr(recipe, "FM_STEPS", 2500)
+    monkeypatch.setattr(recipe, "FM_BATCH_FACTOR", 1)
+    base = {"epochs": 60, "batch_size": 64, "lr": 0.01, "epochs_factor": None}
+
+    def sched(over: dict[str, Any], rows: int = 1077) -> tuple[Any, ...]:
+        r = recipe.fm_schedule({**base, **over}, rows)
+        return r["epochs_factor"], r["epochs"], r["batch_size"], r["lr"]
+
+    assert sched({}) == (round(148 / 60, 2), 148, 64, 0.01)  # 17 steps per epoch: 148 x 17 >= 2500
+    assert sched({"epochs": 2}) == (recipe.FM_EPOCHS_FACTOR, 2 * recipe.FM_EPOCHS_FACTOR, 64, 0.01)
+    assert sched({"epochs": 200}, 100_000) == (1.0, 200, 64, 0.01)  # never fewer than the plain epochs
+    assert sched({"epochs_factor": 30}) == (30, 1800, 64, 0.01)
+    monkeypatch.setattr(recipe, "FM_BATCH_FACTOR", 2)
+    assert sched({}) == (round(278 / 60, 2), 278, 128, 0.01 * 2 ** 0.5)  # 9 steps of 128 rows per epoch
+    assert sched({"epochs_factor": 30}) == (30, 1800, 64, 0.01)
+    monkeypatch.setattr(recipe, "FM_STEPS", None)
+    assert sched({}) == (recipe.FM_EPOCHS_FACTOR, 60 * recipe.FM_EPOCHS_FACTOR, 64, 0.01)

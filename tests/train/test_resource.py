@@ -227,3 +227,69 @@ def test_resource_aware_relu_leaks_the_gradient_of_a_dead_unit(leak: float) -> N
     assert torch.equal(out, ref(x))  # the leak never changes a value
     out.sum().backward()
     assert (l1.weight.grad[0].abs().sum() > 0) == (leak > 0)
+
+
+def _run(spec: dict, x: np.ndarray, y: np.ndarray, fused: bool, steps: int, leak: float,
+         gran: str = "weight") -> tuple[list[float], dict, list]:
+    """``steps`` training steps (task loss + beta x EBOPs, Adam) of a FineNet with the one-op quantizers on or off:
+    the losses, the final state and every step's gradients."""
+    import kdhw.train.resource as R
+    from kdhw.train.student import set_relu_grad_leak
+
+    old = R.FUSED
+    R.FUSED = fused
+    try:
+        torch.manual_seed(0)
+        m = FineNet({**spec, "resource": {"beta": 3e-3, "epochs": 4, "ramp": 0.25, "granularity": gran}},
+                    x.shape[1:], 10)
+        set_relu_grad_leak(m, leak)
+        opt = torch.optim.Adam(m.parameters(), lr=3e-2)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        g = torch.Generator().manual_seed(0)
+        losses, grads = [], []
+        for step in range(steps):
+            m.set_epoch(step // 4)
+            m.train()
+            idx = torch.randperm(len(xt), generator=g)[:32]
+            loss = torch.nn.functional.cross_entropy(m(xt[idx]), yt[idx]) + m.resource_loss()
+            opt.zero_grad()
+            loss.backward()
+            grads.append([None if p.grad is None else p.grad.clone() for p in m.parameters()])
+            opt.step()
+            losses.append(float(loss.detach()))
+        m.eval()
+        with torch.no_grad():
+            out = m(xt)
+        return losses, {**m.state_dict(), "out": out, "ebops": m.ebops().detach()}, grads
+    finally:
+        R.FUSED = old
+
+
+@pytest.mark.parametrize("case", ["dense", "dense_channel_noleak", "conv1d", "conv2d"])
+def test_one_op_quantizers_train_exactly_as_the_reference_ops(case: str) -> None:
+    """FineNet's one-op quantizers (and the forward's codes reused by the cost) compute the values and the
+    gradients of the reference autograd ops bit for bit: every step's gradients, losses and the final weights
+    are equal (the ranges and clamps are hit: wide learning rate, a beta that prunes, a ReLU that saturates)."""
+    rng = np.random.default_rng(0)
+    if case.startswith("dense"):
+        spec = {"input": {"bits": 5, "int_bits": 1, "signed": False}, "output": {"bits": 6}, "bias_bits": 16,
+                "weight_bits": 4, "act_bits": 3,
+                "layers": [{"type": "dense", "units": 12}, {"type": "relu"}, {"type": "dense", "units": 10}]}
+        x = rng.uniform(0, 2, (96, 16)).astype(np.float32)
+    else:
+        conv = "conv1d" if case == "conv1d" else "conv2d"
+        spec = {"input": {"bits": 6, "int_bits": 1, "signed": True}, "output": {"bits": 8}, "bias_bits": 16,
+                "weight_bits": 4, "act_bits": 4,
+                "layers": [{"type": conv, "filters": 3, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
+                           {"type": "flatten"}, {"type": "dense", "units": 10}]}
+        x = rng.normal(0, 0.7, (96, 1, 12) if conv == "conv1d" else (96, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 10, 96).astype(np.int64)
+    gran = "channel" if "channel" in case else "weight"
+    leak = 0.0 if "noleak" in case else 0.05
+    ref = _run(spec, x, y, False, 24, leak, gran)
+    new = _run(spec, x, y, True, 24, leak, gran)
+    assert ref[0] == new[0]
+    for a, b in zip(ref[2], new[2]):
+        for ga, gb in zip(a, b):
+            assert (ga is None) == (gb is None) and (ga is None or torch.equal(ga, gb))
+    assert ref[1].keys() == new[1].keys() and all(torch.equal(ref[1][k], new[1][k]) for k in ref[1])
