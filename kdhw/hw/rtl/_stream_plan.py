@@ -164,7 +164,7 @@ class _Planner:
         self.layer = -1  # index of the layer (Conv, MaxPool or dense head) being built
         self.layer_names: list[str] = []
         self.budget = dict(budget or {})  # layer -> cycles per frame its fold must meet (rtl.fold.target_ii)
-        self.folds: dict[int, dict[str, Any]] = {}  # layer -> the fold chosen and why
+        self.folded: set[int] = set()  # layers that became an fmac (their choice is in the unit's spec)
         self.window_cost = dict(window_cost or {})  # target_ii: layer -> da4ml cost of the conv's window unit
 
     # -- graph preparation --------------------------------------------------------------------------------
@@ -678,7 +678,7 @@ class _Planner:
             raise InputError(f"rtl.fold.layers: no layer {bad[0]!r}; the layers are (index name): {have}")
         hit = {str(k) for k in (self.fold.get("layers") or {})}
         for i, n in enumerate(self.layer_names):
-            if i not in self.folds and (str(i) in hit or n in hit):
+            if i not in self.folded and (str(i) in hit or n in hit):
                 raise InputError(f"rtl.fold.layers: layer {i} ({n}) has no multiply-accumulate to fold (a MaxPool "
                                  "or a grouped Conv); remove its entry")
 
@@ -713,7 +713,7 @@ class _Planner:
         s = unit.spec
         J, O, NB = s["J"], s["O"], s["NB"]
         pe, simd, why = self._fold_shape(nodes[0], J, O, NB, int(s.get("windows") or 1))
-        self.folds[self.layer] = {"pe": pe, "simd": simd, "chosen_by": why}
+        self.folded.add(self.layer)
         C, G = -(-J // simd), -(-O // pe)
         s.update(PE=pe, SIMD=simd, C=C, G=G, K=C * G, steps=NB * C * G, layer=self.layer, chosen_by=why,
                  memory=str(self.fold.get("memory") or "bram"), requant="parallel",
