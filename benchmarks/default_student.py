@@ -46,7 +46,8 @@ def main() -> None:
     raw["student"].pop("resource", None)
     raw["pareto"].update(
         students=[{"input": {"bits": b, "int_bits": 1, "signed": False}, "layers": LAYERS} for b in INPUT_BITS],
-        betas=BETAS, epochs=raw["distill"]["epochs"], kd=True,
+        betas=BETAS, epochs=raw["distill"]["epochs"], kd=True, seeds=1, budget_min=0,
+        search={},  # the input widths are its students' own (INPUT_BITS), every candidate trained
         # no input noise: `kdhw run` trains the chosen student with the distill section alone, so the grid must too
         input_noise=[])
     cfg = validate(raw, "<default_student: embedded default + grid>")

@@ -58,9 +58,11 @@ def students() -> dict[str, dict[str, Any]]:
         "digits MLP 64-8-10": {"data": default.data, "student": FORMER_DEFAULT,
                                "epochs": default.distill["epochs"], "spec_source": "the embedded default until the "
                                                                                   "resource-aware one"},
-        "mnist1d Conv1D 4-8": {"data": {"dataset": "mnist1d", "mnist1d_samples": 3000},
+        # the "mnist1d" students train on dataset: mnist1d_lookalike, kdhw's synthetic stand-in, on which the
+        # committed results were measured (dataset: mnist1d is the real MNIST-1D now)
+        "mnist1d Conv1D 4-8": {"data": {"dataset": "mnist1d_lookalike", "mnist1d_samples": 3000},
                                "student": conv1d_student(4, 8, 4), "epochs": 24, "spec_source": "kd_pays conv4_8_w4"},
-        "mnist1d Conv1D 8-16": {"data": {"dataset": "mnist1d", "mnist1d_samples": 3000},
+        "mnist1d Conv1D 8-16": {"data": {"dataset": "mnist1d_lookalike", "mnist1d_samples": 3000},
                                 "student": conv1d_student(8, 16, 4), "epochs": 24,
                                 "spec_source": "kd_pays conv8_16_w4"},
         "digits Conv2D 4f": {"data": {"dataset": "digits"}, "student": conv2d, "epochs": 30,

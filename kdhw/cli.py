@@ -236,11 +236,11 @@ def _teacher_logits_for(run_dir: Path, x: Any) -> Any:
 
 
 def _fold_arg(text: str) -> dict[str, Any]:
-    """``--fold PE,SIMD[,bram|lut]`` -> the rtl.fold mapping (ranges are checked with the config's rules)."""
+    """``--fold PE,SIMD[,auto|bram|lut]`` -> the rtl.fold mapping (ranges are checked with the config's rules)."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected PE,SIMD (two positive integers), optionally ,bram or "
-                                         ",lut")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PE,SIMD (two positive integers), optionally "
+                                         ",auto, ,bram or ,lut")
     fold: dict[str, Any] = {"pe": int(parts[0]), "simd": int(parts[1])}
     if len(parts) == 3:
         fold["memory"] = parts[2]
@@ -505,9 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream: required (default): s_axis_tlast delimits input frames, a frame of the wrong length "
                         "is repaired and flagged; ignore: frames are counted, tlast only flagged on tlast_err (for "
                         "sources without TLAST)")
-    s.add_argument("--fold", type=_fold_arg, default=None, metavar="PE,SIMD[,bram|lut]",
+    s.add_argument("--fold", type=_fold_arg, default=None, metavar="PE,SIMD[,auto|bram|lut]",
                    help="stream: every conv and dense layer computes PE outputs x SIMD inputs per cycle with its "
-                        "weights in block RAM (registered read) and its multipliers in DSP blocks, e.g. --fold 1,1 "
+                        "weights in block RAM (registered read; auto, the default: tables of up to 512 bits in a LUT "
+                        "ROM) and its multipliers in DSP blocks, e.g. --fold 1,1 "
                         "(unset: the units of --dense; per-layer settings: rtl.fold.layers in a config)")
     s.add_argument("--target-ii", type=int, default=None, metavar="N",
                    help="stream: fold every conv and dense layer with the fewest multipliers whose slowest layer "

@@ -22,7 +22,10 @@ from .errors import InputError
 _Num = (int, float)
 SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
     "data": {
-        "dataset": (str, "digits", "built-in set (digits, mnist1d: no download) or a loader for data.path"),
+        "dataset": (str, "digits", "built-in set (no download: digits; mnist1d, the real MNIST-1D of Greydanus "
+                    "2020 regenerated offline by the mnist1d package, 4,000 train / 1,000 test signals of 40 "
+                    "samples, its test rows kept as the test split; mnist1d_lookalike, kdhw's synthetic "
+                    "stand-in for tests, data.mnist1d_samples rows) or a loader for data.path"),
         "path": (str, None, "file or folder the npz / idx / mitbih_csv / image_folder / cifar10 loaders read"),
         "seed": (int, 0, "seed of the train / validation / test split"),
         "val_fraction": (_Num, 0.15, "share of the rows held out for validation (arm and epoch choice)"),
@@ -121,9 +124,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "out_elements": (int, None, "stream: logits per output beat (unset: 1)"),
         "output": (str, None, "stream: logits | class | both (unset: logits)"),
         "dense": (str, None, "stream: auto | folded | unrolled (unset: auto)"),
-        "fold": (dict, None, "stream: {pe: P, simd: S | target_ii: N[, memory: bram | lut][, requant: serial | "
+        "fold": (dict, None, "stream: {pe: P, simd: S | target_ii: N[, memory: auto | bram | lut][, requant: serial | "
                              "parallel][, layers: {index or node name: {pe, simd}}]}: every conv and dense layer "
-                             "computes P outputs x S inputs per cycle, weights in block RAM (registered read), "
+                             "computes P outputs x S inputs per cycle, weights in block RAM (registered read; "
+                             "memory auto: a table of up to 512 bits in a LUT ROM), "
                              "multipliers into DSP blocks, bias/ReLU/requantization one group of P outputs per "
                              "cycle where the layer allows; target_ii: P and S chosen per layer, the fewest "
                              "multipliers that still take a frame every N cycles; layers: per-layer P and S (index "
@@ -145,10 +149,16 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "require_fit": (bool, False, "kdhw run exits 1 when the design does not fit every report board"),
     },
     "pareto": {
-        "betas": (list, [1e-5, 3e-5, 1e-4, 3e-4, 1e-3], "weights of the EBOPs term, one point each"),
+        "betas": (list, [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3], "weights of the EBOPs term (a searched dimension)"),
         "students": (list, [], "student specs, each merged over the student section; [] = that section"),
+        "search": (dict, {"input_bits": [2, 3, 4, 5]}, "further searched dimensions, each a list of values applied "
+                                                       "to every student spec: input_bits (student.input.bits), "
+                                                       "act_bits, weight_bits; {} = none"),
+        "budget_min": (_Num, 8, "wall minutes for training and synthesizing candidates, taken in a space-filling "
+                                "order over the searched dimensions (later seeds last); candidates finished by an "
+                                "earlier run in --out are free; 0 = every candidate, however long"),
         "epochs": (int, 150, "training epochs per point"),
-        "seeds": (int, 1, "trainings per (student, beta), seeds distill.seed, +1, ...: more candidates for the front"),
+        "seeds": (int, 2, "trainings per candidate, seeds distill.seed, +1, ...: more candidates for the front"),
         "input_noise": (list, [0.1], "Gaussian input noise while training, as shares of the inputs' std; one "
                                      "training per level (0 = none); [] = the distill section's augmentation"),
         "lr": (_Num, None, "learning rate; unset: distill.lr"),
@@ -171,7 +181,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("digits", "mnist1d", "npz", "idx", "mitbih_csv", "image_folder", "cifar10"),
+    "data.dataset": ("digits", "mnist1d", "mnist1d_lookalike", "npz", "idx", "mitbih_csv", "image_folder", "cifar10"),
     "data.layout": ("flat", "signal", "image"),
     "data.color": ("gray", "rgb"),
     "teacher.arch": ("mlp", "cnn1d", "cnn2d"),
@@ -351,7 +361,7 @@ FOLD_LAYER_KEYS = ("pe", "simd")
 
 def check_fold(fold: Any, key: str = "rtl.fold", where: str = "") -> None:
     """``rtl.fold``'s rules, for the config, ``kdhw rtl --fold`` and the RTL generator alike: pe, simd in
-    [1, 64] (or ``target_ii``, which chooses them per layer, not both), memory bram | lut, requant serial |
+    [1, 64] (or ``target_ii``, which chooses them per layer, not both), memory auto | bram | lut, requant serial |
     parallel, and ``layers``: {layer index or node name: {pe, simd}} overrides."""
     def fail(msg: str) -> None:
         raise InputError(f"{where}{msg}")
@@ -371,8 +381,8 @@ def check_fold(fold: Any, key: str = "rtl.fold", where: str = "") -> None:
     if extra:
         fail(f"{key}: unknown key {extra[0]!r}; allowed: {', '.join(FOLD_KEYS)}")
     shape(fold, key)
-    if fold.get("memory", "bram") not in ("bram", "lut"):
-        fail(f"{key}.memory = {fold['memory']!r}; allowed: bram, lut")
+    if fold.get("memory", "auto") not in ("auto", "bram", "lut"):
+        fail(f"{key}.memory = {fold['memory']!r}; allowed: auto, bram, lut")
     if fold.get("requant", "serial") not in ("serial", "parallel"):
         fail(f"{key}.requant = {fold['requant']!r}; allowed: serial, parallel")
     if fold.get("line_buffer", "auto") not in ("auto", "bram", "registers"):
@@ -429,6 +439,9 @@ def _check_resource(cfg: Config) -> None:
         raise InputError(f"{src}: student.auto and student.resource exclude each other (auto trains the pareto grid)")
 
 
+SEARCH_DIMS = ("input_bits", "act_bits", "weight_bits")  # pareto.search: student keys a search may vary
+
+
 def _check_pareto(cfg: Config) -> None:
     src, p = cfg.source, cfg.pareto
     betas = p["betas"]
@@ -448,6 +461,16 @@ def _check_pareto(cfg: Config) -> None:
     for key in ("verify_random_inputs", "sim_rows"):
         if p[key] < 0:
             raise InputError(f"{src}: pareto.{key} must be >= 0")
+    if p["budget_min"] < 0:
+        raise InputError(f"{src}: pareto.budget_min = {p['budget_min']} must be >= 0 (wall minutes; 0 = no budget)")
+    for dim, values in p["search"].items():
+        if dim not in SEARCH_DIMS:
+            raise InputError(f"{src}: pareto.search: unknown dimension {dim!r}; allowed: {', '.join(SEARCH_DIMS)} "
+                             "(beta and seed are pareto.betas and pareto.seeds)")
+        if (not isinstance(values, list) or not values or len(set(map(str, values))) < len(values)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16 for v in values)):
+            raise InputError(f"{src}: pareto.search.{dim} = {values!r} must be a non-empty list of distinct bit "
+                             "widths in [1, 16]")
     auto = cfg.student["auto"]
     if auto is not None and (set(auto) != {"board"} or not isinstance(auto.get("board"), str)):
         raise InputError(f"{src}: student.auto must be {{board: NAME}} (one board of `kdhw boards`), got {auto!r}")

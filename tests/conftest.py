@@ -28,7 +28,7 @@ SPECS: dict[str, dict[str, Any]] = {
                     "layers": [{"type": "dense", "units": 12}, {"type": "relu"}, {"type": "dense", "units": 10}]},
     },
     "conv1d": {
-        "data": "mnist1d",
+        "data": "mnist1d_lookalike",
         "student": {"input": {"bits": 8, "int_bits": 1, "signed": True}, "output": {"bits": 8},
                     "weight_bits": 4, "bias_bits": 16, "act_bits": 4,
                     "layers": [{"type": "conv1d", "filters": 4, "kernel": 3}, {"type": "relu"},

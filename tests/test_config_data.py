@@ -11,7 +11,7 @@ import pytest
 
 from kdhw.config import load_config, validate
 from kdhw.errors import InputError
-from kdhw.train.data import load_dataset, load_file, make_mnist1d, read_idx, split
+from kdhw.train.data import load_dataset, load_file, make_mnist1d_lookalike, read_idx, split
 
 
 def test_embedded_default_is_valid_and_digits() -> None:
@@ -54,9 +54,39 @@ def test_split_is_seeded_and_stratified() -> None:
     assert not np.array_equal(a.x_train, c.x_train)
 
 
-def test_mnist1d_is_deterministic_and_balanced() -> None:
-    x, y = make_mnist1d(500, seed=3)
-    x2, y2 = make_mnist1d(500, seed=3)
+def test_mnist1d_is_the_real_mnist1d_with_its_own_test_split() -> None:
+    """dataset: mnist1d is MNIST-1D (Greydanus 2020) as its package regenerates it offline: the package's
+    1,000 test rows are the test split, bit for bit; validation is carved from its 4,000 train rows."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    ref = make_dataset(get_dataset_args())
+    cfg = validate({"data": {"dataset": "mnist1d"}}).data
+    d = load_dataset(cfg)
+    assert d.shape == (1, 40) and d.n_classes == 10
+    assert len(d.y_test) == 1000 and len(d.y_train) + len(d.y_val) == 4000
+    assert len(d.y_val) == round(cfg["val_fraction"] * 4000)
+    assert np.array_equal(d.x_test, ref["x_test"].astype(np.float32)[:, None, :])
+    assert np.array_equal(d.y_test, ref["y_test"])
+    # train and validation are a partition of the package's train rows
+    got = np.concatenate([d.x_train, d.x_val])[:, 0]
+    order = np.lexsort(got.T)
+    want = ref["x"].astype(np.float32)
+    assert np.array_equal(got[order], want[np.lexsort(want.T)])
+    m = d.manifest
+    assert (m["n"], m["train"], m["val"], m["test"]) == (5000, 3400, 600, 1000) and "sha256_16" in m
+    assert m["generator_args"]["seed"] == 42 and "url" not in m["generator_args"]
+    # the seed moves only the validation rows; the label budget works on the train rows
+    other = load_dataset({**cfg, "seed": 1})
+    assert np.array_equal(other.x_test, d.x_test) and not np.array_equal(other.x_train, d.x_train)
+    lab = load_dataset(validate({"data": {"dataset": "mnist1d", "labels": {"fraction": 0.1}}}).data)
+    assert len(lab.y_train) + len(lab.unlab) == 3400 and len(lab.y_test) == 1000
+
+
+def test_mnist1d_lookalike_is_deterministic_and_balanced() -> None:
+    d = load_dataset(validate({"data": {"dataset": "mnist1d_lookalike", "mnist1d_samples": 300}}).data)
+    assert d.shape == (1, 40) and d.manifest["n"] == 300 and d.n_classes == 10
+    x, y = make_mnist1d_lookalike(500, seed=3)
+    x2, y2 = make_mnist1d_lookalike(500, seed=3)
     assert x.shape == (500, 1, 40) and np.array_equal(x, x2) and np.array_equal(y, y2)
     assert np.bincount(y).tolist() == [50] * 10
     assert np.abs(x).max() < 2.0  # inside a signed fixed<8,2> input
@@ -103,7 +133,7 @@ def test_mitbih_csv_loader(tmp_path: Path) -> None:
 
 
 def test_file_dataset_through_config(tmp_path: Path) -> None:
-    x, y = make_mnist1d(300, seed=0)
+    x, y = make_mnist1d_lookalike(300, seed=0)
     np.savez(tmp_path / "sig.npz", x=x, y=y)
     cfg = validate({"data": {"dataset": "npz", "path": str(tmp_path / "sig.npz")}}).data
     d = load_dataset(cfg)

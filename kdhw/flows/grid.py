@@ -484,19 +484,21 @@ class Grid:
         return hit[1]
 
     def run(self, fn: TaskFn, tasks: list[dict[str, Any]], shared: dict[str, Any], jsonl: str | os.PathLike[str],
-            *, desc: str = "tasks", on_result: ResultHook | None = None) -> list[dict[str, Any]]:
+            *, desc: str = "tasks", on_result: ResultHook | None = None,
+            deadline: float | None = None) -> list[dict[str, Any]]:
         """Run every task whose key is not yet in ``jsonl``; return all results in task order.
 
         ``on_result(task, result)`` runs here, in this process, before the result is appended; what it
-        returns is what gets recorded (it may strip a checkpoint it just wrote to disk).
+        returns is what gets recorded (it may strip a checkpoint it just wrote to disk).  With ``deadline``
+        (a ``time.perf_counter()`` value) no task starts after it; the tasks left are ``None`` in the result.
         """
         _check_tasks(tasks)
         jsonl = Path(jsonl)
         with jsonl_lock(jsonl):
-            return self._run_locked(fn, tasks, shared, jsonl, desc, on_result)
+            return self._run_locked(fn, tasks, shared, jsonl, desc, on_result, deadline)
 
     def _run_locked(self, fn: TaskFn, tasks: list[dict[str, Any]], shared: dict[str, Any], jsonl: Path,
-                    desc: str, on_result: ResultHook | None) -> list[dict[str, Any]]:
+                    desc: str, on_result: ResultHook | None, deadline: float | None = None) -> list[Any]:
         from tqdm import tqdm
 
         done = load_done(jsonl)
@@ -522,16 +524,18 @@ class Grid:
             if todo and not self.parallel:
                 for task in todo:
                     t = time.perf_counter()
+                    if deadline is not None and t >= deadline:
+                        break
                     res = fn(task, shared)
                     record(task, res, time.perf_counter() - t)
             elif todo:
-                self._run_ray(fn, todo, shared, record)
+                self._run_ray(fn, todo, shared, record, deadline)
         finally:
             bar.close()
-        return [done[t["key"]] for t in tasks]
+        return [done.get(t["key"]) for t in tasks]
 
     def _run_ray(self, fn: TaskFn, todo: list[dict[str, Any]], shared: dict[str, Any],
-                 record: Callable[[dict[str, Any], dict[str, Any], float], None]) -> None:
+                 record: Callable[[dict[str, Any], dict[str, Any], float], None], deadline: float | None) -> None:
         ray = self._ray()
         ref = self._shared_ref(ray, shared)
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
@@ -539,6 +543,8 @@ class Grid:
         running: dict[Any, dict[str, Any]] = {}
         try:
             while queue or running:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    queue.clear()  # the budget is spent: what runs finishes, nothing new starts
                 while queue and len(running) < (self.workers or 1):
                     task = queue.pop(0)
                     running[remote.remote(fn, task, ref)] = task

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -50,19 +52,33 @@ POINTS_DIR = "points"
 # ---------------------------------------------------------------- the grid
 
 def point_specs(cfg: Config) -> list[dict[str, Any]]:
-    """``pareto.students`` merged over the student section (or the student section alone)."""
+    """``pareto.students`` merged over the student section (or the student section alone), times every
+    combination of the ``pareto.search`` dimensions (input_bits sets ``input.bits``; ``student.input: auto`` is
+    resolved by ``load_data`` before this runs, so its integer bits and sign stay as derived)."""
     base = {k: v for k, v in cfg.student.items() if k not in ("auto", "resource") and v is not None}
     entries = cfg.pareto["students"] or [{}]
+    search = cfg.pareto["search"]
     out = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             raise InputError(f"{cfg.source}: pareto.students[{i}] must be a mapping of student keys")
-        out.append({**copy.deepcopy(base), **copy.deepcopy(e)})
+        for combo in itertools.product(*search.values()):
+            spec = {**copy.deepcopy(base), **copy.deepcopy(e)}
+            for dim, v in zip(search, combo):
+                if dim == "input_bits":
+                    inp = dict(spec.get("input") or {})
+                    if not isinstance(spec.get("input"), dict) or int(inp.get("int_bits", 1)) > v:
+                        raise InputError(f"{cfg.source}: pareto.search.input_bits = {v}: the student input "
+                                         f"{spec.get('input')!r} needs more bits than that (its integer bits)")
+                    spec["input"] = {**inp, "bits": int(v)}
+                else:
+                    spec[dim] = int(v)
+            out.append(spec)
     return out
 
 
-def _label(spec: dict[str, Any]) -> str:
-    """A short name of a student spec for tables: layer widths and the input width."""
+def _label(spec: dict[str, Any], dims: tuple[str, ...] = ()) -> str:
+    """A short name of a student spec for tables: layer widths, the input width and any searched bit width."""
     parts = []
     for layer in spec["layers"]:
         t = layer["type"]
@@ -70,7 +86,26 @@ def _label(spec: dict[str, Any]) -> str:
             parts.append(str(layer["units"]))
         elif t in ("conv1d", "conv2d"):
             parts.append(f"c{layer['filters']}")
-    return "-".join(parts) + f" in{(spec.get('input') or {}).get('bits', 8)}"
+    extra = "".join(f" {tag}{spec.get(d)}" for d, tag in (("act_bits", "a"), ("weight_bits", "w")) if d in dims)
+    return "-".join(parts) + f" in{(spec.get('input') or {}).get('bits', 8)}" + extra
+
+
+def search_order(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every index of a grid of ``shape``, in an order whose every prefix is spread over the grid: the middle
+    first, then each time the index farthest (in grid steps, each axis scaled to [0, 1]) from all taken so far;
+    ties go to the lower index.  A budget that stops the search anywhere has then sampled every region."""
+    cells = list(itertools.product(*(range(n) for n in shape)))
+    if not cells:
+        return []
+    scale = [max(n - 1, 1) for n in shape]
+    pos = np.array([[c / s for c, s in zip(cell, scale)] for cell in cells])
+    first = int(np.argmin(((pos - 0.5) ** 2).sum(1)))
+    order, dist = [first], ((pos - pos[first]) ** 2).sum(1)
+    while len(order) < len(cells):
+        nxt = int(np.argmax(dist))
+        order.append(nxt)
+        dist = np.minimum(dist, ((pos - pos[nxt]) ** 2).sum(1))
+    return [cells[i] for i in order]
 
 
 def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
@@ -230,9 +265,10 @@ def pick_for_boards(points: list[dict[str, Any]], boards: list[Any], out: Path, 
 
 def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path, synth_board: Any, tmodel: Any,
                  tl: dict[str, np.ndarray] | None, kd_on: bool, progress: bool, log: Any, workers: int | None = 1,
-                 address: str | None = None) -> tuple[list[dict[str, Any]], Any]:
-    """Every (student, beta, arm) of the grid as a resumable task in ``out/runs.jsonl``; the records, with
-    checkpoints and QONNX files under ``out/points/`` and the front marked (``pareto``, ``pareto_test``)."""
+                 address: str | None = None) -> tuple[list[dict[str, Any]], Any, dict[str, Any]]:
+    """Every (student, beta, noise, seed, arm) candidate of the search as a resumable task in ``out/runs.jsonl``,
+    until ``pareto.budget_min`` is spent; the records of those trained, with checkpoints and QONNX files under
+    ``out/points/`` and the front marked (``pareto``, ``pareto_test``), the grid's stats and what was searched."""
     from kdhw.hw.report import synth_flow_key
     from kdhw.train.recipe import input_noise
     from kdhw.util.atomic import write_bytes
@@ -247,27 +283,30 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
              "float_warmup_epochs": 0}
     # [] = one training per point with the distill section's augmentation; else one per noise level
     noises: list[float | None] = [float(n) for n in pc["input_noise"]] or [None]
+    dims = tuple(pc["search"])
+    betas = [float(b) for b in pc["betas"]]
     tasks = []
-    for si, spec in enumerate(specs):
-        for beta in pc["betas"]:
-            rspec = {**spec, "resource": {"beta": float(beta), "epochs": epochs, "ramp": float(pc["ramp"]),
+    # candidates: (student spec, beta, noise level) in a space-filling order, every seed of one before the
+    # next seed of any, so a budget that ends the search early has sampled the whole space once
+    order = search_order((len(specs), len(betas), len(noises)))
+    for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
+        seed = int(dcfg0["seed"]) + k
+        for si, bi, ni in order:
+            spec, beta, noise = specs[si], betas[bi], noises[ni]
+            rspec = {**spec, "resource": {"beta": beta, "epochs": epochs, "ramp": float(pc["ramp"]),
                                           "granularity": pc["granularity"]}}
-            for noise in noises:
-                dcfg_n = dcfg0 if noise is None else {**dcfg0, "augment_noise": input_noise(data.x_train, noise)}
-                # the first level keeps the keys of a one-level run, so adding levels resumes it
-                ntag = "" if noise is None or noise == noises[0] else f" noise={noise:g}"
-                for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
-                    seed = int(dcfg0["seed"]) + k
-                    for kind in (("scratch", "kd") if kd_on else ("scratch",)):
-                        dcfg = {**dcfg_n, "seed": seed, **({} if kind == "kd" else {"method": "none"})}
-                        h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"],
-                                        pc["synth_board"])
-                        tag = f"s{si}_b{beta:g}" + ntag.replace(" noise=", "_n") + (f"_seed{seed}" if k else "")
-                        tasks.append({"key": f"{kind} s{si} beta={beta:g}{ntag}" + (f" seed={seed}" if k else "")
-                                      + f" #{h}", "kind": kind, "student": si, "label": _label(spec),
-                                      "beta": float(beta), "input_noise": noise, "spec": rspec, "dcfg": dcfg,
-                                      "source": cfg.source, "synth_board": synth_board.name,
-                                      "file": f"{tag}_{kind}_{h[:8]}"})
+            dcfg_n = dcfg0 if noise is None else {**dcfg0, "augment_noise": input_noise(data.x_train, noise)}
+            # the first level keeps the keys of a one-level run, so adding levels resumes it
+            ntag = "" if noise is None or noise == noises[0] else f" noise={noise:g}"
+            for kind in (("scratch", "kd") if kd_on else ("scratch",)):
+                dcfg = {**dcfg_n, "seed": seed, **({} if kind == "kd" else {"method": "none"})}
+                h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
+                tag = f"s{si}_b{beta:g}" + ntag.replace(" noise=", "_n") + (f"_seed{seed}" if k else "")
+                tasks.append({"key": f"{kind} s{si} beta={beta:g}{ntag}" + (f" seed={seed}" if k else "")
+                              + f" #{h}", "kind": kind, "student": si, "label": _label(spec, dims),
+                              "beta": beta, "input_noise": noise, "spec": rspec, "dcfg": dcfg,
+                              "source": cfg.source, "synth_board": synth_board.name,
+                              "file": f"{tag}_{kind}_{h[:8]}"})
     shared = {"data": data, "teacher_train": None if tl is None else tl["train"],
               "teacher_unlab": None if tl is None else tl.get("unlab"), "teacher": tmodel}
 
@@ -283,16 +322,30 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
         return res
 
     jsonl = out / RUNS_FILE
+    budget_s = 60 * float(pc["budget_min"])
+    deadline = time.perf_counter() + budget_s if budget_s > 0 else None
     with Grid(workers, address, progress) as grid:
-        points = grid.run(_point_task, tasks, shared, jsonl, desc="pareto points", on_result=save)
+        results = grid.run(_point_task, tasks, shared, jsonl, desc="pareto points", on_result=save, deadline=deadline)
         stats = grid.stats
+    ran = [(p, t) for p, t in zip(results, tasks) if p is not None]
+    points, tasks = [p for p, _ in ran], [t for _, t in ran]
+    search = {"dimensions": {**{d: list(v) for d, v in pc["search"].items()}, "beta": betas,
+                             "seed": [int(dcfg0["seed"]) + k for k in range(int(pc["seeds"]))],
+                             **({"input_noise": noises} if len(noises) > 1 else {})},
+              "students": len(cfg.pareto["students"] or [{}]), "arms": len(tasks),
+              "candidates": len({(t["student"], t["beta"], t["input_noise"], t["dcfg"]["seed"]) for t in tasks}),
+              "candidates_total": len(order) * int(pc["seeds"]), "budget_min": float(pc["budget_min"]),
+              "stopped_by_budget": len(points) < len(results)}
+    if len(points) < len(results):
+        log(f"[pareto] budget of {float(pc['budget_min']):g} min spent: {search['candidates']} of "
+            f"{search['candidates_total']} candidates trained (rerun with the same --out to go on)")
     for p, t in zip(points, tasks):
         p["id"], p["_synth_flow"] = t["file"], synth_flow_key(synth_board)
     for p, flag in zip(points, mark_front(points)):
         p["pareto"] = flag
     for p, flag in zip(points, mark_front(points, "test_acc")):
         p["pareto_test"] = flag
-    return points, stats
+    return points, stats, search
 
 
 def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None, teacher_path: str | None = None,
@@ -324,10 +377,51 @@ def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None,
         FineNet({**s, "resource": {"beta": 0.0}}, student_input(data.x_val[:1], s).shape[1:], data.n_classes,
                 f"{cfg.source}: pareto.students[{i}]" if cfg.pareto["students"] else cfg.source)
         check_distill(s, cfg.distill, data, cfg.source, teacher_known=False)
+    kd_on = cfg.pareto["kd"] and cfg.distill["method"] != "none"
+    if len(data.unlab) and not kd_on:
+        why = "pareto.kd is false" if not cfg.pareto["kd"] else "distill.method is none"
+        raise InputError(f"{cfg.source}: the data has a transfer set ({len(data.unlab):,} rows without labels: "
+                         f"data.labels / data.unlabeled) but no teacher reads it ({why}); set pareto.kd: true and "
+                         "a distill.method, or drop the transfer set")
+    check_budget(cfg, specs[0], data, 2 if kd_on else 1)
     out.mkdir(parents=True, exist_ok=True)
     with jsonl_lock(out / RUNS_FILE):
         return _run_locked(cfg, out, specs, data, board_objs, synth_board, teacher_path, progress, log, workers,
                            address, t_start)
+
+
+def check_budget(cfg: Config, spec: dict[str, Any], data: Any, arms: int) -> None:
+    """Refuse a ``pareto.budget_min`` too small for one candidate.  A few timed forward and backward passes of
+    the first student at the training batch size, times the steps of its epochs, halved: a floor that the real
+    training (plus its synthesis) only exceeds, so a budget below it can never train a point."""
+    import torch
+    import torch.nn.functional as F
+
+    from kdhw.train.distill import student_input
+    from kdhw.train.resource import FineNet
+
+    budget_s = 60 * float(cfg.pareto["budget_min"])
+    if budget_s <= 0:
+        return
+    epochs = int(cfg.pareto["epochs"] or cfg.distill["epochs"])
+    batch = int(cfg.distill["batch_size"])
+    x = torch.from_numpy(student_input(data.x_train[:batch], spec).astype(np.float32))
+    y = torch.from_numpy(np.asarray(data.y_train[:batch])).long()
+    model = FineNet({**spec, "resource": {"beta": 1e-4, "epochs": epochs}}, tuple(x.shape[1:]), data.n_classes,
+                    cfg.source)
+    t0 = 0.0
+    for i in range(4):  # the first pass warms up
+        if i == 1:
+            t0 = time.perf_counter()
+        model.zero_grad()
+        (F.cross_entropy(model(x), y) + model.resource_loss()).backward()
+    steps = epochs * -(-len(data.x_train) // batch)
+    floor_s = 0.5 * arms * steps * (time.perf_counter() - t0) / 3
+    if budget_s < floor_s:
+        need = math.ceil(floor_s / 6) / 10
+        raise InputError(f"{cfg.source}: pareto.budget_min = {float(cfg.pareto['budget_min']):g} ({budget_s:.0f} s) "
+                         f"cannot train one candidate: its {arms} arm(s) of {epochs} epochs x {steps // epochs} steps "
+                         f"take at least {floor_s:.0f} s here before synthesis; allowed: 0 (no budget) or >= {need:g}")
 
 
 def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, board_objs: list[Any],
@@ -346,8 +440,8 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         tl = teacher_logits(tmodel, tcfg["arch"], data)
         tacc = teacher_accuracy(tl, data)
         log(f"[teacher] {tcfg['arch']}: test {100 * tacc['test']:.2f} % ({how})")
-    points, stats = train_points(cfg, specs, data, out, synth_board, tmodel, tl, kd_on, progress, log, workers,
-                                 address)
+    points, stats, search = train_points(cfg, specs, data, out, synth_board, tmodel, tl, kd_on, progress, log,
+                                         workers, address)
     front = [p for p in points if p["pareto"]]
     log(f"[pareto] front: {len(front)} of {len(points)} points; verifying each bit-exact")
 
@@ -377,10 +471,10 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         "config_source": cfg.source, "data": data.manifest,
         "teacher": None if tacc is None else {"test_acc": tacc["test"], "val_acc": tacc["val"], "how": how},
         "synth_board": synth_board.name, "synth_part": synth_board.part,
-        "students": [{"index": i, "label": _label(s), "layers": s["layers"], "input": s.get("input")}
+        "students": [{"index": i, "label": _label(s, tuple(pc["search"])), "layers": s["layers"], "input": s.get("input")}
                      for i, s in enumerate(specs)],
         "betas": [float(b) for b in pc["betas"]], "epochs": int(pc["epochs"]), "seeds": int(pc["seeds"]), "kd": kd_on,
-        "input_noise": [float(n) for n in pc["input_noise"]],
+        "input_noise": [float(n) for n in pc["input_noise"]], "search": search,
         "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
         "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
         "pairs": pairs, "boards": picks,
@@ -420,7 +514,7 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
     synth_board = load_board(cfg.pareto["synth_board"])
     specs = point_specs(cfg)
     kd_on = cfg.pareto["kd"] and cfg.distill["method"] != "none" and tl is not None
-    points, _ = train_points(cfg, specs, data, work, synth_board, tmodel, tl, kd_on, progress, log)
+    points, _, _ = train_points(cfg, specs, data, work, synth_board, tmodel, tl, kd_on, progress, log)
     pick = pick_for_boards(points, [board], work, cfg.pareto["pins"], log)[0]
     if pick["pick"] is None:
         front = [p for p in points if p["pareto"]]
@@ -489,8 +583,17 @@ def pareto_markdown(res: dict[str, Any]) -> str:
              + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
              f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
              f"accuracy (`pareto`, {res['data']['val']} rows: one row is {100 / max(res['data']['val'], 1):.2f} "
-             "points, so front points that close are a draw); `front (test)` marks the front by test accuracy.", "",
-             "## Front", "",
+             "points, so front points that close are a draw); `front (test)` marks the front by test accuracy.", ""]
+    s = res.get("search")
+    if s:
+        dims = " x ".join(f"{d} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}"
+                          for d, vs in s["dimensions"].items())
+        budget = (f"budget {s['budget_min']:g} min of training and synthesis: "
+                  + ("spent, " if s["stopped_by_budget"] else "not reached, ") if s["budget_min"] else "no budget: ")
+        lines += [f"Search: {dims} ({s['students']} student spec(s)) = {s['candidates_total']} candidates, taken "
+                  f"in a space-filling order; {budget}{s['candidates']} trained"
+                  + (" (rerun with the same --out to go on)" if s["stopped_by_budget"] else "") + ".", ""]
+    lines += ["## Front", "",
              "| point | student | arm | beta | val % | test % | yosys LUT | FF | est. LUT | EBOPs | live weights "
              "| inputs read | latency | bit-exact |", "|" + "---|" * 14]
     pts = {p["id"]: p for p in res["points"]}
@@ -574,9 +677,11 @@ def pareto_plot(res: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------- CLI (hooked into kdhw/cli.py)
 
 def add_pareto_parser(subparsers: Any) -> argparse.ArgumentParser:
-    s = subparsers.add_parser("pareto", help="resource-aware students over a grid of cost weights; the accuracy-LUT "
-                                             "front, verified; the best student per board")
-    s.add_argument("config", help="YAML config (its pareto section; the student section is each point's base)")
+    s = subparsers.add_parser("pareto", help="resource-aware students searched over cost weights and bit widths "
+                                             "within a budget; the accuracy-LUT front, verified; the best student "
+                                             "per board")
+    s.add_argument("config", nargs="?", default=None, help="YAML config (its pareto section; the student section is "
+                                                            "each point's base); absent: the embedded default")
     s.add_argument("--out", required=True, help="folder; holds runs.jsonl, so rerunning the command resumes")
     s.add_argument("--board", action="append", default=[], help="mark the best front point that fits this board "
                                                                 "(repeat for several)")

@@ -87,10 +87,10 @@ K_S_LOGIC = 0.781
 K_S_FF = 0.850
 # folded dense units (rtl.fold, ``fmac``): fitted by benchmarks/estimate_vs_yosys.py --stream --calibrate --fold
 # on its FOLD_CALIBRATION designs, the other units of those designs priced with K_S_*
-K_F_DP = 0.480
-K_F_LOGIC = 1.932
-K_F_FF = 0.767
-K_F_FF_DP = 0.305
+K_F_DP = 0.495
+K_F_LOGIC = 1.845
+K_F_FF = 0.802
+K_F_FF_DP = 0.281
 # Lattice logic cells = per family (a * LUT6 estimate + b * FF estimate): an iCE40/ECP5 cell is one LUT4 and
 # one flip-flop, so a design rich in registers (line buffers, FIFOs: no LUT-RAM on iCE40) needs cells for them
 # too.  Fitted (least squares on relative error, in sample) on the placed designs of
@@ -98,7 +98,7 @@ K_F_FF_DP = 0.305
 LATTICE_CELLS = {"ice40": (0.9, 2.825), "ecp5": (1.483, 1.423)}  # (per LUT6, per FF): results/stream_vs_parallel.json
 # the folded units' share of an iCE40 design: per (LUT6, FF) of their estimate, logic cells after nextpnr's packing;
 # fitted by benchmarks/estimate_vs_yosys.py --stream --calibrate --fold on FOLD_CALIBRATION (ECP5: LATTICE_CELLS)
-LATTICE_CELLS_FOLD = {"ice40": (0.0, 2.466)}
+LATTICE_CELLS_FOLD = {"ice40": (0.0, 2.505)}
 STREAM_LUT_TERMS = ("dp_cost", "logic_luts")
 STREAM_FF_TERMS = ("ff_bits",)
 FOLD_LUT_TERMS = ("fold_dp_cost", "fold_logic_luts")

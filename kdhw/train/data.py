@@ -1,5 +1,10 @@
 """Datasets: built-in sets that need no network, file loaders, a layout rule, and a seeded stratified split.
 
+Built-in sets: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist1d`` (the real MNIST-1D of Greydanus
+2020, regenerated offline by the ``mnist1d`` package: 4,000 train and 1,000 test signals of 40 samples, the
+package's test rows kept as the test split) and ``mnist1d_lookalike`` (kdhw's own fast synthetic stand-in
+for tests, not MNIST-1D).
+
 Inputs are returned channels-first ((1, 8, 8) for digits, (1, L) for signals, (L,) or (F,) for flat
 rows).  Which of these a file's rows become is decided by one rule for every loader (``resolve_layout``):
 ``data.layout`` when given, else the student's first layer or the teacher, else the array as stored;
@@ -9,10 +14,13 @@ measured against the student's input format before anything is trained.
 
 from __future__ import annotations
 
+import copy
+import functools
 import gzip
 import hashlib
 import math
 import pickle
+import random
 import re
 import struct
 from dataclasses import dataclass, field
@@ -65,10 +73,60 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return (d.data.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32), d.target.astype(np.int64)
 
 
-# Ten hand-drawn 1D stroke patterns (one per class), 12 control points each.  A sample is its class
-# pattern, randomly scaled, shifted, sheared, padded and corrupted by white and correlated noise, then
-# resampled to ``length`` points: simple enough to generate anywhere, hard enough that a linear model
-# or a tiny MLP fails where a small CNN succeeds.
+# MNIST-1D (Greydanus 2020) as its package regenerates it offline: ``make_dataset(get_dataset_args())`` with
+# the package's default arguments (5,000 rows, seed 42, train_split 0.8) is the canonical set, bit for bit.
+# Nothing is downloaded (``get_dataset`` would fetch a pickle; it is never called).
+MNIST1D_VERSION = "0.0.2.post1"
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_canonical() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise InputError(f"data.dataset = mnist1d needs the mnist1d package (pip install mnist1d=={MNIST1D_VERSION}; "
+                         "kdhw's dependencies include it)") from None
+    args = get_dataset_args()
+    # make_dataset seeds Python's and numpy's global generators; put them back so loading data changes
+    # nothing else in the process
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    x, xt = (np.asarray(d[k], dtype=np.float32)[:, None, :] for k in ("x", "x_test"))
+    y, yt = (np.asarray(d[k], dtype=np.int64) for k in ("y", "y_test"))
+    for a in (x, y, xt, yt):
+        a.setflags(write=False)
+    try:
+        from importlib.metadata import version
+
+        ver = version("mnist1d")
+    except Exception:  # pragma: no cover - an unusual install without metadata
+        ver = "unknown"
+    extra = {"source": f"mnist1d {ver}: mnist1d.data.make_dataset(get_dataset_args()), generated offline",
+             "generator_args": {k: v for k, v in vars(args).items() if k != "url"},
+             "test_split": "given: the package's test rows, kept as they are"}
+    return x, y, xt, yt, extra
+
+
+def load_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The real MNIST-1D (Greydanus 2020): (x_train, y_train, x_test, y_test, manifest extras).
+
+    Signals are (N, 1, 40) float32 as the package makes them (the whole set centred and scaled to unit
+    standard deviation: values in about [-5.5, 4.6]); 4,000 train rows and 1,000 test rows, 10 classes.
+    Generated once per process (about a second) and kept in memory; nothing is written to disk."""
+    x, y, xt, yt, extra = _mnist1d_canonical()
+    return x.copy(), y.copy(), xt.copy(), yt.copy(), copy.deepcopy(extra)
+
+
+# mnist1d_lookalike: NOT MNIST-1D.  kdhw's own fast synthetic stand-in, kept for tests and for the benchmarks
+# whose committed results were measured on it (before ``mnist1d`` was the real set): any number of rows,
+# generated in milliseconds with no package.  Ten hand-drawn 1D stroke patterns (one per class), 12 control
+# points each.  A sample is its class pattern, randomly scaled, shifted, sheared, padded and corrupted by
+# white and correlated noise, then resampled to ``length`` points: simple enough to generate anywhere, hard
+# enough that a linear model or a tiny MLP fails where a small CNN succeeds.
 _PATTERNS = np.array([
     [0, 2, 4, 4, 3, 1, -1, -3, -4, -4, -2, 0],
     [0, 0, 1, 4, 4, 4, 4, 4, 4, 1, 0, 0],
@@ -83,8 +141,9 @@ _PATTERNS = np.array([
 ], dtype=np.float64)
 
 
-def make_mnist1d(n: int = 4000, length: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Procedurally generated 1D 'digit' signals, shape (n, 1, length), values in about [-2, 2)."""
+def make_mnist1d_lookalike(n: int = 4000, length: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``dataset: mnist1d_lookalike``: procedurally generated 1D 'digit' signals, shape (n, 1, length), values
+    in about [-2, 2).  A fast synthetic stand-in for tests, not MNIST-1D (that is ``load_mnist1d``)."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 10
     rng.shuffle(y)
@@ -474,6 +533,24 @@ def split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int, name
     return Dataset(name, x[tr], y[tr], x[va], y[va], x[te], y[te], n_classes, manifest)
 
 
+def split_given_test(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, val: float, seed: int,
+                     name: str) -> Dataset:
+    """A set that comes with its own test split (mnist1d): the test rows are kept as given, in their order;
+    validation is a seeded stratified ``val`` share of the train rows (``data.test_fraction`` plays no part).
+    The manifest hashes train and test rows together, as ``split`` hashes the whole set."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(x))
+    strat = y if np.bincount(y).min() >= 2 else None
+    tr, va = train_test_split(idx, test_size=val, random_state=seed, stratify=strat)
+    h = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in (x, y, x_test, y_test))).hexdigest()[:16]
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    manifest = {"dataset": name, "seed": seed, "n": int(len(x) + len(x_test)), "train": int(len(tr)),
+                "val": int(len(va)), "test": int(len(x_test)), "n_classes": n_classes, "shape": list(x.shape[1:]),
+                "sha256_16": h}
+    return Dataset(name, x[tr], y[tr], x[va], y[va], x_test, y_test, n_classes, manifest)
+
+
 def load_dataset(cfg: dict[str, Any], src: str = "config", *, student: dict[str, Any] | None = None,
                  teacher: dict[str, Any] | None = None) -> Dataset:
     """The data section of a config -> a split Dataset, laid out by ``resolve_layout`` (the student and
@@ -481,10 +558,15 @@ def load_dataset(cfg: dict[str, Any], src: str = "config", *, student: dict[str,
     kind = cfg["dataset"]
     extra: dict[str, Any] = {}
     natural = None
+    given_test: tuple[np.ndarray, np.ndarray] | None = None  # a set's own test split, kept as it is
     if kind == "digits":
         x, y = load_digits_arrays()
     elif kind == "mnist1d":
-        x, y = make_mnist1d(cfg.get("mnist1d_samples", 4000), seed=cfg["seed"])
+        x, y, xt, yt, extra = load_mnist1d()
+        given_test = (xt, yt)
+        natural = "signal"
+    elif kind == "mnist1d_lookalike":
+        x, y = make_mnist1d_lookalike(cfg.get("mnist1d_samples", 4000), seed=cfg["seed"])
         natural = "signal"
     elif kind == "image_folder":
         x, y, extra = load_image_folder(Path(cfg["path"]), cfg.get("image_size"), cfg.get("color") or "gray")
@@ -504,13 +586,18 @@ def load_dataset(cfg: dict[str, Any], src: str = "config", *, student: dict[str,
     layout, why = resolve_layout(cfg, student, teacher)
     try:
         x = apply_layout(x, layout, why, str(name), natural)
+        if given_test is not None:
+            given_test = (apply_layout(given_test[0], layout, why, str(name), natural), given_test[1])
     except InputError:
         if not why.startswith("teacher.path"):
             raise
         layout, why = None, "as stored"  # the teacher check names the mismatch between its shape and the data
 
     _check_student_layout(tuple(x.shape[1:]), student, str(name))
-    d = split(x, y, cfg["val_fraction"], cfg["test_fraction"], cfg["seed"], kind)
+    if given_test is None:
+        d = split(x, y, cfg["val_fraction"], cfg["test_fraction"], cfg["seed"], kind)
+    else:
+        d = split_given_test(x, y, given_test[0], given_test[1], cfg["val_fraction"], cfg["seed"], kind)
     d.manifest["layout"] = {"layout": layout or {2: "flat", 3: "signal", 4: "image"}.get(x.ndim, "as stored"),
                             "why": why}
     d.manifest.update(extra)

@@ -34,7 +34,7 @@ def _cfg(data: Path, **over: dict) -> dict:
         "distill": {"epochs": 3},
         # input_noise []: the distill section's augmentation (none), so 4 epochs prune something
         "pareto": {"betas": [0.001], "epochs": 4, "lr": 0.05, "verify_random_inputs": 40, "sim_rows": 8,
-                   "input_noise": []},
+                   "input_noise": [], "search": {}, "seeds": 1, "budget_min": 0},
     }
     return {**base, **over}
 
@@ -144,6 +144,91 @@ def test_pareto_end_to_end(tmp_path, tiny, boards_dir, capsys) -> None:
     quiet = [p for p in res5["points"] if p["input_noise"] == 0]
     assert len(quiet) == 2 and all(p["augment_noise"] == 0 and "_n0_" in p["id"] for p in quiet)
     assert sorted(r["input_noise"] for r in res5["pairs"]) == [0, 0.1]
+
+
+def test_search_dimensions_expand_every_student_spec() -> None:
+    from kdhw.config import validate
+    from kdhw.flows.pareto import _label, point_specs
+
+    cfg = validate(_cfg(Path("unused.npz"), pareto={"search": {"input_bits": [2, 3], "act_bits": [3, 4]}}))
+    specs = point_specs(cfg)
+    assert [(s["input"]["bits"], s["act_bits"]) for s in specs] == [(2, 3), (2, 4), (3, 3), (3, 4)]
+    assert all(s["input"]["int_bits"] == 1 and not s["input"]["signed"] for s in specs)  # only the width moves
+    assert _label(specs[1], ("input_bits", "act_bits")) == "4-4 in2 a4"
+
+
+def test_search_order_spreads_every_prefix_over_the_grid() -> None:
+    from kdhw.flows.pareto import search_order
+
+    order = search_order((4, 6, 1))
+    assert sorted(order) == [(i, j, 0) for i in range(4) for j in range(6)]  # each candidate once
+    assert order[0] == (2, 2, 0)  # the middle first
+    corners = {(0, 0, 0), (0, 5, 0), (3, 0, 0), (3, 5, 0)}
+    assert set(order[1:5]) == corners  # then the extremes: the front's two ends are reached early
+    firsts = order[:8]  # any early stop has seen every input width and both halves of the beta range
+    assert {c[0] for c in firsts} == {0, 1, 2, 3} and {c[1] < 3 for c in firsts} == {True, False}
+    assert search_order((1,)) == [(0,)] and search_order((0, 3)) == []
+
+
+def test_a_deadline_stops_new_tasks_and_a_rerun_goes_on(tmp_path) -> None:
+    import time
+
+    from kdhw.flows.grid import Grid
+
+    def task(t: dict, shared: dict) -> dict:
+        time.sleep(0.05)
+        return {"v": t["key"]}
+
+    tasks = [{"key": f"t{i}"} for i in range(4)]
+    with Grid(1, None, False) as g:
+        res = g.run(task, tasks, {}, tmp_path / "r.jsonl", deadline=time.perf_counter() + 0.08)
+    assert [r is not None for r in res] == [True, True, False, False]  # the second started before the deadline
+    with Grid(1, None, False) as g:
+        res = g.run(task, tasks, {}, tmp_path / "r.jsonl")
+        assert g.stats.executed == 2 and g.stats.resumed == 2
+    assert [r["v"] for r in res] == ["t0", "t1", "t2", "t3"]
+
+
+def test_pareto_budget_stops_the_search_and_a_rerun_goes_on(tmp_path, tiny, capsys) -> None:
+    """A budget spent after the first candidate: one point trained, the front and pareto.md say the search
+    stopped; the same --out without a budget resumes it and trains the other searched input width."""
+    base = _cfg(tiny)
+    pareto = {**base["pareto"], "kd": False, "search": {"input_bits": [3, 4]}, "budget_min": 0.001}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "pareto": pareto}))
+    out = tmp_path / "out"
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    res = json.loads((out / "pareto.json").read_text())
+    s = res["search"]
+    assert s["candidates_total"] == 2 and s["candidates"] == 1 and s["stopped_by_budget"] is True
+    assert s["dimensions"] == {"input_bits": [3, 4], "beta": [0.001], "seed": [0]}
+    assert len(res["points"]) == 1 and res["points"][0]["bit_exact"] is True
+    assert "2 candidates" in (out / "pareto.md").read_text() and "budget 0.001 min" in (out / "pareto.md").read_text()
+    cfg.write_text(yaml.safe_dump({**base, "pareto": {**pareto, "budget_min": 0}}))
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res2 = json.loads((out / "pareto.json").read_text())
+    assert res2["grid"]["resumed"] == 1 and res2["grid"]["executed"] == 1 and not res2["search"]["stopped_by_budget"]
+    assert sorted(p["spec"]["input"]["bits"] for p in res2["points"]) == [3, 4]
+    assert sorted(p["label"] for p in res2["points"]) == ["4-4 in3", "4-4 in4"]
+
+
+def test_pareto_refuses_a_search_it_cannot_run(tmp_path, tiny, capsys) -> None:
+    """An unknown search dimension, a budget too small for one candidate, a transfer set nothing reads: one
+    line each, exit 2, nothing written."""
+    base = _cfg(tiny)
+    cfg = tmp_path / "cfg.yaml"
+    cases = [({**base, "pareto": {**base["pareto"], "search": {"depth": [1, 2]}}},
+              "pareto.search: unknown dimension 'depth'; allowed: input_bits, act_bits, weight_bits"),
+             ({**base, "pareto": {**base["pareto"], "epochs": 5000, "budget_min": 1e-4}},
+              "pareto.budget_min = 0.0001 (0 s) cannot train one candidate: its 2 arm(s) of 5000 epochs"),
+             ({**base, "data": {**base["data"], "labels": {"fraction": 0.5}}, "pareto": {**base["pareto"], "kd": False}},
+              "but no teacher reads it (pareto.kd is false)")]
+    for conf, msg in cases:
+        cfg.write_text(yaml.safe_dump(conf))
+        rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0], err
+        assert not (tmp_path / "o").exists()
 
 
 def test_pareto_bad_input(tmp_path, capsys) -> None:

@@ -1,7 +1,7 @@
 """Folded designs (``rtl.fold``) in the estimate, the report and the ``auto`` fit ladder.
 
 The estimate counts the weight and accumulator memories of folded dense layers as block RAM tiles of each
-family (and no LUTs), their multipliers as DSP blocks where yosys maps them, and yosys agrees exactly on a
+family (and no LUTs; under ``memory: auto`` a table of up to 512 bits is a LUT ROM instead), their multipliers as DSP blocks where yosys maps them, and yosys agrees exactly on a
 small trained student; the report shows BRAM and DSP against the board's totals; the fit ladder takes a
 fold form on a board where the stream p=1 form does not fit, and refuses it where its block RAM does not.
 """
@@ -25,7 +25,8 @@ from kdhw.hw.rtl import qonnx_to_rtl
 
 FORMS: dict[str, dict[str, Any]] = {
     "p1": {},
-    "fold11": {"fold": {"pe": 1, "simd": 1}},
+    "fold11": {"fold": {"pe": 1, "simd": 1, "memory": "bram"}},
+    "fold11auto": {"fold": {"pe": 1, "simd": 1}},
     "fold22": {"fold": {"pe": 2, "simd": 2, "requant": "parallel"}},
 }
 
@@ -97,6 +98,13 @@ def test_the_estimate_counts_block_ram_and_dsp_of_a_folded_design(mlp_forms) -> 
     assert [u["memory"][0] for u in m22] == [64 * 12 // 2, math.ceil(12 / 2) * math.ceil(10 / 2)]
     assert m22[0]["memory"][1] % 2 == 0 and m22[1]["memory"][1] % 4 == 0  # PE x SIMD lanes of one weight width
     assert [u["mult"][0][2] for u in m22] == [2, 4] and all(sum(n for *_, n in u["mult_lanes"]) <= 4 for u in m22)
+    # memory auto (the default): the 120 x 4 second table (480 bits) becomes a LUT ROM, priced in LUTs, one
+    # RAMB18 fewer; the 768 x 4 first one stays in block RAM
+    auto = _meta(forms["fold11auto"])
+    assert [u["memory"] for u in auto["inventory"]["units"] if u["kind"] == "fmac"] == [[768, 4, "bram"],
+                                                                                        [120, 4, "lut"]]
+    e_a = estimate_design(path, auto, pynq)
+    assert e_a["bram36"] == e_x["bram36"] - 0.5 and e_a["features"]["fold_rom_luts"] > 0
     # a board without block RAM: the folded form does not fit
     nobram = dataclasses.replace(pynq, name="no-bram", bram36=0)
     assert not estimate_design(path, meta, nobram)["fits"] and estimate_design(path, meta, pynq)["fits"]
@@ -118,14 +126,15 @@ def _yosys_cells(rtl: Path, script: str, work: Path) -> dict[str, int]:
 @pytest.mark.slow
 def test_yosys_agrees_on_block_ram_and_dsp(mlp_forms, tmp_path) -> None:
     """synth_ice40 -dsp (the flag kdhw.hw.synth gives a design whose multipliers fit the SB_MAC16s) and synth_ecp5
-    of the folded MLP: SB_RAM40_4K / DP16KD and SB_MAC16 / MULT18X18D counts equal the estimate's."""
+    of the folded MLP (memory auto: one table in block RAM, one in a LUT ROM): SB_RAM40_4K / DP16KD and
+    SB_MAC16 / MULT18X18D counts equal the estimate's."""
     path, forms = mlp_forms
-    meta = _meta(forms["fold11"])
+    meta = _meta(forms["fold11auto"])
     est_i = estimate_design(path, meta, load_board("icebreaker"))
-    c = _yosys_cells(forms["fold11"], "synth_ice40 -dsp", tmp_path / "ice40")
+    c = _yosys_cells(forms["fold11auto"], "synth_ice40 -dsp", tmp_path / "ice40")
     assert c.get("SB_RAM40_4K", 0) == est_i["bram36"] and c.get("SB_MAC16", 0) == est_i["dsp"], c
     est_e = estimate_design(path, meta, load_board("ulx3s-85f"))
-    c = _yosys_cells(forms["fold11"], "synth_ecp5", tmp_path / "ecp5")
+    c = _yosys_cells(forms["fold11auto"], "synth_ecp5", tmp_path / "ecp5")
     assert c.get("DP16KD", 0) + c.get("PDPW16KD", 0) == est_e["bram36"] and c.get("MULT18X18D", 0) == est_e["dsp"], c
 
 

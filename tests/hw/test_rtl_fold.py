@@ -24,6 +24,7 @@ from kdhw.config import validate
 from kdhw.errors import InputError
 from kdhw.hw.export import load_qonnx, reference
 from kdhw.hw.rtl import edge_vectors, emulate, input_codes, load_meta, qonnx_to_rtl
+from kdhw.hw.rtl._stream_plan import ROM_LUT_BITS
 
 # the second fold puts every window's row delays in block RAM (line_buffer: bram; auto would keep these small
 # ones in flip-flops), so the simulator runs of conv2d-1 cover that line buffer
@@ -63,7 +64,13 @@ def test_rtl_json_records_the_fold_plan_per_layer(folded, qonnx_models, tmp_path
     path, rtl, _ = folded("mlp", 1)
     meta = load_meta(rtl)
     dense = [rec for rec in meta["layers"] if rec["kind"] == "fmac"]
-    assert len(dense) == 2 and all(rec["memory"] == "bram" and rec["requant"] == "serial" for rec in dense)
+    assert len(dense) == 2 and all(rec["requant"] == "serial" for rec in dense)
+    # memory auto: the 384 x 8 first table in block RAM, the 20 x 24 second one (480 bits) in a LUT ROM
+    assert [(rec["memory"], rec["memory_words"] * rec["memory_bits_per_word"]) for rec in dense] == [
+        ("bram", 384 * 8), ("lut", 20 * 24)]
+    assert ROM_LUT_BITS == 512
+    v = {u: (rtl / "src" / f"{load_meta(rtl)['top']}_{u}.v").read_text() for u in (d["unit"] for d in dense)}
+    assert [text.count('(* ram_style = "logic" *)') for text in v.values()] == [0, 1]
     first, second = dense
     assert (first["pe"], first["simd"]) == (2, 1)  # one input element per beat: SIMD is capped at the beat
     assert (second["pe"], second["simd"]) == (2, 3)

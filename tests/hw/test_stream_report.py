@@ -231,7 +231,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
     from kdhw.train.data import load_dataset
     from kdhw.train.distill import student_input, train_arm
 
-    cfg = validate({"data": {"dataset": "mnist1d", "mnist1d_samples": 1200}, "student": TINY,
+    cfg = validate({"data": {"dataset": "mnist1d_lookalike", "mnist1d_samples": 1200}, "student": TINY,
                     "distill": {"epochs": 3, "method": "none"}})
     data = load_dataset(cfg.data)
     arm = train_arm("scratch", cfg.student, cfg.distill, data, None, "none", progress=False)

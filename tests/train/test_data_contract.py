@@ -62,11 +62,13 @@ def test_a_format_that_clips_the_data_is_refused_with_the_format_that_fits(tmp_p
 
 
 def test_mnist1d_with_the_default_input_names_the_signed_format() -> None:
-    raw = {"data": {"dataset": "mnist1d", "mnist1d_samples": 300}, "teacher": {"arch": "cnn1d"}}
-    with pytest.raises(InputError, match=r"clips 4\d\.\d % of the values of the mnist1d data set .*use "
-                                         r"\{bits: 8, int_bits: 1, signed: true\} or set"):
+    """The real MNIST-1D is centred with unit spread (about -5.5 .. 4.5): the unsigned default input is refused
+    and the message names the signed format that holds it."""
+    raw = {"data": {"dataset": "mnist1d"}, "teacher": {"arch": "cnn1d"}}
+    with pytest.raises(InputError, match=r"clips 5\d\.\d % of the values of the mnist1d data set .*use "
+                                         r"\{bits: 8, int_bits: 3, signed: true\} or set"):
         load_data(validate(raw, "c.yaml"))
-    ok = validate({**raw, "student": {"input": {"bits": 8, "int_bits": 1, "signed": True}}}, "c.yaml")
+    ok = validate({**raw, "student": {"input": {"bits": 8, "int_bits": 3, "signed": True}}}, "c.yaml")
     assert load_data(ok).manifest["input_contract"]["max_clipped_share"] == 0.0
 
 

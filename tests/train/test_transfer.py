@@ -289,7 +289,7 @@ def test_function_matching_reports_how_the_teacher_follows_the_augmentation(budg
 
 def test_handed_over_teacher_must_match_the_data(tmp_path: Path, capsys) -> None:
     cfg = tmp_path / "t.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"dataset": "mnist1d", "mnist1d_samples": 300},
+    cfg.write_text(yaml.safe_dump({"data": {"dataset": "mnist1d_lookalike", "mnist1d_samples": 300},
                                    "teacher": {"arch": "mlp", "hidden": 8, "epochs": 1}}))
     assert main(["teacher", str(cfg), "--out", str(tmp_path / "t"), "--no-progress"]) == 0
     cfg2 = tmp_path / "s.yaml"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._stream_plan import Datapath, Kif, StreamPlan, Unit, kif_width
+from ._stream_plan import Datapath, Kif, StreamPlan, Unit, fmac_operand_bits, kif_width
 
 
 def _bits(n: int) -> int:
@@ -586,16 +586,6 @@ def mac_unit(top: str, u: Unit) -> str:
 
 
 FMAC_FIFO_DEPTH = 0  # fmac: no FIFO; the datapath's output register is the unit's one-entry output buffer
-
-
-def fmac_operand_bits(u: Unit) -> tuple[int, int]:
-    """(input operand bits, weight bits) of the multipliers of a ``mac`` or ``fmac`` unit."""
-    s = u.spec
-    in_k = u.in_lanes
-    fx = s["fx"]
-    xw = max([kif_width(k) + fx - int(k[2]) + (0 if k[0] else 1) for k in in_k if kif_width(k) > 0] + [2])
-    wmax = max([abs(int(v)) for row in s["wcodes"] for v in row] + [1])
-    return xw, wmax.bit_length() + 1
 
 
 def fmac_words(u: Unit) -> list[int]:

@@ -49,10 +49,22 @@ Kif = tuple[int, int, int]
 # rtl.fold, line_buffer auto: a window's row delays go to block RAM from this many bits (a quarter of an iCE40
 # EBR); below it a shift register of flip-flops is smaller than the memory's addressing
 LINE_BUFFER_BRAM_BITS = 1024
+# rtl.fold, memory auto: an fmac's weight table goes to a LUT ROM up to this many bits, to block RAM above it
+ROM_LUT_BITS = 512
 
 
 def kif_width(k: Kif) -> int:
     return max(int(k[0]) + int(k[1]) + int(k[2]), 0)
+
+
+def fmac_operand_bits(u: Unit) -> tuple[int, int]:
+    """(input operand bits, weight bits) of the multipliers of a ``mac`` or ``fmac`` unit."""
+    s = u.spec
+    in_k = u.in_lanes
+    fx = s["fx"]
+    xw = max([kif_width(k) + fx - int(k[2]) + (0 if k[0] else 1) for k in in_k if kif_width(k) > 0] + [2])
+    wmax = max([abs(int(v)) for row in s["wcodes"] for v in row] + [1])
+    return xw, wmax.bit_length() + 1
 
 
 def kif_range(k: Kif) -> tuple[int, int]:
@@ -716,13 +728,22 @@ class _Planner:
         self.folded.add(self.layer)
         C, G = -(-J // simd), -(-O // pe)
         s.update(PE=pe, SIMD=simd, C=C, G=G, K=C * G, steps=NB * C * G, layer=self.layer, chosen_by=why,
-                 memory=str(self.fold.get("memory") or "bram"), requant="parallel",
+                 requant="parallel",
                  hold=bool(self.units))  # after another unit: read its held beat instead of copying it
         unit.kind = "fmac"
+        s["memory"] = self._memory(s["steps"] * pe * simd * fmac_operand_bits(unit)[1])
         if self.fold.get("requant", "serial") == "serial":
             self._serial_requant(unit, nodes)
         self._stream_after(unit)
         return unit
+
+    def _memory(self, bits: int) -> str:
+        """``rtl.fold.memory`` for one weight table: ``auto`` puts a table of up to ``ROM_LUT_BITS`` in a LUT ROM,
+        where it costs a few dozen LUTs at most, instead of spending a whole block RAM on it."""
+        memory = str(self.fold.get("memory") or "auto")
+        if memory == "auto":
+            return "lut" if bits <= ROM_LUT_BITS else "bram"
+        return memory
 
     def _stream_after(self, unit: Unit) -> None:
         """The stream a MAC unit sends on: a conv's feature map (one position per beat) or a dense vector."""
