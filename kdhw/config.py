@@ -30,7 +30,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "seed": (int, 0, "seed of the train / validation / test split"),
         "val_fraction": (_Num, 0.15, "share of the rows held out for validation (arm and epoch choice)"),
         "test_fraction": (_Num, 0.25, "share of the rows held out for test (read, never chosen on)"),
-        "mnist1d_samples": (int, 4000, "rows generated for dataset: mnist1d"),
+        "mnist1d_samples": (int, 4000, "rows generated for dataset: mnist1d_lookalike (the real mnist1d has its own 5,000)"),
         "labels": (dict, None, "label budget: {fraction: f} or {per_class: n} (+ seed, val); rows whose labels "
                                "are dropped become the transfer set"),
         "unlabeled": (str, None, "transfer-set file of inputs without labels (.npz x, IDX images, CSV)"),

@@ -43,6 +43,7 @@ import numpy as np
 from kdhw.config import Config
 from kdhw.errors import InputError
 from kdhw.util.atomic import save_figure
+from kdhw.util.runtime import in_torch_threads
 
 RUNS_FILE = "runs.jsonl"
 VERIFY_FILE = "verify.jsonl"
@@ -348,6 +349,7 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     return points, stats, search
 
 
+@in_torch_threads
 def run_pareto(cfg: Config, out: str | Path, *, boards: list[str] | None = None, teacher_path: str | None = None,
                progress: bool = False, log: Any = print, workers: int | None = 1,
                address: str | None = None) -> dict[str, Any]:

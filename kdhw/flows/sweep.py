@@ -30,6 +30,7 @@ from typing import Any
 from kdhw.config import SCHEMA, Config, validate
 from kdhw.errors import InputError
 from kdhw.util.atomic import save_figure
+from kdhw.util.runtime import in_torch_threads
 
 from .grid import task_digest as _digest  # the sweep's task keys
 
@@ -202,6 +203,7 @@ def _arm_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the sweep
 
+@in_torch_threads
 def run_sweep(cfg: Config, param: str, values: list[Any], out: str | Path, *, seeds: int = 1,
               teacher_path: str | None = None, progress: bool = False, log: Any = print,
               workers: int | None = 1, address: str | None = None) -> dict[str, Any]:

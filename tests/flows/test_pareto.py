@@ -341,3 +341,28 @@ def test_distill_and_sweep_verbs_fold_resource_students(tmp_path, tiny) -> None:
     runs = [json.loads(ln) for ln in (tmp_path / "s" / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == 2 and all(acc(tmp_path / "s" / r["arm"]) == r["test_acc"] for r in runs)
     assert {r["kind"]: r["test_acc"] for r in runs}["scratch"] == arms["scratch"]["test_acc"]  # same arm, both verbs
+
+
+def test_the_search_verbs_train_on_one_torch_thread() -> None:
+    """``run_pareto`` and ``run_sweep`` called from Python hold torch at one intra-op thread, as the CLI does,
+    and give the caller's setting back."""
+    import torch
+
+    from kdhw.flows.pareto import run_pareto
+    from kdhw.flows.sweep import run_sweep
+    from kdhw.util.runtime import in_torch_threads
+
+    seen = []
+
+    @in_torch_threads
+    def call() -> None:
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        call()
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert run_pareto.__wrapped__ is not None and run_sweep.__wrapped__ is not None
