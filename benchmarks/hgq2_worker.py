@@ -1,9 +1,10 @@
 """HGQ2 side of benchmarks/pareto_vs_hgq2.py; runs inside .hgq2-venv (KERAS_BACKEND=torch), never imports kdhw.
 
 Trains an HGQ2 model on the split kdhw exported (same arrays), with per-weight and per-activation learned
-bit widths and beta x EBOPs, beta growing log-linearly over training (from 1e-7 after the first tenth of the
-epochs to ``--beta-max``), keeping every Pareto checkpoint
-(validation accuracy vs EBOPs).  Each checkpoint is traced by da4ml into pipelined Verilog; the da4ml
+bit widths and beta x EBOPs, keeping every Pareto checkpoint (validation accuracy vs EBOPs).  Two schedules:
+``--beta-max B`` (ramped): beta grows log-linearly over training (from 1e-7 after the first tenth of the
+epochs to B), Adam at a constant lr 1e-2, batch 64; ``--beta B`` (constant): beta B from the first epoch,
+Adam with lr 1e-2 decayed to 0 by a cosine over all steps, batch 128.  Each checkpoint is traced by da4ml into pipelined Verilog; the da4ml
 interpreter is compared with the Keras model on the test rows (bit-exact check), and the driver synthesizes
 the Verilog with the same yosys as kdhw's.
 """
@@ -64,6 +65,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--beta-max", type=float, default=1e-4, help="beta at the end of the log ramp")
+    ap.add_argument("--beta", type=float, default=None,
+                    help="constant beta instead of the ramp (with cosine-decayed lr and batch 128)")
     a = ap.parse_args()
     from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PieceWiseSchedule
 
@@ -75,14 +78,18 @@ def main() -> None:
     epochs = 5 if a.quick else (300 if a.data == "digits" else 150)
     keras.utils.set_random_seed(0)
     model = build(a.data, xtr.shape[1:])
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+    const = a.beta is not None
+    batch = 128 if const else 64
+    lr = keras.optimizers.schedules.CosineDecay(1e-2, epochs * -(-len(xtr) // batch)) if const else 1e-2
+    model.compile(optimizer=keras.optimizers.Adam(lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     ckpt = out / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
-    beta = BetaScheduler(PieceWiseSchedule([(0, 1e-7, "constant"), (epochs // 10, 1e-7, "log"),
+    beta = BetaScheduler(PieceWiseSchedule([(0, a.beta, "constant")] if const else
+                                           [(0, 1e-7, "constant"), (epochs // 10, 1e-7, "log"),
                                             (epochs, a.beta_max, "constant")]))
     pf = ParetoFront(str(ckpt), ["val_accuracy", "ebops"], [1, -1], fname_format="epoch={epoch}_val={val_accuracy:.4f}_ebops={ebops}.keras")
-    model.fit(xtr, ytr, validation_data=(xva, yva), epochs=epochs, batch_size=64, verbose=0,
+    model.fit(xtr, ytr, validation_data=(xva, yva), epochs=epochs, batch_size=batch, verbose=0,
               callbacks=[FreeEBOPs(), beta, pf])
     points = []
     for f in sorted(ckpt.glob("*.keras")):
@@ -101,7 +108,10 @@ def main() -> None:
                        "latency_cycles": meta["latency_cycles"]})
         print(f"epoch {ep}: test {points[-1]['test_acc']:.4f} ebops {ebops:.0f} exact {points[-1]['bit_exact_test']}",
               flush=True)
-    (out / "points.json").write_text(json.dumps({"epochs": epochs, "beta_max": a.beta_max, "points": points}, indent=1))
+    sched = ({"kind": "constant", "beta": a.beta, "lr": "1e-2 cosine to 0"} if const else
+             {"kind": "ramped", "beta_max": a.beta_max, "lr": "1e-2 constant"})
+    (out / "points.json").write_text(json.dumps({"epochs": epochs, "batch": batch, **sched, "points": points},
+                                                indent=1))
 
 
 if __name__ == "__main__":

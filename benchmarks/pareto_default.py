@@ -70,7 +70,7 @@ def _md(out: dict[str, Any]) -> str:
              "`python -m benchmarks.pareto_default`.", "",
              (f"One command, `kdhw pareto --out DIR` (embedded default, one worker): **{wall:.1f} min wall** "
               f"(goal <= {GOAL_MIN:g}: {'met' if wall <= GOAL_MIN else 'not met'}), teacher "
-              f"{100 * r['teacher']['test_acc']:.2f} % test ({r['teacher']['how']}); "
+              f"{100 * r['teacher']['test_acc']:.2f} % test ({r['teacher']['how'].split(',')[0]}); "
               f"{s['candidates']} of {s['candidates_total']} candidates trained in the {s['budget_min']:g}-minute "
               f"budget ({len(r['points'])} arms), {len(c['kdhw_front'])} on the validation front, all bit-exact: "
               f"{all(p['bit_exact'] for p in c['kdhw_front'])}. HGQ2: {c['hgq2']} "
