@@ -51,3 +51,17 @@ def test_committed_markdown_is_what_the_committed_json_renders() -> None:
     for name, r in res["datasets"].items():
         if r.get("kdhw") and r.get("hgq2"):
             assert bench.compare(r["kdhw"]["points"], r["hgq2"]["points"]) == r["ratio"], name
+
+
+def test_committed_sections_are_taken_only_for_their_data_set(tmp_path, monkeypatch) -> None:
+    """A section written before sections recorded their ``data`` is digits or the mnist1d lookalike: the
+    latter is never read back as the real MNIST-1D's."""
+    sec = {"kdhw": {"points": []}, "hgq2": {"points": []}}
+    (tmp_path / "pareto_vs_hgq2.json").write_text(json.dumps({"datasets": {"digits": sec, "mnist1d": sec}}))
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    assert bench.committed("digits", "kdhw", False) == {"points": []}
+    assert bench.committed("mnist1d", "kdhw", False) is None
+    real = {**sec, "data": bench.KDHW["mnist1d"]["data"]}
+    (tmp_path / "pareto_vs_hgq2.json").write_text(json.dumps({"datasets": {"mnist1d": real}}))
+    assert bench.committed("mnist1d", "hgq2", False) == {"points": []}
+    assert bench.committed("mnist1d", "hgq2", True) is None
