@@ -61,7 +61,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "scaling": (str, "po2", "quantizer scales: power of two only (what makes hls4ml bit-exact)"),
         "layers": (list, [{"type": "dense", "units": 8}, {"type": "relu"}, {"type": "dense", "units": 10}],
                    "layer list, each {type: dense | conv1d | conv2d | maxpool | relu | flatten, ...} (keys: docs/config-guide.md)"),
-        "auto": (dict, None, "{board: B}: kdhw run trains the pareto grid and exports its best point for B"),
+        "auto": (dict, None, "{board: B}: kdhw run runs the pareto search and exports its best point for B"),
         "resource": (dict, None, "resource-aware QAT (kdhw.train.resource): {beta | target_ebops, ramp, granularity, "
                                  "epochs}"),
     },
@@ -436,7 +436,7 @@ def _check_resource(cfg: Config) -> None:
         raise InputError(f"{src}: student.resource.granularity = {res['granularity']!r} is not allowed; choose one "
                          "of: weight, channel")
     if cfg.student["auto"] is not None:
-        raise InputError(f"{src}: student.auto and student.resource exclude each other (auto trains the pareto grid)")
+        raise InputError(f"{src}: student.auto and student.resource exclude each other (auto runs the pareto search)")
 
 
 SEARCH_DIMS = ("input_bits", "act_bits", "weight_bits")  # pareto.search: student keys a search may vary
