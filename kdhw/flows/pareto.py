@@ -290,13 +290,14 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     # candidates: (student spec, beta, noise level) in a space-filling order, every seed of one before the
     # next seed of any, so a budget that ends the search early has sampled the whole space once
     order = search_order((len(specs), len(betas), len(noises)))
+    dcfg_noise = [dcfg0 if n is None else {**dcfg0, "augment_noise": input_noise(data.x_train, n)} for n in noises]
     for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
         seed = int(dcfg0["seed"]) + k
         for si, bi, ni in order:
             spec, beta, noise = specs[si], betas[bi], noises[ni]
             rspec = {**spec, "resource": {"beta": beta, "epochs": epochs, "ramp": float(pc["ramp"]),
                                           "granularity": pc["granularity"]}}
-            dcfg_n = dcfg0 if noise is None else {**dcfg0, "augment_noise": input_noise(data.x_train, noise)}
+            dcfg_n = dcfg_noise[ni]
             # the first level keeps the keys of a one-level run, so adding levels resumes it
             ntag = "" if noise is None or noise == noises[0] else f" noise={noise:g}"
             for kind in (("scratch", "kd") if kd_on else ("scratch",)):
