@@ -130,9 +130,12 @@ def recipe_tasks(sets: list[str], seeds: int, students: list[str] | None = None,
     auto`` -> function matching): plain scratch, scratch_aug and fm per (student, budget, seed, validation
     variant), at each ``epochs_factor`` (default: the library's).  Keys carry a digest of the teacher's
     logits, so a task is reused (here or by fm_schedule.py) only for the same teacher."""
-    from kdhw.train.recipe import FM_EPOCHS_FACTOR
+    from kdhw.train.recipe import FM_BATCH_FACTOR, FM_EPOCHS_FACTOR
 
     factors = factors or (FM_EPOCHS_FACTOR,)
+    # the library's own factor runs the schedule the recipe resolves (FM_BATCH_FACTOR x the batch since
+    # fm_schedule.py --batches: "/bN" in the key); any other factor is set as distill.epochs_factor (batch 64)
+    own = f"/b{FM_BATCH_FACTOR}" if FM_BATCH_FACTOR != 1 else ""
     tasks = []
     for s in sets:
         tag = (teachers or {}).get(s, {}).get("digest", "")
@@ -144,11 +147,12 @@ def recipe_tasks(sets: list[str], seeds: int, students: list[str] | None = None,
                     for seed in range(seeds):
                         for arm in arms:
                             for f in (factors if arm != "scratch" else (None,)):
+                                sched = own if f == FM_EPOCHS_FACTOR else ""
                                 key = (f"recipe/{s}/{stu}/{b:g}/{seed}/{arm}" + ("" if f is None else f"/x{f:g}")
-                                       + ("/val_budget" if val == "cut" else "") + f"/t{tag}{FIT_TAG}"
+                                       + sched + ("/val_budget" if val == "cut" else "") + f"/t{tag}{FIT_TAG}"
                                        + (CHECKPOINT_TAG if arm == "fm" else ""))
                                 tasks.append({"key": key, "set": s, "student": stu, "budget": b, "seed": seed,
-                                              "arm": arm, "factor": f, "val": val})
+                                              "arm": arm, "factor": f, "val": val, "own_schedule": bool(sched)})
     return list({t["key"]: t for t in tasks}.values())
 
 
@@ -164,7 +168,7 @@ def run_recipe_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, A
     torch.set_num_threads(1)
     spec_set = SETS[task["set"]]
     dist: dict[str, Any] = {"epochs": spec_set["epochs"], "seed": task["seed"], "method": "hinton"}
-    if task["factor"] is not None:
+    if task["factor"] is not None and not task.get("own_schedule"):
         dist["epochs_factor"] = task["factor"]
     raw: dict[str, Any] = {"data": {**spec_set["data"], "labels": {"fraction": task["budget"], "seed": task["seed"],
                                                                    "val": task["val"] == "cut"}},

@@ -202,6 +202,15 @@ STEP_VARIANTS = (  # (name, optimizer steps or None = today's epochs_factor 30, 
     ("s2500b128", 2500, 128, 2 ** 0.5),
     ("s5000b128", 5000, 128, 2 ** 0.5),
 )
+# Same schedule, bigger batches: today's epochs (so the same samples) at batch 128 and 256, the learning rate
+# scaled by the square root of the batch ratio; fewer optimizer steps is where the time goes (issue 27).
+# Rule fixed before the run: the largest batch whose mean Δ val over the four students is within
+# STEPS_TOLERANCE of today's, with no student more than STEPS_WORST under its own today's.
+BATCH_VARIANTS = (
+    ("today", None, 64, 1.0),
+    ("e30b128", None, 128, 2 ** 0.5),
+    ("e30b256", None, 256, 2.0),
+)
 STEPS_TOLERANCE = 0.5
 STEPS_WORST = 1.5
 STEPS_SEEDS = (10, 11, 12)
@@ -246,6 +255,9 @@ def run_steps_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, An
     if task["steps"] is not None:
         dcfg.update(epochs=max(1, round(task["steps"] / per_epoch)), batch_size=task["batch"],
                     lr=float(dcfg["lr"]) * task["lr_mult"])
+    elif task["batch"] != int(dcfg["batch_size"]):  # today's epochs, another batch (BATCH_VARIANTS)
+        per_epoch = math.ceil((len(data.y_train) + len(data.unlab)) / task["batch"])
+        dcfg.update(batch_size=task["batch"], lr=float(dcfg["lr"]) * task["lr_mult"])
     a = train_arm("kd", cfg.student, dcfg, data, t_train, method, False, teacher=teacher, teacher_unlab=t_unlab)
     out = {k: task[k] for k in ("key", "set", "student", "seed", "variant", "steps", "batch", "lr_mult")}
     out.update(val_acc=a.fit.best_val_acc, test=a.test_acc, epochs=a.fit.epochs_run, best_epoch=a.fit.best_epoch,
@@ -254,12 +266,15 @@ def run_steps_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, An
     return out
 
 
-def steps_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (student, variant): mean test and validation, paired test difference to today's with a CI; the rule."""
+def steps_summary(rows: list[dict[str, Any]], variants: tuple[Any, ...] = STEP_VARIANTS,
+                  pick: str = "fewest samples") -> dict[str, Any]:
+    """Per (student, variant): mean test and validation, paired test difference to today's with a CI; the rule
+    (``pick``: the passing variant with the fewest samples, or with the "largest batch")."""
     by: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
     for r in rows:
         by.setdefault((r["set"], r["student"]), {}).setdefault(r["variant"], {})[r["seed"]] = r
-    table, names_ = [], [v[0] for v in STEP_VARIANTS]
+    table, names_ = [], [v[0] for v in variants]
+    batch_of = {v[0]: v[2] for v in variants}
     for (s, stu), cells in sorted(by.items()):
         ref = cells.get("today", {})
         for v in names_:
@@ -288,7 +303,7 @@ def steps_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         mean_dv = statistics.mean(e["d_val"] for e in es)
         if mean_dv >= -STEPS_TOLERANCE and min(e["d_val"] for e in es) >= -STEPS_WORST:
-            ok.append((statistics.mean(e["samples"] for e in es), v))
+            ok.append((statistics.mean(e["samples"] for e in es) if pick == "fewest samples" else -batch_of[v], v))
     return {"table": table, "chosen": min(ok)[1] if ok else "today", "tolerance": STEPS_TOLERANCE,
             "worst": STEPS_WORST}
 
@@ -378,6 +393,58 @@ def main_steps(a: Any) -> None:
     write_json(Path("benchmarks/results/fm_schedule.steps.json"), {"meta": meta, **summary})
 
 
+def batch_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [f"# Function matching at larger batches, same schedule (seeds {', '.join(map(str, meta['seeds']))}, "
+             "10 % labels, full validation)", "",
+             "Distilled arm only (fm, `distill.recipe: auto`, teacher-agreement checkpoint).  `today` = epochs_factor "
+             "30 at batch 64 (rows shared with fm_schedule.steps.md); `e30bN` = the same epochs, so the same samples, "
+             "at batch N (128 or 256) with the learning rate x sqrt(N / 64): half or a quarter of the optimizer steps; "
+             "samples = steps x batch (an epoch's last batch is partial, so the column overstates the larger "
+             "batches' rows).  "
+             "Δ = variant − today, paired by seed, points (95 % bootstrap CI over seeds).  CPU s: process CPU seconds "
+             f"per arm on a shared 2-core machine (today's rows were measured in an earlier run, under another load; "
+             f"load average {meta['load']:.1f} when this summary was written).", "",
+             "| student | variant | steps | samples | test % | Δ test [95 % CI] | val % | Δ val | CPU s | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in summary["table"]:
+        lines.append(f"| {e['set']}/{e['student']} | {e['variant']} | {e['steps']:,.0f} | {e['samples']:,.0f} | "
+                     f"{e['test']:.2f} | {e['d_test']:+.2f} [{e['ci_test'][0]:+.2f}, {e['ci_test'][1]:+.2f}] | "
+                     f"{e['val']:.2f} | {e['d_val']:+.2f} | {e['cpu_seconds']:.0f} | {e['n']} |")
+    by_v: dict[str, list[dict[str, Any]]] = {}
+    for e in summary["table"]:
+        by_v.setdefault(e["variant"], []).append(e)
+    lines += ["", "Mean over the students: " + "; ".join(
+        f"{v} Δ val {statistics.mean(e['d_val'] for e in es):+.2f}, Δ test {statistics.mean(e['d_test'] for e in es):+.2f}"
+        for v, es in by_v.items() if v != "today"), "",
+        f"Rule fixed before the run: the largest batch whose mean Δ val is ≥ −{summary['tolerance']:g} point and no "
+        f"student's Δ val is below −{summary['worst']:g}: **{summary['chosen']}**.", ""]
+    return "\n".join(lines)
+
+
+def main_batches(a: Any) -> None:
+    import os
+
+    from kdhw.flows.grid import run_tasks
+    from kdhw.util.atomic import write_json, write_text
+
+    sets = names(a.sets)
+    t0, load = time.perf_counter(), os.getloadavg()[0]
+    teachers = cached_teachers(sets)
+    seeds = tuple(int(x) for x in names(a.step_seeds))
+    tasks = steps_tasks(sets, seeds, teachers, BATCH_VARIANTS)
+    if not a.no_run:
+        run_tasks(run_steps_task, tasks, shared=teachers, jsonl=Path(STEPS_JSONL), workers=a.workers,
+                  address=a.address)
+    rows = task_rows(STEPS_JSONL, tasks)
+    summary = steps_summary(rows, BATCH_VARIANTS, pick="largest batch")
+    meta = {"seeds": seeds, "sets": sets, "variants": BATCH_VARIANTS, "tasks": len(tasks), "tasks_done": len(rows),
+            "teachers": {s: teachers[s]["acc"] for s in sets}, "wall_seconds": time.perf_counter() - t0, "load": load}
+    md = batch_markdown(summary, meta)
+    print(md)
+    write_text(Path("benchmarks/results/fm_schedule.batch.md"), md)
+    write_json(Path("benchmarks/results/fm_schedule.batch.json"), {"meta": meta, **summary})
+
+
 def main() -> None:
     from kdhw.flows.grid import run_tasks
     from kdhw.util.atomic import write_json, write_text
@@ -391,8 +458,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2-epoch smoke run (numbers meaningless)")
     ap.add_argument("--no-run", action="store_true", help="only summarize the tasks already in --jsonl")
     ap.add_argument("--steps", action="store_true", help="the schedule in optimizer steps (fm_schedule.steps.md)")
+    ap.add_argument("--batches", action="store_true",
+                    help="today's schedule at batch 128 and 256 (fm_schedule.batch.md)")
     ap.add_argument("--step-seeds", default=",".join(map(str, STEPS_SEEDS)))
     a = ap.parse_args()
+    if a.batches:
+        main_batches(a)
+        return
     if a.steps:
         main_steps(a)
         return

@@ -367,7 +367,8 @@ def summarize_recipe(rows: list[dict[str, Any]], teachers: dict[str, float]) -> 
 def recipe_markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"Seeds: {meta['seeds']}; labels: {', '.join(f'{100 * b:g} %' for b in meta['budgets'])} of the train split; "
              "plain epochs " + ", ".join(f"{s} {SETS[s]['epochs']}" for s in meta["sets"]) +
-             f"; `distill.recipe: auto` resolves to function matching (epochs_factor {meta['factor']:g}).  Test accuracy "
+             f"; `distill.recipe: auto` resolves to function matching (epochs_factor {meta['factor']:g}"
+             + (f", batch x{meta['batch_factor']}" if meta.get("batch_factor", 1) != 1 else "") + ").  Test accuracy "
              "%, mean ± std; Δ = arm − plain scratch, paired, 95 % bootstrap CI (points); gap = Δ / (teacher − scratch), "
              "its CI = Δ's CI over the same gap; * = CI excludes 0.  exported_keep = what `kdhw run` ships "
              "(`kdhw.train.distill.choose_scores`): with a transfer set the distilled arm is kept unless another arm's "
@@ -481,13 +482,17 @@ def ceiling_markdown(table: list[dict[str, Any]], path: Path = Path("benchmarks/
 
 
 # the fm arm under the defaults before today's: (label, epochs_factor, epoch chosen by teacher agreement?)
-PREVIOUS_DEFAULTS = (("10x, best-validation epoch", 10, False), ("10x, teacher-agreement epoch", 10, True))
+PREVIOUS_DEFAULTS = (("10x, best-validation epoch", 10, False), ("10x, teacher-agreement epoch", 10, True),
+                     ("30x at batch 64, teacher-agreement epoch", 30, True))
 
 
 def defaults_check(done: dict[str, dict[str, Any]], keys: set[str], factor: float) -> list[dict[str, Any]]:
     """The fm arm as the recipe trains it now against the same seeds under earlier defaults (another
     epochs_factor, the best-validation epoch), per cell, paired by seed; earlier rows are read from the JSONL."""
-    now_label = f"{factor:g}x, teacher-agreement epoch"
+    from kdhw.train.recipe import FM_BATCH_FACTOR, FM_EPOCHS_FACTOR
+
+    own = f"/b{FM_BATCH_FACTOR}" if FM_BATCH_FACTOR != 1 and factor == FM_EPOCHS_FACTOR else ""
+    now_label = f"{factor:g}x" + (f" at batch x{FM_BATCH_FACTOR}" if own else "") + ", teacher-agreement epoch"
     configs = [c for c in PREVIOUS_DEFAULTS if c[0] != now_label]
     cells: dict[tuple[str, str, float, str], dict[str, dict[int, dict[str, Any]]]] = {}
     for k in sorted(keys):
@@ -497,7 +502,7 @@ def defaults_check(done: dict[str, dict[str, Any]], keys: set[str], factor: floa
         cell = cells.setdefault((r["set"], r["student"], r["budget"], r["val"]), {})
         cell.setdefault(now_label, {})[r["seed"]] = r
         for label, f0, tagged in configs:
-            old = k.replace(f"/fm/x{factor:g}", f"/fm/x{f0:g}")
+            old = k.replace(f"/fm/x{factor:g}{own}", f"/fm/x{f0:g}")
             old = old if tagged else old.removesuffix(CHECKPOINT_TAG)
             if old in done:
                 cell.setdefault(label, {})[r["seed"]] = done[old]
@@ -647,7 +652,7 @@ def teacher_check(s: str, teachers: dict[str, Any], budget: float = 0.1) -> list
 def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     """`--recipe`: the new default at the label budgets given (default 10 %), full and budget-cut validation."""
     from kdhw.flows.grid import load_done
-    from kdhw.train.recipe import FM_EPOCHS_FACTOR
+    from kdhw.train.recipe import FM_BATCH_FACTOR, FM_EPOCHS_FACTOR
 
     t0 = time.perf_counter()
     teachers = shared_teachers(sets)
@@ -668,6 +673,7 @@ def main_recipe(a: argparse.Namespace, sets: list[str]) -> None:
     table = summarize_recipe(rows, {s: teachers[s]["acc"]["test"] for s in sets})
 
     meta = {"seeds": a.seeds, "sets": sets, "budgets": budgets, "factor": factor, "vals": vals,
+            "batch_factor": FM_BATCH_FACTOR if factor == FM_EPOCHS_FACTOR else 1,
             "teachers": {s: teachers[s]["acc"] for s in sets}, "wall_seconds": time.perf_counter() - t0,
             # the CPU its arms took when they were trained (a rerun that finds every task done only re-summarizes)
             "training_cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in rows),

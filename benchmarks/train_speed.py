@@ -15,13 +15,14 @@ in three ways, in the same process, interleaved (the order rotates every repeat)
              what the arithmetic, the teacher and the loop cost without any fake quantization
 
 The default run is short (``--epochs``: a few hundred steps per arm, statistics phase of brevitas' activation
-quantizers included, so a few minutes in all).  ``--full`` times whole arms of brevitas (900 / 720 epochs)
-beside ``capped``: the fused path with function matching capped at ``CAPPED`` optimizer steps and batch
-factor (``kdhw.train.recipe.FM_STEPS`` / ``FM_BATCH_FACTOR``, the choice of ``fm_schedule.py --steps``; off
-by default) and the float twin on that schedule, and, with held-out seeds (default 5, 6, 7; kd_pays uses
-0-4), reports the paired test-accuracy differences capped - brevitas with a 95 % bootstrap interval
-(``--rerender`` rewrites that section's markdown from its JSON).  ``--run N`` times ``kdhw run`` on the
-embedded default at 10 % labels, N fresh processes per path (brevitas, today, capped).  The fused and brevitas arms are also compared step
+quantizers included, so a few minutes in all).  ``--full`` times whole arms of brevitas (900 / 720 epochs
+at batch 64) beside ``today``: the fused path on the schedule the recipe resolves now (the same epochs at
+``kdhw.train.recipe.FM_BATCH_FACTOR`` x the batch, the choice of ``fm_schedule.py --batches``) and the float
+twin on that schedule, and, with held-out seeds (default 5, 6, 7; kd_pays uses 0-4), reports the paired
+test-accuracy differences today - brevitas with a 95 % bootstrap interval (``--rerender`` rewrites that
+section's markdown from its JSON).  ``--run N`` times ``kdhw run`` on the embedded default at 10 % labels, N
+fresh processes per path (brevitas, today, and capped: ``CAPPED`` optimizer steps and batch factor, the
+choice of ``fm_schedule.py --steps``, off by default).  The short arms of brevitas and fused are also compared step
 by step (training loss of every epoch, chosen epoch, test accuracy): equal means the same training.
 ``--profile`` writes ``train_profile.md``: where a step's time goes (cProfile and torch.profiler), before and
 after, plus measured side levers (intra-op threads, torch.compile).
@@ -53,6 +54,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from benchmarks.common import CACHE, RESULTS, SETS, bootstrap_ci, task_inputs
+from kdhw.train.recipe import FM_BATCH_FACTOR
 
 warnings.filterwarnings("ignore")
 
@@ -60,13 +62,13 @@ MODES = ("brevitas", "fused", "float")
 # --full: "capped" = the fused path with function matching's schedule capped in optimizer steps (CAPPED: the
 # choice of benchmarks/fm_schedule.py --steps), beside brevitas (the path of commit 5dd8b0b: brevitas forward,
 # torch Adam, batches made in the step, epochs_factor 30) and the float twin (new loop, capped schedule)
-FULL_MODES = ("brevitas", "capped", "float")
+FULL_MODES = ("brevitas", "today", "float")
 CAPPED = (2500, 2)  # (kdhw.train.recipe.FM_STEPS, FM_BATCH_FACTOR) for the capped mode
 
 
 def _new() -> str:
     """The mode compared with brevitas in this run."""
-    return "capped" if "capped" in MODES else "fused"
+    return next((m for m in ("today", "capped") if m in MODES), "fused")
 
 DEFAULT = "default"  # the embedded default student (digits, resource-aware)
 STUDENTS = ("mlp16_w2", "mlp8_w4", "conv4_8_w4", "conv8_16_w4", DEFAULT)
@@ -206,7 +208,7 @@ def mode(name: str) -> Iterator[None]:
     from kdhw.train import fast
 
     build, enabled = distill.build_trainable, fast.ENABLED
-    assert name in ("brevitas", "fused", "capped", "float"), name
+    assert name in ("brevitas", "fused", "today", "capped", "float"), name
     fast.ENABLED = name != "brevitas"
     if name == "float":
         distill.build_trainable = FloatTwin.build
@@ -227,7 +229,7 @@ def train(inp: dict[str, Any], how: str, epochs: int | None = None) -> dict[str,
     if epochs is not None:  # short arms: every mode at the old schedule's batch and rate, for steps/s alike
         dcfg.update({**inp["old_schedule"], "epochs": epochs})
     elif how in ("brevitas", "fused"):  # whole arms of the old schedule: epochs_factor 30, the configured batch
-        dcfg.update(inp["old_schedule"])
+        dcfg.update(inp["old_schedule"])  # (today, capped, float: the schedule the recipe resolves now)
     torch.set_num_threads(1)
     with mode(how):
         load0 = os.getloadavg()[0]
@@ -296,7 +298,8 @@ def summarize(rows: list[dict[str, Any]], full: bool) -> tuple[list[dict[str, An
             + f" | **{wall:.2f}×** ({', '.join(f'{x:.2f}' for x in walls)}) | {cpu:.2f}× | "
             + (f"{flt:.2f}× | " if "float" in MODES else "") + (f"{'yes' if same else 'NO'} |" if new == "fused"
                                                                    else "— (another schedule) |"))
-    names = {"brevitas": "brevitas: wall s (steps/s)", "fused": "fused", "capped": "capped", "float": "float twin"}
+    names = {"brevitas": "brevitas: wall s (steps/s)", "fused": "fused", "today": "today", "capped": "capped",
+             "float": "float twin"}
     head = ["| student | steps per arm (" + " / ".join(MODES) + ") | " + " | ".join(names[m] for m in MODES)
             + " | speed-up wall (each repeat) | "
             "speed-up CPU | " + (f"{_new()} / float (wall) | " if "float" in MODES else "") + "identical training |",
@@ -658,7 +661,9 @@ def run_md(modes: list[str], repeats: int, log: Any = print) -> tuple[dict[str, 
     lines = ["## `kdhw run` on the embedded default with `data.labels: {fraction: 0.1}`", "",
              f"Each run a fresh process (`kdhw run CONFIG --out DIR`), {repeats} interleaved repeat(s) per path; "
              f"{os.cpu_count()}-core machine shared with other jobs.  brevitas = the path of commit 5dd8b0b "
-             "(reference training ops, epochs_factor 30); today = this tree (fused paths, epochs_factor 30); "
+             "(reference training ops, epochs_factor 30 at batch 64, arms one after another); today = this tree "
+             f"(fused paths, epochs_factor 30 at {FM_BATCH_FACTOR} x the batch, scratch_aug trained in a second "
+             "process meanwhile); "
              f"capped = this tree with function matching capped at {CAPPED[0]:,} optimizer steps of {CAPPED[1]} x the "
              "batch (`FM_STEPS`, `FM_BATCH_FACTOR`; not the default).", "",
              "| path | wall s per run | median | distill stage s | report stage s | load average before | test % (scratch / scratch_aug / kd) | bit-exact |",
@@ -690,8 +695,8 @@ def main() -> None:
     ap.add_argument("--students", default=",".join(STUDENTS))
     ap.add_argument("--seeds", default=None, help="comma list (default: 5; --full: 5,6,7)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per arm (default 3; --full 1)")
-    ap.add_argument("--modes", default=None, help="comma list of brevitas,fused,capped,float (--full default: "
-                    "brevitas,capped,float)")
+    ap.add_argument("--modes", default=None, help="comma list of brevitas,fused,today,capped,float (--full "
+                    "default: brevitas,today,float)")
     ap.add_argument("--rerender", action="store_true", help="rewrite the full section's markdown from its JSON")
     ap.add_argument("--full", action="store_true", help="whole arms (900 / 720 epochs) and the accuracy check")
     ap.add_argument("--profile", action="store_true", help="write train_profile.md instead")
@@ -747,6 +752,9 @@ def compose(rows: list[dict[str, Any]], seeds: list[int], repeats: int, full: bo
     what = ("whole arms" if full else
             f"short arms ({', '.join(f'{k}: {v} epochs' for k, v in SHORT_EPOCHS.items())})")
     new = _new()
+    today = (f"today = the fused path on the schedule the recipe resolves now (epochs_factor 30 at "
+             f"{FM_BATCH_FACTOR} x the batch, learning rate x {FM_BATCH_FACTOR ** 0.5:g}: "
+             "`fm_schedule.py --batches`), brevitas on the old one (batch 64), ")
     md = [f"# Training speed of the function-matching arm: {'whole arms' if full else 'short arms'}", "",
           f"Distilled arm of `distill.recipe: auto` at {int(100 * BUDGET)} % labels (validation cut to the budget), "
           f"{what}, seeds {', '.join(map(str, seeds))}, {repeats} interleaved repeat(s); {os.cpu_count()}-core "
@@ -758,8 +766,9 @@ def compose(rows: list[dict[str, Any]], seeds: list[int], repeats: int, full: bo
           + (f"{new} = fused with the schedule capped at {CAPPED[0]:,} optimizer steps of {CAPPED[1]} x the batch "
              f"at lr x {CAPPED[1] ** 0.5:.3f} (the choice of `fm_schedule.py --steps`; not the default, which keeps "
              "epochs_factor 30: see the accuracy below), brevitas with epochs_factor 30, " if new == "capped" else "")
+          + (today if new == "today" else "")
           + "float = the same network without quantizers in the new loop"
-          + (" and the capped schedule" if new == "capped" else "") + ".  "
+          + (f" and the {new} schedule" if new != "fused" else "") + ".  "
           f"Wall seconds (steps/s), medians over repeats; speed-up = brevitas / {new} per repeat, median.  "
           "CPU = process CPU seconds (both threads).", "", md_speed, ""]
     if new == "fused":

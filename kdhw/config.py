@@ -94,7 +94,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "augment_shift": (int, None, "signals: circular shift by up to n samples; images: translation, zero fill"),
         "augment_scale": (_Num, None, "amplitude factor in [1 - s, 1 + s] per sample"),
         "augment_noise": (_Num, None, "additive Gaussian noise, std in input units"),
-        "epochs_factor": (_Num, None, "function matching's arms train epochs x this (unset: the measured default)"),
+        "epochs_factor": (_Num, None, "function matching's arms train epochs x this at batch_size (unset: the measured "
+                                       "default, at a larger batch: docs/distillation.md)"),
         "checkpoint": (str, None, "score that keeps an arm's exported epoch: val (validation accuracy) or teacher "
                                   "(agreement on the transfer rows); unset: teacher under function matching"),
         "init": (str, "fresh", "distilled arm starts fresh, or from the trained scratch student (QKD)"),

@@ -141,11 +141,14 @@ def distill_stage(cfg: Config, data: Dataset, teacher: Teacher | None, *, progre
                                           cfg.student["auto"]["board"], progress, log)
         arm_specs = auto.pop("arm_specs")
         return Students(arms, chosen, auto["reason"], arm_specs, data, auto)
+    from kdhw.train import fast
+
     spec = cfg.student
     arms = distill(spec, cfg.distill, data, None if tl is None else tl["train"], progress, cfg.source,
                    teacher=None if teacher is None else teacher.model,
                    teacher_cfg=None if teacher is None else teacher.config,
-                   teacher_unlab=None if tl is None else tl.get("unlab"))
+                   teacher_unlab=None if tl is None else tl.get("unlab"),
+                   parallel=fast.ENABLED and fast.spare_core())  # one run: the second core trains scratch_aug
     chosen, reason = choose(arms, cfg.distill["select"], data)
     arms, folded = fold_arms(arms, student_input(np.concatenate([data.x_val, data.x_test]), spec))
     return Students(arms, chosen, reason, {k: folded[k] or spec for k in arms}, data)

@@ -691,7 +691,7 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
             progress: bool = True, src: str = "config", *, teacher: nn.Module | None = None,
             teacher_cfg: dict[str, Any] | None = None, extra_teachers: list[nn.Module] | None = None,
             scratch: Arm | None = None, teacher_unlab: np.ndarray | None = None,
-            scratch_aug: Arm | None = None) -> dict[str, Arm]:
+            scratch_aug: Arm | None = None, parallel: bool = False) -> dict[str, Arm]:
     """Train the arms of the run's recipe (``kdhw.train.recipe``): plain = scratch and (if a method is configured)
     the distilled arm; function matching = scratch, ``scratch_aug`` (its control: the same augmentation and
     schedule, labels only) and the distilled arm.
@@ -699,7 +699,9 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
     Optional: ``teacher`` (the float network: hidden-layer methods, online teacher under augmentation),
     ``teacher_cfg`` (to train extra ensemble members), ``extra_teachers`` (ensemble members already built,
     so a sweep trains them once), ``scratch`` / ``scratch_aug`` (arms already trained with the same
-    settings), ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``).
+    settings), ``teacher_unlab`` (cached teacher logits on the transfer set ``data.unlab``), ``parallel``
+    (train ``scratch_aug`` in a second process meanwhile: for a single run on a machine with a spare core,
+    not for grids that already fill the cores).
 
     ``distill.init: scratch`` is QKD's schedule: the distilled arm starts from the trained scratch student
     (quantized self-study first) instead of a fresh initialisation.
@@ -708,10 +710,15 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
     check_distill(spec, dcfg, data, src, teacher_train=teacher_train, teacher=teacher)
     recipe = resolve_recipe(dcfg, data, teacher, src=src)
     given = {"scratch": scratch, "scratch_aug": scratch_aug}
+    plan = recipe.arms(method)
+    aside = (_Aside("scratch_aug", spec, plan["scratch_aug"], data, src)
+             if parallel and "scratch_aug" in plan and scratch_aug is None else None)
     arms: dict[str, Arm] = {}
-    for name, (cfg, meth) in recipe.arms(method).items():
+    for name, (cfg, meth) in plan.items():
         if given.get(name) is not None:
             arms[name] = given[name]  # type: ignore[assignment]
+        elif aside is not None and name == aside.name:
+            continue  # collected below, once the arms trained here are done
         elif name == "kd":
             arms[name] = _distilled_arm(spec, cfg, data, teacher_train, arms["scratch"], progress, src,
                                         teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers,
@@ -719,7 +726,47 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
             arms[name].info["recipe"] = recipe.describe()
         else:
             arms[name] = train_arm(name, spec, cfg, data, None, meth, progress, src)
-    return arms
+    if aside is not None:
+        arms[aside.name] = aside.result()
+    return {name: arms[name] for name in plan}
+
+
+def _arm_elsewhere(name: str, spec: dict[str, Any], cfg: dict[str, Any], meth: str, data: Dataset,
+                   src: str) -> dict[str, Any]:
+    """``train_arm`` in a worker process (one intra-op thread, as the CLI trains); what rebuilds the arm."""
+    torch.set_num_threads(1)
+    arm = train_arm(name, spec, cfg, data, None, meth, False, src)
+    return {"state": arm.model.state_dict(), "training": arm.model.training, "fit": arm.fit,
+            "test_acc": arm.test_acc, "info": arm.info}
+
+
+class _Aside:
+    """An arm that reads no teacher (function matching's ``scratch_aug``), trained in a second process while
+    this one trains the others.  Why: each arm is a long run of tiny steps, bound by one core's Python
+    overhead, and the machine has a second core; ``train_arm`` seeds everything from the arm's settings, so
+    the arm is the same as trained here (tests/train/test_distill.py compares the weights).  The student is
+    rebuilt here from its weights (brevitas modules do not pickle)."""
+
+    def __init__(self, name: str, spec: dict[str, Any], arm: tuple[dict[str, Any], str], data: Dataset,
+                 src: str) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.name, self.spec, self.cfg, self.data, self.src = name, spec, arm[0], data, src
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._job = self._pool.submit(_arm_elsewhere, name, spec, arm[0], arm[1], data, src)
+
+    def result(self) -> Arm:
+        try:
+            out = self._job.result()
+        finally:
+            self._pool.shutdown()
+        x = student_input(self.data.x_train[:1], self.spec)
+        spec = resource_spec(self.spec, int(plain_settings(self.cfg)["epochs"]))
+        model = build_trainable(spec, x.shape[1:], self.data.n_classes, self.src)
+        model.load_state_dict(out["state"])
+        model.train(out["training"])
+        return Arm(self.name, model, out["fit"], out["test_acc"], out["info"])
 
 
 def _distilled_arm(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,

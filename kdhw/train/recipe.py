@@ -9,10 +9,9 @@ on exactly the augmented input the student sees, for many epochs (Beyer et al. 2
 the default there.
 
 Function matching = modality-aware augmentation + mixup, the teacher evaluated online on each augmented
-batch, alpha 0.9, a patient schedule (``epochs_factor`` x ``epochs``; ``FM_STEPS`` can cap it in optimizer
-steps), and the distilled arm's exported epoch chosen by its agreement with the teacher on the transfer rows
-(``checkpoint: teacher``).  Its
-control, ``scratch_aug``, is the same student trained on labels only with the **same** augmentation, mixup
+batch, alpha 0.9, a patient schedule (``epochs_factor`` x ``epochs`` at ``FM_BATCH_FACTOR`` x the batch;
+``FM_STEPS`` can cap it in optimizer steps), and the distilled arm's exported epoch chosen by its agreement
+with the teacher on the transfer rows (``checkpoint: teacher``).  Its control, ``scratch_aug``, is the same student trained on labels only with the **same** augmentation, mixup
 and number of steps, so ``kd - scratch_aug`` is the teacher's own share of the gain and ``scratch_aug -
 scratch`` the recipe's.
 
@@ -57,9 +56,11 @@ FM_EPOCHS_FACTOR = 30
 # 2.5-3.5 points under epochs_factor 30 on the mnist1d students, on its own seeds and on train_speed's
 # (fm_schedule.steps.md, train_speed.md), so it does not keep accuracy; on the digits students it did.
 FM_STEPS: int | None = None
-# ... of FM_BATCH_FACTOR x batch_size rows each, at FM_BATCH_FACTOR ** 0.5 x lr (square-root scaling), where
-# FM_STEPS applies; 1: the configured batch size and learning rate
-FM_BATCH_FACTOR = 1
+# ... of FM_BATCH_FACTOR x batch_size rows each (never more than one epoch's rows), at the learning rate x
+# the square root of the batch's growth.  4, measured (benchmarks/results/fm_schedule.batch.md): the same
+# epochs at batch 256 instead of 64 kept validation accuracy on the four kd_pays students (mean +0.38 point,
+# test +0.04) with a quarter of the optimizer steps, which is where a tiny student's training time goes.
+FM_BATCH_FACTOR = 4
 NOISE_OF_STD = 0.1  # Gaussian noise, as a share of the training inputs' standard deviation
 SCALE = 0.1  # signals: amplitude factor in [0.9, 1.1]
 MAX_TEACHER_DROP = 0.05  # an augmentation may cost the teacher at most 5 points of accuracy on labelled rows
@@ -205,21 +206,22 @@ def resolve(dcfg: dict[str, Any], data: Any, teacher: torch.nn.Module | None = N
 def fm_schedule(dcfg: dict[str, Any], rows: int) -> dict[str, Any]:
     """Function matching's schedule for arms whose epochs read ``rows`` rows (labelled + transfer set):
     ``epochs_factor``, ``epochs``, ``batch_size`` and ``lr``.  ``distill.epochs_factor`` set: that x
-    ``epochs`` at the configured batch and rate.  Unset: ``FM_EPOCHS_FACTOR`` x ``epochs``, but no more than
-    ``FM_STEPS`` optimizer steps of ``FM_BATCH_FACTOR`` x ``batch_size`` rows at ``sqrt(FM_BATCH_FACTOR)`` x
-    ``lr`` (rounded up to whole epochs, never fewer than the plain arms' ``epochs``): where the accuracy
-    curve flattens, measured in steps, so a long ``epochs`` no longer buys steps that do not pay."""
+    ``epochs`` at the configured batch and rate.  Unset: ``FM_EPOCHS_FACTOR`` x ``epochs`` of
+    ``FM_BATCH_FACTOR`` x ``batch_size`` rows (at most one epoch's rows) at ``lr`` x the square root of the
+    batch's growth: a long schedule of tiny steps is per-step overhead, and the larger batch kept accuracy.
+    ``FM_STEPS`` (off) would cap it in optimizer steps (rounded up to whole epochs, never fewer than the plain
+    arms' ``epochs``)."""
     plain, batch, lr = int(dcfg["epochs"]), int(dcfg["batch_size"]), dcfg["lr"]
     if dcfg.get("epochs_factor") is not None:
         factor = dcfg["epochs_factor"]
         return {"epochs_factor": factor, "epochs": int(round(factor * plain)), "batch_size": batch, "lr": lr}
     epochs = int(round(FM_EPOCHS_FACTOR * plain))
+    fb = max(batch, min(batch * FM_BATCH_FACTOR, int(rows)))
+    if fb != batch:
+        lr = float(lr) * (fb / batch) ** 0.5
     if FM_STEPS is None:
-        return {"epochs_factor": FM_EPOCHS_FACTOR, "epochs": epochs, "batch_size": batch, "lr": lr}
-    fb = batch * FM_BATCH_FACTOR
+        return {"epochs_factor": FM_EPOCHS_FACTOR, "epochs": epochs, "batch_size": fb, "lr": lr}
     capped = min(epochs, max(plain, -(-FM_STEPS // -(-max(int(rows), 1) // fb))))
-    if FM_BATCH_FACTOR != 1:
-        lr = float(lr) * FM_BATCH_FACTOR ** 0.5
     return {"epochs_factor": FM_EPOCHS_FACTOR if capped == epochs else round(capped / plain, 2), "epochs": capped,
             "batch_size": fb, "lr": lr}
 

@@ -156,6 +156,25 @@ def test_control_gets_the_distilled_arms_augmentation_and_steps(nn_teacher: Any,
     assert arms["kd"].fit.epochs_run == arms["scratch_aug"].fit.epochs_run == 3
 
 
+def test_the_control_trained_in_a_second_process_is_the_same_arm(nn_teacher: Any) -> None:
+    """distill(parallel=True) trains scratch_aug in a spawned process while kd trains here: the same weights,
+    history and test accuracy as trained in this process, and the arms in the recipe's order."""
+    d = _budget(dataset("digits"), 0.1)
+    cfg = dcfg(epochs=2, epochs_factor=1.5)
+    here = distill(MLP, cfg, d, None, False, teacher=nn_teacher)
+    apart = distill(MLP, cfg, d, None, False, teacher=nn_teacher, parallel=True)
+    assert list(apart) == list(here) == ["scratch", "scratch_aug", "kd"]
+    a, b = here["scratch_aug"], apart["scratch_aug"]
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [h["loss"] for h in a.fit.history] == [h["loss"] for h in b.fit.history]
+    assert a.test_acc == b.test_acc and a.model.training == b.model.training
+    x = torch.from_numpy(d.x_test[:64].reshape(64, -1))
+    a.model.eval(), b.model.eval()
+    with torch.no_grad():
+        assert torch.equal(a.model(x), b.model(x))  # the rebuilt student computes what the trained one does
+
+
 # ---------------------------------------------------------------- which epoch the distilled arm exports
 
 def test_a_score_picks_the_epoch_and_validation_is_reported_at_that_epoch() -> None:
@@ -307,8 +326,9 @@ def test_with_a_transfer_set_the_distilled_arm_is_kept_unless_validation_clearly
 
 
 def test_function_matching_schedule_is_capped_in_optimizer_steps(monkeypatch: Any) -> None:
-    """Unset epochs_factor: 30 x epochs, at most FM_STEPS steps (whole epochs, never below the plain epochs) of
-    FM_BATCH_FACTOR x batch_size rows at sqrt(FM_BATCH_FACTOR) x lr; a set epochs_factor is taken as given."""
+    """Unset epochs_factor: 30 x epochs of FM_BATCH_FACTOR x batch_size rows (at most one epoch's) at lr x the
+    square root of the batch's growth, at most FM_STEPS steps (whole epochs, never below the plain epochs) where
+    that is set; a set epochs_factor is taken as given."""
     import kdhw.train.recipe as recipe
 
     monkeypatch.setattr(recipe, "FM_STEPS", 2500)
@@ -327,4 +347,8 @@ def test_function_matching_schedule_is_capped_in_optimizer_steps(monkeypatch: An
     assert sched({}) == (round(278 / 60, 2), 278, 128, 0.01 * 2 ** 0.5)  # 9 steps of 128 rows per epoch
     assert sched({"epochs_factor": 30}) == (30, 1800, 64, 0.01)
     monkeypatch.setattr(recipe, "FM_STEPS", None)
-    assert sched({}) == (recipe.FM_EPOCHS_FACTOR, 60 * recipe.FM_EPOCHS_FACTOR, 64, 0.01)
+    assert sched({}) == (recipe.FM_EPOCHS_FACTOR, 60 * recipe.FM_EPOCHS_FACTOR, 128, 0.01 * 2 ** 0.5)
+    monkeypatch.setattr(recipe, "FM_BATCH_FACTOR", 4)
+    assert sched({}) == (recipe.FM_EPOCHS_FACTOR, 60 * recipe.FM_EPOCHS_FACTOR, 256, 0.02)
+    assert sched({}, 100) == (recipe.FM_EPOCHS_FACTOR, 60 * recipe.FM_EPOCHS_FACTOR, 100, 0.01 * (100 / 64) ** 0.5)
+    assert sched({}, 40) == (recipe.FM_EPOCHS_FACTOR, 60 * recipe.FM_EPOCHS_FACTOR, 64, 0.01)  # never below the batch
