@@ -165,7 +165,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "lr": (_Num, None, "learning rate; unset: distill.lr"),
         "ramp": (_Num, 0.3, "beta ramps up over this fraction of the epochs; checkpoints are chosen after it"),
         "granularity": (str, "weight", "learned precision per weight or per output channel"),
-        "kd": (bool, True, "also a distilled arm per point, paired with its scratch arm"),
+        "kd": (bool, True, "also a distilled arm per point, paired with its scratch arm (function matching and "
+                                "its scratch_aug control with a transfer set)"),
         "synth_board": (str, "pynq-z2", "Xilinx board whose yosys flow measures the front's LUTs"),
         "pins": (str, "serialize", "board fit: parallel RTL behind a serial pin wrapper, or parallel ports"),
         "verify_random_inputs": (int, 300, "off-grid rows (besides the test split) for front verification"),

@@ -271,7 +271,7 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     until ``pareto.budget_min`` is spent; the records of those trained, with checkpoints and QONNX files under
     ``out/points/`` and the front marked (``pareto``, ``pareto_test``), the grid's stats and what was searched."""
     from kdhw.hw.report import synth_flow_key
-    from kdhw.train.recipe import input_noise
+    from kdhw.train.recipe import input_noise, resolve
     from kdhw.util.atomic import write_bytes
 
     from .grid import Grid, task_digest
@@ -290,18 +290,26 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     # candidates: (student spec, beta, noise level) in a space-filling order, every seed of one before the
     # next seed of any, so a budget that ends the search early has sampled the whole space once
     order = search_order((len(specs), len(betas), len(noises)))
-    dcfg_noise = [dcfg0 if n is None else {**dcfg0, "augment_noise": input_noise(data.x_train, n)} for n in noises]
+    noise_of = [None if n is None else input_noise(data.x_train, n) for n in noises]
+    # the arms of each candidate: the run's recipe (kdhw.train.recipe), so with a transfer set and a teacher
+    # that runs here the distilled arm is function matching's, beside its labels-only control scratch_aug
+    recipe = resolve(dcfg0, data, tmodel, src=cfg.source) if kd_on and tmodel is not None else None
+    if recipe is not None and recipe.name == "function_matching":
+        plan = recipe.arms(dcfg0["method"])
+        arms_of = {k: {**c, "method": m} for k, (c, m) in plan.items()}
+    else:
+        arms_of = {"scratch": {**dcfg0, "method": "none"}, **({"kd": dcfg0} if kd_on else {})}
     for k in range(int(pc["seeds"])):  # seed 0 keeps the keys of a one-seed run, so it resumes
         seed = int(dcfg0["seed"]) + k
         for si, bi, ni in order:
             spec, beta, noise = specs[si], betas[bi], noises[ni]
-            rspec = {**spec, "resource": {"beta": beta, "epochs": epochs, "ramp": float(pc["ramp"]),
-                                          "granularity": pc["granularity"]}}
-            dcfg_n = dcfg_noise[ni]
             # the first level keeps the keys of a one-level run, so adding levels resumes it
             ntag = "" if noise is None or noise == noises[0] else f" noise={noise:g}"
-            for kind in (("scratch", "kd") if kd_on else ("scratch",)):
-                dcfg = {**dcfg_n, "seed": seed, **({} if kind == "kd" else {"method": "none"})}
+            for kind, base in arms_of.items():
+                dcfg = {**base, "seed": seed, **({} if noise is None else {"augment_noise": noise_of[ni]})}
+                # the beta ramp spans the arm's own epochs (function matching's arms train longer)
+                rspec = {**spec, "resource": {"beta": beta, "epochs": int(base["epochs"]), "ramp": float(pc["ramp"]),
+                                              "granularity": pc["granularity"]}}
                 h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
                 tag = f"s{si}_b{beta:g}" + ntag.replace(" noise=", "_n") + (f"_seed{seed}" if k else "")
                 tasks.append({"key": f"{kind} s{si} beta={beta:g}{ntag}" + (f" seed={seed}" if k else "")
@@ -337,7 +345,8 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
               "students": len(cfg.pareto["students"] or [{}]), "arms": len(tasks),
               "candidates": len({(t["student"], t["beta"], t["input_noise"], t["dcfg"]["seed"]) for t in tasks}),
               "candidates_total": len(order) * int(pc["seeds"]), "budget_min": float(pc["budget_min"]),
-              "stopped_by_budget": len(points) < len(results)}
+              "stopped_by_budget": len(points) < len(results), "arms_per_candidate": list(arms_of),
+              "recipe": None if recipe is None else recipe.describe()}
     if len(points) < len(results):
         log(f"[pareto] budget of {float(pc['budget_min']):g} min spent: {search['candidates']} of "
             f"{search['candidates_total']} candidates trained (rerun with the same --out to go on)")
@@ -505,7 +514,8 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
 def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] | None, work: Path,
                  board_name: str, progress: bool = False, log: Any = print) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """``student: {auto: {board: B}}`` in ``kdhw run``: train the pareto grid into ``work``, pick the most accurate
-    front point that fits ``B``; returns (arms {"scratch", "kd"} of that point as brevitas students, the arm
+    front point that fits ``B``; returns (the arms of that candidate, scratch, kd and under function matching
+    scratch_aug, as brevitas students, the arm
     to export, what was chosen and why, with ``arm_specs``: each arm's folded spec).  No point fitting is an
     InputError naming the smallest point."""
     from kdhw.boards import load_board
@@ -545,21 +555,24 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
 
 
 def _pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Scratch vs KD at the same (student, beta, input noise, seed): accuracy and LUTs side by side."""
+    """Scratch (and function matching's control scratch_aug) vs KD at the same (student, beta, input noise,
+    seed): accuracy and LUTs side by side, and the teacher's own share, KD − scratch_aug."""
     by = {}
     for p in points:
         noise = p.get("input_noise")
         by.setdefault((p["student"], p["beta"], -1.0 if noise is None else noise, p["seed"]), {})[p["kind"]] = p
     out = []
     for (si, beta, noise, seed), arms in sorted(by.items()):
-        s, k = arms.get("scratch"), arms.get("kd")
-        row = {"student": si, "label": (s or k)["label"], "beta": beta, "seed": seed,
+        s, k, c = arms.get("scratch"), arms.get("kd"), arms.get("scratch_aug")
+        row = {"student": si, "label": (s or k or c)["label"], "beta": beta, "seed": seed,
                "input_noise": None if noise < 0 else noise}
-        for name, a in (("scratch", s), ("kd", k)):
+        for name, a in (("scratch", s), ("scratch_aug", c), ("kd", k)):
             row[name] = None if a is None else {"id": a["id"], "test_acc": a["test_acc"], "val_acc": a["val_acc"],
                                                 "lut": a["lut"], "ebops": a["ebops"]}
         if s and k:
             row["kd_minus_scratch_test"] = k["test_acc"] - s["test_acc"]
+        if c and k:
+            row["teacher_share_test"] = k["test_acc"] - c["test_acc"]
         out.append(row)
     return out
 
@@ -576,6 +589,9 @@ def _n(v: Any) -> str:
 
 def pareto_markdown(res: dict[str, Any]) -> str:
     t = res["teacher"]
+    s = res.get("search") or {}
+    arms = s.get("arms_per_candidate") or (["scratch", "kd"] if res["kd"] else ["scratch"])
+    fm = (s.get("recipe") or {}).get("augmented") if "scratch_aug" in arms else None
     lines = ["# kdhw pareto: accuracy vs LUT", "",
              f"Data {res['data']['dataset']} ({res['data']['test']} test rows); "
              + (f"teacher {100 * t['test_acc']:.2f} % test; " if t else "")
@@ -583,11 +599,12 @@ def pareto_markdown(res: dict[str, Any]) -> str:
              + (f" x {res['seeds']} seeds" if res.get("seeds", 1) > 1 else "")
              + (f" x input noise {', '.join(f'{n:g}' for n in res['input_noise'])} of the inputs' std"
                 if res.get("input_noise") else "")
-             + (" x scratch/KD" if res["kd"] else "") + f"), {res['epochs']} epochs each. LUTs: yosys "
+             + (f" x {'/'.join(arms)}" if len(arms) > 1 else "") + f"), {res['epochs']} epochs each"
+             + (f" (function matching: scratch_aug and kd {fm['epochs']} epochs of {fm['batch_size']} rows, the "
+                "teacher on every augmented batch)" if fm else "") + ". LUTs: yosys "
              f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "
              f"accuracy (`pareto`, {res['data']['val']} rows: one row is {100 / max(res['data']['val'], 1):.2f} "
              "points, so front points that close are a draw); `front (test)` marks the front by test accuracy.", ""]
-    s = res.get("search")
     if s:
         dims = " x ".join(f"{d} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}"
                           for d, vs in s["dimensions"].items())
@@ -617,16 +634,23 @@ def pareto_markdown(res: dict[str, Any]) -> str:
                          f"{e.get('form') or '—'} | {_pct(e.get('val_acc'))} | {_pct(e.get('test_acc'))} | {_n(e.get('lut'))} | "
                          f"{_n(e.get('ff'))} | {chk} |")
     if res["kd"]:
-        lines += ["", "## Distillation at each point (paired: same student, beta, seed and initial weights)", "",
-                  "| student | beta | seed | scratch test % | scratch LUT | KD test % | KD LUT | KD − scratch (points) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Distillation at each point (paired: same student, beta, seed and initial weights)", ""]
+        if fm:
+            lines += ["The teacher's share is KD − scratch_aug: the same augmentation, mixup and steps without the "
+                      "teacher, so what is left is the teacher's own.", ""]
+        aug = ["scratch_aug test % | scratch_aug LUT | "] if fm else [""]
+        lines += ["| student | beta | seed | scratch test % | scratch LUT | " + aug[0] + "KD test % | KD LUT | "
+                  "KD − scratch (points) |" + (" teacher's share: KD − scratch_aug (points) |" if fm else ""),
+                  "|" + "---|" * (8 + (3 if fm else 0))]
         for r in res["pairs"]:
-            s, k = r["scratch"] or {}, r["kd"] or {}
-            d = r.get("kd_minus_scratch_test")
+            sc, k, c = r["scratch"] or {}, r["kd"] or {}, r.get("scratch_aug") or {}
+            d, share = r.get("kd_minus_scratch_test"), r.get("teacher_share_test")
             lab = r["label"] + (f" noise {r['input_noise']:g}" if levels else "")
-            lines.append(f"| {lab} | {r['beta']:g} | {r['seed']} | {_pct(s.get('test_acc'))} | {_n(s.get('lut'))} | "
-                         f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
-                         f"{'—' if d is None else f'{100 * d:+.2f}'} |")
+            lines.append(f"| {lab} | {r['beta']:g} | {r['seed']} | {_pct(sc.get('test_acc'))} | {_n(sc.get('lut'))} | "
+                         + (f"{_pct(c.get('test_acc'))} | {_n(c.get('lut'))} | " if fm else "")
+                         + f"{_pct(k.get('test_acc'))} | {_n(k.get('lut'))} | "
+                         f"{'—' if d is None else f'{100 * d:+.2f}'} |"
+                         + (f" {'—' if share is None else f'{100 * share:+.2f}'} |" if fm else ""))
     lines += ["", "## Every point", "", "| point | arm | beta | val % | test % | yosys LUT | est. LUT | EBOPs | front "
               "| front (test) |", "|" + "---|" * 10]
     for p in sorted(res["points"], key=lambda p: (p["lut"] is None, p["lut"] or 0)):
@@ -648,11 +672,13 @@ def pareto_plot(res: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     pts = [p for p in res["points"] if p["lut"] is not None]
-    for kind, marker in (("scratch", "o"), ("kd", "s")):
+    names = {"kd": "distilled", "scratch": "scratch (labels only)",
+             "scratch_aug": "scratch_aug (labels only, augmented)"}
+    for kind, marker in (("scratch", "o"), ("scratch_aug", "^"), ("kd", "s")):
         ps = [p for p in pts if p["kind"] == kind]
         if ps:
             ax.scatter([p["lut"] for p in ps], [100 * p["test_acc"] for p in ps], marker=marker, alpha=0.6,
-                       label="distilled" if kind == "kd" else "scratch (labels only)")
+                       label=names[kind])
     front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["lut"])
     if front:
         ax.plot([p["lut"] for p in front], [100 * p["test_acc"] for p in front], "k-", lw=1, drawstyle="steps-post")

@@ -110,8 +110,8 @@ def fit(
     ``steps_per_epoch``: optimizer steps per epoch when it must differ from one pass over the rows: an arm
     that trains on the labelled rows alone is given as many steps as the paired arm that also reads the
     transfer set, so the two differ in the data they see, not in how long they train.
-    ``prepare``: called at the start of each epoch with its batches (inputs, labels, row indices) in step
-    order, before the first ``loss_fn`` call, so that a loss whose inputs are expensive to make (augmented
+    ``prepare``: called with each epoch's batches (inputs, labels, row indices) in step order, before its
+    first ``loss_fn`` call (without ``patience``: already before the previous epoch's evaluation), so that a loss whose inputs are expensive to make (augmented
     batches and the online teacher's outputs) can make them ahead, on another core.
     """
     import time
@@ -126,14 +126,27 @@ def fit(
     t0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     ep = 0
+
+    def epoch_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        perm = _epoch_order(len(xt), batch_size, steps_per_epoch, g)
+        return list(zip(xt[perm].split(batch_size), yt[perm].split(batch_size), perm.split(batch_size)))
+
+    # with prepare and no early stop, the next epoch's batches are handed over before this epoch's evaluation,
+    # so the worker makes them while the student is scored (same order, same generators: same numbers)
+    ahead = prepare is not None and patience is None
+    upcoming = epoch_batches() if ahead and epochs > 0 else None
+    if upcoming is not None and prepare is not None:
+        prepare(upcoming)
     for ep in bar:
         if on_epoch is not None:
             on_epoch(ep)
         set_mode(model, True)
-        perm = _epoch_order(len(xt), batch_size, steps_per_epoch, g)
-        batches = list(zip(xt[perm].split(batch_size), yt[perm].split(batch_size), perm.split(batch_size)))
-        if prepare is not None:
-            prepare(batches)
+        if upcoming is not None:
+            batches, upcoming = upcoming, None
+        else:
+            batches = epoch_batches()
+            if prepare is not None:
+                prepare(batches)
         losses = []
         zero_grad, step = (opt.clear_grads, opt.step_fast) if isinstance(opt, FlatAdam) else (opt.zero_grad, opt.step)
         for xb, yb, idx in batches:
@@ -145,6 +158,9 @@ def fit(
         # one read of the epoch's losses, not one per step; summed in step order as before
         tot, nb = sum(torch.stack(losses).tolist()) if losses else 0.0, len(losses)
         sched.step()
+        if ahead and ep + 1 < epochs and prepare is not None:
+            upcoming = epoch_batches()
+            prepare(upcoming)
         va, vl = evaluate(model, x_val, y_val) if metric is None else (metric(model), None)
         key = (va, -vl if vl is not None else 0.0) if score is None else score(model)
         hist.append({"epoch": ep, "loss": tot / max(nb, 1), "val_acc": va, **({} if vl is None else {"val_loss": vl}),

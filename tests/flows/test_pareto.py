@@ -212,6 +212,33 @@ def test_pareto_budget_stops_the_search_and_a_rerun_goes_on(tmp_path, tiny, caps
     assert sorted(p["label"] for p in res2["points"]) == ["4-4 in3", "4-4 in4"]
 
 
+def test_pareto_with_a_transfer_set_distills_by_function_matching(tmp_path, tiny, capsys) -> None:
+    """A label budget and a network teacher: each candidate trains scratch, scratch_aug and kd as the recipe
+    plans them (function matching: the augmented arms longer, on augmented and mixed batches), and
+    pareto.md gives the teacher's share, KD − scratch_aug, per candidate."""
+    from kdhw.train.recipe import FM_EPOCHS_FACTOR
+
+    base = _cfg(tiny)
+    conf = {**base, "data": {**base["data"], "labels": {"fraction": 0.5}},
+            "pareto": {**base["pareto"], "epochs": 2}}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    out = tmp_path / "out"
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    res = json.loads((out / "pareto.json").read_text())
+    assert res["search"]["recipe"]["name"] == "function_matching"
+    assert res["search"]["arms_per_candidate"] == ["scratch", "scratch_aug", "kd"]
+    by = {p["kind"]: p for p in res["points"]}
+    assert set(by) == {"scratch", "scratch_aug", "kd"}
+    assert by["scratch"]["epochs"] == 2 and by["kd"]["epochs"] == by["scratch_aug"]["epochs"] == 2 * FM_EPOCHS_FACTOR
+    assert by["kd"]["augment_noise"] > 0 and by["scratch_aug"]["augment_noise"] == by["kd"]["augment_noise"]
+    pair = res["pairs"][0]
+    assert pair["teacher_share_test"] == pytest.approx(by["kd"]["test_acc"] - by["scratch_aug"]["test_acc"])
+    md = (out / "pareto.md").read_text()
+    assert "teacher's share: KD − scratch_aug" in md and "x scratch/scratch_aug/kd" in md
+    assert all(p["bit_exact"] is True for p in res["points"] if p["pareto"])
+
+
 def test_pareto_refuses_a_search_it_cannot_run(tmp_path, tiny, capsys) -> None:
     """An unknown search dimension, a budget too small for one candidate, a transfer set nothing reads: one
     line each, exit 2, nothing written."""

@@ -175,6 +175,23 @@ def test_the_control_trained_in_a_second_process_is_the_same_arm(nn_teacher: Any
         assert torch.equal(a.model(x), b.model(x))  # the rebuilt student computes what the trained one does
 
 
+def test_batches_made_ahead_on_a_worker_thread_train_the_same_arm(nn_teacher: Any, monkeypatch: Any) -> None:
+    """The online teacher's batches made on a worker thread, each epoch's handed over before the previous
+    epoch's evaluation, are the batches the step makes itself: the same losses, epoch and weights."""
+    from kdhw.train import fast
+
+    d = _budget(dataset("digits"), 0.1)
+    runs = []
+    for spare in (False, True):
+        monkeypatch.setattr(fast, "spare_core", lambda s=spare: s)
+        runs.append(distill(MLP, dcfg(epochs=2, epochs_factor=2), d, None, False, teacher=nn_teacher)["kd"])
+    a, b = runs
+    assert [h["loss"] for h in a.fit.history] == [h["loss"] for h in b.fit.history] and len(a.fit.history) == 4
+    assert a.fit.best_epoch == b.fit.best_epoch and a.test_acc == b.test_acc
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 # ---------------------------------------------------------------- which epoch the distilled arm exports
 
 def test_a_score_picks_the_epoch_and_validation_is_reported_at_that_epoch() -> None:
