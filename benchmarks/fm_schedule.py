@@ -308,6 +308,22 @@ def steps_summary(rows: list[dict[str, Any]], variants: tuple[Any, ...] = STEP_V
             "worst": STEPS_WORST}
 
 
+def _variant_rows(summary: dict[str, Any]) -> list[str]:
+    """The per-(student, variant) table of a schedule study and its mean over the students."""
+    lines = ["| student | variant | steps | samples | test % | Δ test [95 % CI] | val % | Δ val | CPU s | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in summary["table"]:
+        lines.append(f"| {e['set']}/{e['student']} | {e['variant']} | {e['steps']:,.0f} | {e['samples']:,.0f} | "
+                     f"{e['test']:.2f} | {e['d_test']:+.2f} [{e['ci_test'][0]:+.2f}, {e['ci_test'][1]:+.2f}] | "
+                     f"{e['val']:.2f} | {e['d_val']:+.2f} | {e['cpu_seconds']:.0f} | {e['n']} |")
+    by_v: dict[str, list[dict[str, Any]]] = {}
+    for e in summary["table"]:
+        by_v.setdefault(e["variant"], []).append(e)
+    return lines + ["", "Mean over the students: " + "; ".join(
+        f"{v} Δ val {statistics.mean(e['d_val'] for e in es):+.2f}, Δ test {statistics.mean(e['d_test'] for e in es):+.2f}"
+        for v, es in by_v.items() if v != "today")]
+
+
 def steps_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# Function-matching schedule in optimizer steps (seeds {', '.join(map(str, meta['seeds']))}, "
              "10 % labels, full validation)", "",
@@ -317,19 +333,8 @@ def steps_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
              "points (95 % bootstrap CI over seeds).  CPU s: process CPU seconds per arm on a shared 2-core machine "
              f"(load average about 5-9 while it ran, read by hand with uptime; {meta['load']:.1f} when this summary was written).  Planned with seeds 10-12 and a 10,000-step variant "
              "too; cut to these seeds and variants during the run, for time (seed 12's finished digits rows stay in "
-             "fm_schedule.steps.jsonl, unused here).", "",
-             "| student | variant | steps | samples | test % | Δ test [95 % CI] | val % | Δ val | CPU s | seeds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for e in summary["table"]:
-        lines.append(f"| {e['set']}/{e['student']} | {e['variant']} | {e['steps']:,.0f} | {e['samples']:,.0f} | "
-                     f"{e['test']:.2f} | {e['d_test']:+.2f} [{e['ci_test'][0]:+.2f}, {e['ci_test'][1]:+.2f}] | "
-                     f"{e['val']:.2f} | {e['d_val']:+.2f} | {e['cpu_seconds']:.0f} | {e['n']} |")
-    by_v: dict[str, list[dict[str, Any]]] = {}
-    for e in summary["table"]:
-        by_v.setdefault(e["variant"], []).append(e)
-    lines += ["", "Mean over the students: " + "; ".join(
-        f"{v} Δ val {statistics.mean(e['d_val'] for e in es):+.2f}, Δ test {statistics.mean(e['d_test'] for e in es):+.2f}"
-        for v, es in by_v.items() if v != "today"), "",
+             "fm_schedule.steps.jsonl, unused here).", ""]
+    lines += _variant_rows(summary) + ["",
         "The embedded default at 10 % labels ({plain_epochs} plain epochs), for comparison, trains {epochs} "
         "function-matching epochs of {steps_per_epoch} steps: {steps:,} steps per arm.".format(**summary["default_steps"])
         if summary.get("default_steps") else "", "",
@@ -403,19 +408,8 @@ def batch_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
              "batches' rows).  "
              "Δ = variant − today, paired by seed, points (95 % bootstrap CI over seeds).  CPU s: process CPU seconds "
              f"per arm on a shared 2-core machine (today's rows were measured in an earlier run, under another load; "
-             f"load average {meta['load']:.1f} when this summary was written).", "",
-             "| student | variant | steps | samples | test % | Δ test [95 % CI] | val % | Δ val | CPU s | seeds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for e in summary["table"]:
-        lines.append(f"| {e['set']}/{e['student']} | {e['variant']} | {e['steps']:,.0f} | {e['samples']:,.0f} | "
-                     f"{e['test']:.2f} | {e['d_test']:+.2f} [{e['ci_test'][0]:+.2f}, {e['ci_test'][1]:+.2f}] | "
-                     f"{e['val']:.2f} | {e['d_val']:+.2f} | {e['cpu_seconds']:.0f} | {e['n']} |")
-    by_v: dict[str, list[dict[str, Any]]] = {}
-    for e in summary["table"]:
-        by_v.setdefault(e["variant"], []).append(e)
-    lines += ["", "Mean over the students: " + "; ".join(
-        f"{v} Δ val {statistics.mean(e['d_val'] for e in es):+.2f}, Δ test {statistics.mean(e['d_test'] for e in es):+.2f}"
-        for v, es in by_v.items() if v != "today"), "",
+             f"load average {meta['load']:.1f} when this summary was written).", ""]
+    lines += _variant_rows(summary) + ["",
         f"Rule fixed before the run: the largest batch whose mean Δ val is ≥ −{summary['tolerance']:g} point and no "
         f"student's Δ val is below −{summary['worst']:g}: **{summary['chosen']}**.", ""]
     return "\n".join(lines)
