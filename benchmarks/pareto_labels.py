@@ -105,13 +105,19 @@ def run(budget_min: float, all_budget_min: float, workers: int) -> dict[str, Any
     return {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "host": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "load_before": load, "workers": workers, "teacher": l10["teacher"], "data": l10["data"],
-            "runs": {"labels10": {"wall_s": w10, "search": l10["search"], "budget_min": budget_min},
-                     "all": {"wall_s": wfull, "search": full["search"], "budget_min": all_budget_min}},
+            "runs": {"labels10": {"wall_s": w10, "search": l10["search"], "budget_min": budget_min, "grid": l10["grid"]},
+                     "all": {"wall_s": wfull, "search": full["search"], "budget_min": all_budget_min,
+                             "grid": full["grid"]}},
             "points": pts}
 
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _resumed(run: dict[str, Any]) -> str:
+    g = run.get("grid")
+    return "?" if not g else str(g["resumed"])
 
 
 def markdown(res: dict[str, Any], fronts: dict[str, list[dict[str, Any]]], cmp: dict[str, Any]) -> str:
@@ -122,11 +128,13 @@ def markdown(res: dict[str, Any], fronts: dict[str, list[dict[str, Any]]], cmp: 
              f"validation / {res['data']['test']} test rows), run {res['when']} on {res['host']} (load {res['load_before']} "
              f"before, {res['workers']} worker(s)).  Handed-over teacher (`kdhw teacher`, every label): "
              f"{_pct(res['teacher']['test_acc'])} % test.  10 % labels: {s10['candidates']} of "
-             f"{s10['candidates_total']} candidates in {r10['budget_min']:g} min ({r10['wall_s'] / 60:.1f} min wall "
-             f"with the front's verification), arms {'/'.join(s10.get('arms_per_candidate') or [])}; every label, "
-             f"scratch only: {rall['search']['candidates']} of {rall['search']['candidates_total']} in "
-             f"{rall['budget_min']:g} min ({rall['wall_s'] / 60:.1f} min).  Fronts chosen on validation per arm "
-             "kind; test accuracy read off them.", "",
+             f"{s10['candidates_total']} candidates trained, arms {'/'.join(s10.get('arms_per_candidate') or [])}; "
+             f"every label, scratch only: {rall['search']['candidates']} of {rall['search']['candidates_total']}.  "
+             f"This invocation: budgets {r10['budget_min']:g} and {rall['budget_min']:g} min, {r10['wall_s'] / 60:.1f} "
+             f"and {rall['wall_s'] / 60:.1f} min wall with the fronts' verification, "
+             f"{_resumed(r10)} and {_resumed(rall)} arms resumed from earlier invocations.  Fronts chosen on "
+             "validation per arm kind; test accuracy read off them.",
+             "",
              "## Fronts", "", "| front | points | LUT range | test % range | bit-exact |", "|---|---|---|---|---|"]
     for k, name in KINDS.items():
         f = fronts[k]
