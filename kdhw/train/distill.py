@@ -714,21 +714,32 @@ def distill(spec: dict[str, Any], dcfg: dict[str, Any], data: Dataset, teacher_t
     aside = (_Aside("scratch_aug", spec, plan["scratch_aug"], data, src)
              if parallel and "scratch_aug" in plan and scratch_aug is None else None)
     arms: dict[str, Arm] = {}
+    try:
+        _train_here(plan, given, aside, arms, spec, data, teacher_train, progress, src, recipe, teacher=teacher,
+                    teacher_cfg=teacher_cfg, extra_teachers=extra_teachers, teacher_unlab=teacher_unlab)
+    except BaseException:
+        if aside is not None:
+            aside.stop()  # a failed run exits now, not once the control arm has finished training
+        raise
+    if aside is not None:
+        arms[aside.name] = aside.result()
+    return {name: arms[name] for name in plan}
+
+
+def _train_here(plan: dict[str, tuple[dict[str, Any], str]], given: dict[str, Arm | None], aside: _Aside | None,
+                arms: dict[str, Arm], spec: dict[str, Any], data: Dataset, teacher_train: np.ndarray | None,
+                progress: bool, src: str, recipe: Any, **teachers: Any) -> None:
+    """The arms of ``plan`` this process trains, into ``arms`` (in plan order: kd may start from scratch)."""
     for name, (cfg, meth) in plan.items():
         if given.get(name) is not None:
             arms[name] = given[name]  # type: ignore[assignment]
         elif aside is not None and name == aside.name:
-            continue  # collected below, once the arms trained here are done
+            continue  # collected by distill() once the arms trained here are done
         elif name == "kd":
-            arms[name] = _distilled_arm(spec, cfg, data, teacher_train, arms["scratch"], progress, src,
-                                        teacher=teacher, teacher_cfg=teacher_cfg, extra_teachers=extra_teachers,
-                                        teacher_unlab=teacher_unlab)
+            arms[name] = _distilled_arm(spec, cfg, data, teacher_train, arms["scratch"], progress, src, **teachers)
             arms[name].info["recipe"] = recipe.describe()
         else:
             arms[name] = train_arm(name, spec, cfg, data, None, meth, progress, src)
-    if aside is not None:
-        arms[aside.name] = aside.result()
-    return {name: arms[name] for name in plan}
 
 
 def _arm_elsewhere(name: str, spec: dict[str, Any], cfg: dict[str, Any], meth: str, data: Dataset,
@@ -750,17 +761,21 @@ class _Aside:
     def __init__(self, name: str, spec: dict[str, Any], arm: tuple[dict[str, Any], str], data: Dataset,
                  src: str) -> None:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         self.name, self.spec, self.cfg, self.data, self.src = name, spec, arm[0], data, src
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self._job = self._pool.submit(_arm_elsewhere, name, spec, arm[0], arm[1], data, src)
+        self._pool = multiprocessing.get_context("spawn").Pool(1)  # a pool that stop() can terminate
+        self._job = self._pool.apply_async(_arm_elsewhere, (name, spec, arm[0], arm[1], data, src))
+
+    def stop(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
 
     def result(self) -> Arm:
         try:
-            out = self._job.result()
+            out = self._job.get()
         finally:
-            self._pool.shutdown()
+            self._pool.close()
+            self._pool.join()
         x = student_input(self.data.x_train[:1], self.spec)
         spec = resource_spec(self.spec, int(plain_settings(self.cfg)["epochs"]))
         model = build_trainable(spec, x.shape[1:], self.data.n_classes, self.src)
