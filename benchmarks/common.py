@@ -66,26 +66,55 @@ SETS: dict[str, dict[str, Any]] = {
 
 # ---------------------------------------------------------------- handed-over teachers and task inputs
 
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def cached_teacher(key: str, teacher_cfg: dict[str, Any], data: Any, log: Any = print) -> dict[str, Any]:
+    """A trained teacher's state, logits and accuracy, cached on disk by its config and data (a handed-over
+    teacher costs minutes to train and is the same every run, so each benchmark trains it once)."""
+    import torch
+
+    from kdhw.train.teacher import teacher_accuracy, teacher_logits, train_teacher
+
+    path = CACHE / "train_speed" / f"teacher_{key}_{_digest([teacher_cfg, len(data.y_train), data.x_train[:3]])}.pt"
+    if path.exists():
+        try:  # tensors only (no unpickling of arbitrary objects); a cache written otherwise is retrained
+            blob = torch.load(path, weights_only=True)
+            return {**blob, "logits": {k: v.numpy() for k, v in blob["logits"].items()}}
+        except Exception:
+            pass
+    t0 = time.perf_counter()
+    model, _ = train_teacher(teacher_cfg, data, progress=False)
+    tl = teacher_logits(model, teacher_cfg["arch"], data)
+    blob = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl,
+            "acc": teacher_accuracy(tl, data), "digest": key}
+    log(f"[{key}] teacher trained in {time.perf_counter() - t0:.0f} s: test {100 * blob['acc']['test']:.2f} %")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({**blob, "logits": {k: torch.from_numpy(v) for k, v in tl.items()}}, tmp)
+    tmp.replace(path)
+    return blob
+
+
 def shared_teachers(sets: list[str], log: Any = print) -> dict[str, Any]:
     """One handed-over teacher per data set, trained on the whole labelled train split, and its logits on
-    every row of that split (shared by every task; each task indexes the rows its budget keeps)."""
+    every row of that split (shared by every task; each task indexes the rows its budget keeps).  Served from
+    ``cached_teacher``'s disk cache; the digest in task keys is still the hash of the teacher's logits, so a
+    retrained teacher that differs gets new keys."""
     from kdhw.config import validate
     from kdhw.train.data import load_dataset
-    from kdhw.train.teacher import teacher_accuracy, teacher_logits, train_teacher
 
     out = {}
     for s in sets:
         cfg = validate({"data": SETS[s]["data"], "teacher": SETS[s]["teacher"]}, f"kd_pays:{s}")
         data = load_dataset(cfg.data)
-        t0 = time.perf_counter()
-        model, _ = train_teacher(cfg.teacher, data, progress=False)
-        tl = teacher_logits(model, cfg.teacher["arch"], data)
-        acc = teacher_accuracy(tl, data)
-        log(f"[{s}] handed-over teacher {cfg.teacher['arch']}: test {100 * acc['test']:.2f} % "
-            f"({time.perf_counter() - t0:.0f} s, {len(data.y_train)} labelled training rows)")
+        blob = cached_teacher(s, cfg.teacher, data, log)
+        tl = blob["logits"]
+        log(f"[{s}] handed-over teacher {cfg.teacher['arch']}: test {100 * blob['acc']['test']:.2f} % "
+            f"({len(data.y_train)} labelled training rows)")
         digest = hashlib.sha256(tl["train"].tobytes() + tl["val"].tobytes()).hexdigest()[:8]
-        out[s] = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl, "acc": acc,
-                  "digest": digest}
+        out[s] = {"state": blob["state"], "logits": tl, "acc": blob["acc"], "digest": digest}
     return out
 
 

@@ -348,14 +348,14 @@ def steps_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
 def cached_teachers(sets: list[str]) -> dict[str, Any]:
     """The handed-over teachers of ``shared_teachers``, from benchmarks/train_speed.py's disk cache (trained
     once with the same configs), so a rerun does not spend minutes retraining them."""
-    from benchmarks.train_speed import _teacher
+    from benchmarks.common import cached_teacher
     from kdhw.config import validate
     from kdhw.train.data import load_dataset
 
     out = {}
     for s in sets:
         full = validate({"data": SETS[s]["data"], "teacher": SETS[s]["teacher"]}, f"fm_schedule:{s}")
-        blob = _teacher(s, full.teacher, load_dataset(full.data), print)
+        blob = cached_teacher(s, full.teacher, load_dataset(full.data), print)
         out[s] = {**blob, "digest": blob["digest"] + "c"}
     return out
 

@@ -12,6 +12,15 @@ and once per variant, each variant changing one key:
               8x8 digit is refused by that check); a shift set by hand is trained as set, never scaled down
   lr_0.003    Adam's learning rate 0.003 (the default 0.01 was set for the plain 30-60 epoch schedule, not
   lr_0.03     for function matching's 10x longer one); 0.03 likewise (both added after the first four)
+  long_x2     twice the schedule: distill.epochs doubled, so the recipe trains 2 x 30 x the plain epochs at
+              its own batch (issue 27's "longer schedules, made affordable"); twice the CPU
+  ensemble3   a stronger teacher signal: distill.method ensemble, the handed-over teacher and two more
+              trained the same way on the same labelled split with teacher seeds +1 and +2 (cached), their
+              mean soft targets matched online on the augmented inputs
+
+The first six were measured at batch 64, before ``kdhw.train.recipe.FM_BATCH_FACTOR`` (``fm_variants.md``);
+tasks run with a batch factor carry ``/bN`` in their keys, so ``--variants default,long_x2,ensemble3 --out
+benchmarks/results/fm_levers`` compares the last two with today's default on today's schedule.
 
 Paired by seed (same labels, initial weights and batch order).  Seeds start at 5 by default: seeds 0-4 are
 the ones ``kd_pays.py --recipe`` reports, so a setting chosen here is then measured on seeds it was not
@@ -33,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import FIT_TAG, SETS, bootstrap_ci, names, parser, report, run_logged, run_meta
-from benchmarks.common import shared_teachers, task_inputs
+from benchmarks.common import cached_teacher, shared_teachers, task_inputs
 from kdhw.util.atomic import save_figure
 
 warnings.filterwarnings("ignore")
@@ -47,25 +56,49 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shift_x2": {"augment_shift": "x2"},
     "lr_0.003": {"lr": 0.003},
     "lr_0.03": {"lr": 0.03},
+    "long_x2": {"epochs": "x2"},
+    "ensemble3": {"method": "ensemble", "ensemble_size": 3},
 }
+ENSEMBLE_EXTRA = 2  # members besides the handed-over teacher (teacher seeds +1, +2)
 SIGNAL_ONLY = {"shift_x2"}
 ADOPT_GAIN = 0.5  # points of mean validation accuracy
 JSONL = Path("benchmarks/results/fm_variants.jsonl")
 
 
-def tasks_for(sets: list[str], seeds: list[int], teachers: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every (set, student, variant, seed); keys carry the teacher's digest like kd_pays' recipe tasks."""
+def tasks_for(sets: list[str], seeds: list[int], teachers: dict[str, Any],
+              variants: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every (set, student, variant, seed); keys carry the teacher's digest like kd_pays' recipe tasks, and the
+    recipe's batch factor when it is not 1 (rows trained at batch 64 before it keep their keys)."""
+    from kdhw.train.recipe import FM_BATCH_FACTOR
+
+    sched = f"/b{FM_BATCH_FACTOR}" if FM_BATCH_FACTOR != 1 else ""
     out = []
     for s in sets:
         signal = s == "mnist1d"
         for stu in SETS[s]["students"]:
             for seed in seeds:
-                for v in VARIANTS:
+                for v in variants or list(VARIANTS):
                     if v in SIGNAL_ONLY and not signal:
                         continue
-                    out.append({"key": f"fmvar/{s}/{stu}/{v}/{seed}/t{teachers[s]['digest']}{FIT_TAG}",
+                    out.append({"key": f"fmvar/{s}/{stu}/{v}/{seed}/t{teachers[s]['digest']}{FIT_TAG}{sched}",
                                 "set": s, "student": stu, "variant": v, "seed": seed})
     return out
+
+
+def add_ensemble_members(teachers: dict[str, Any], sets: list[str]) -> None:
+    """The ensemble's extra members: the handed-over teacher's config with seeds +1, +2, trained on the same
+    whole labelled split (``cached_teacher``), so the ensemble is handed over as a whole, not trained on 10 %."""
+    from kdhw.config import validate
+    from kdhw.train.data import load_dataset
+
+    for s in sets:
+        cfg = validate({"data": SETS[s]["data"], "teacher": SETS[s]["teacher"]}, f"fm_variants:{s}")
+        data = load_dataset(cfg.data)
+        seed = int(cfg.teacher["seed"])
+        blobs = [cached_teacher(f"{s}_seed{seed + i}", {**cfg.teacher, "seed": seed + i}, data)
+                 for i in range(1, ENSEMBLE_EXTRA + 1)]
+        teachers[s]["extra_states"] = [b["state"] for b in blobs]
+        teachers[s]["extra_test"] = [b["acc"]["test"] for b in blobs]
 
 
 def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +107,7 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
 
     from kdhw.train.distill import train_arm
     from kdhw.train.recipe import augmentation_for, resolve
+    from kdhw.train.teacher import build_teacher
     from kdhw.util.runtime import cpu_model
 
     torch.set_num_threads(1)
@@ -87,15 +121,26 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
     cfg, data, teacher, t_train, t_unlab = task_inputs(raw, task, shared)
     if over.get("augment_shift") == "x2":
         over["augment_shift"] = 2 * augmentation_for(data.shape, data.x_train)["augment_shift"]
+    if over.get("epochs") == "x2":
+        over["epochs"] = 2 * int(cfg.distill["epochs"])
+    extras = None
+    if over.get("method") == "ensemble":
+        extras = []
+        for state in shared[task["set"]]["extra_states"]:
+            m = build_teacher(cfg.teacher, data.shape, data.n_classes)
+            m.load_state_dict(state)
+            extras.append(m.eval())
     c0 = time.process_time()
     recipe = resolve({**cfg.distill, **over}, data, teacher, src=f"fm_variants:{task['key']}")
-    dcfg, method = recipe.arms(cfg.distill["method"])["kd"]
-    a = train_arm("kd", cfg.student, dcfg, data, t_train, method, False, teacher=teacher, teacher_unlab=t_unlab)
+    dcfg, method = recipe.arms(over.get("method", cfg.distill["method"]))["kd"]
+    a = train_arm("kd", cfg.student, dcfg, data, t_train, method, False, teacher=teacher, teacher_unlab=t_unlab,
+                  extra_teachers=extras)
     out = {k: task[k] for k in ("key", "set", "student", "variant", "seed")}
     out.update(recipe=recipe.name, test=a.test_acc, val_acc=a.fit.best_val_acc, best_epoch=a.fit.best_epoch,
                epochs=a.fit.epochs_run, cpu_seconds=time.process_time() - c0, cpu=cpu_model(),
-               settings={k: dcfg[k] for k in ("alpha", "temperature", "mixup_alpha", "augment_shift",
-                                             "augment_scale", "augment_noise", "epochs", "lr")})
+               settings={**{k: dcfg[k] for k in ("alpha", "temperature", "mixup_alpha", "augment_shift",
+                                                 "augment_scale", "augment_noise", "epochs", "lr", "batch_size")},
+                         "method": method})
     return out
 
 
@@ -166,7 +211,9 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         st = e["settings"]
         sets = (f"T {st['temperature']:g}, alpha {st['alpha']:g}, mixup {st['mixup_alpha']:g}, "
                 f"shift {st['augment_shift']}, scale {st['augment_scale']:g}, noise {st['augment_noise']:g}"
-                + (f", lr {st['lr']:g}" if "lr" in st else ""))  # rows before the lr variants did not record it
+                + (f", lr {st['lr']:g}" if "lr" in st else "")  # rows before the lr variants did not record it
+                + (f", batch {st['batch_size']}, {st['epochs']} epochs" if "batch_size" in st else "")
+                + (f", {st['method']}" if st.get("method", "hinton") != "hinton" else ""))
         lo, hi = e["d_test_ci"]
         dv = "—" if e["variant"] == "default" else f"{100 * e['d_val']:+.2f}"
         dt = "—" if e["variant"] == "default" else f"{100 * e['d_test']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
@@ -203,15 +250,24 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    a = parser(__doc__, seeds=3, out="benchmarks/results/fm_variants", first_seed=5).parse_args()
+    ap = parser(__doc__, seeds=3, out="benchmarks/results/fm_variants", first_seed=5)
+    ap.add_argument("--variants", default="", help="comma list of variants to run (default: all)")
+    a = ap.parse_args()
     sets = names(a.sets)
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
+    variants = names(a.variants) or list(VARIANTS)
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"fm_variants: --variants: unknown {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     teachers = shared_teachers(sets)
-    tasks = tasks_for(sets, seeds, teachers)
+    if "ensemble3" in variants:
+        add_ensemble_members(teachers, sets)
+    tasks = tasks_for(sets, seeds, teachers, variants)
     tasks.sort(key=lambda t: (t["seed"], t["set"] != "mnist1d"))  # the long mnist1d arms first
     rows = run_logged(run_task, tasks, teachers, JSONL, a.workers)  # resumed ones too
     table = summarize(rows)
-    meta = {"seeds": seeds, "sets": sets, "variants": VARIANTS, "decision": decide(table), **run_meta(rows, JSONL)}
+    meta = {"seeds": seeds, "sets": sets, "variants": {v: VARIANTS[v] for v in variants}, "decision": decide(table),
+            "ensemble_members_test": {s: teachers[s].get("extra_test") for s in sets}, **run_meta(rows, JSONL)}
     report(a.out, markdown(table, meta), meta, table, plot)
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import statistics
@@ -53,7 +52,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from benchmarks.common import CACHE, RESULTS, SETS, bootstrap_ci, task_inputs
+from benchmarks.common import RESULTS, SETS, bootstrap_ci, cached_teacher, task_inputs
 from kdhw.train.recipe import FM_BATCH_FACTOR
 
 warnings.filterwarnings("ignore")
@@ -83,34 +82,6 @@ def _set_of(student: str) -> str:
 
 # ---------------------------------------------------------------- teachers and arm inputs
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _teacher(key: str, teacher_cfg: dict[str, Any], data: Any, log: Any) -> dict[str, Any]:
-    """A trained teacher's state and logits, cached on disk by its config and data."""
-    import torch
-
-    from kdhw.train.teacher import teacher_accuracy, teacher_logits, train_teacher
-
-    path = CACHE / "train_speed" / f"teacher_{key}_{_digest([teacher_cfg, len(data.y_train), data.x_train[:3]])}.pt"
-    if path.exists():
-        try:  # tensors only (no unpickling of arbitrary objects); a cache written otherwise is retrained
-            blob = torch.load(path, weights_only=True)
-            return {**blob, "logits": {k: v.numpy() for k, v in blob["logits"].items()}}
-        except Exception:
-            pass
-    t0 = time.perf_counter()
-    model, _ = train_teacher(teacher_cfg, data, progress=False)
-    tl = teacher_logits(model, teacher_cfg["arch"], data)
-    blob = {"state": {k: v.clone() for k, v in model.state_dict().items()}, "logits": tl,
-            "acc": teacher_accuracy(tl, data), "digest": key}
-    log(f"[{key}] teacher trained in {time.perf_counter() - t0:.0f} s: test {100 * blob['acc']['test']:.2f} %")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({**blob, "logits": {k: torch.from_numpy(v) for k, v in tl.items()}}, path)
-    return blob
-
-
 def arm_inputs(student: str, seed: int, log: Any = print) -> dict[str, Any]:
     """Config, data, teacher and recipe of the function-matching arm of ``student`` at 10 % labels."""
     from kdhw.api import load_config
@@ -122,7 +93,7 @@ def arm_inputs(student: str, seed: int, log: Any = print) -> dict[str, Any]:
     if student == DEFAULT:
         cfg = load_config({"data": {"labels": {"fraction": BUDGET}}, "distill": {"seed": seed}})
         data = load_dataset(cfg.data)
-        blob = _teacher("default", cfg.teacher, data, log)
+        blob = cached_teacher("default", cfg.teacher, data, log)
         teacher = build_teacher(cfg.teacher, data.shape, data.n_classes)
         teacher.load_state_dict(blob["state"])
         teacher.eval()
@@ -131,7 +102,7 @@ def arm_inputs(student: str, seed: int, log: Any = print) -> dict[str, Any]:
         s = _set_of(student)
         spec_set = SETS[s]
         full = validate({"data": spec_set["data"], "teacher": spec_set["teacher"]}, f"train_speed:{s}")
-        shared = {s: _teacher(s, full.teacher, load_dataset(full.data), log)}
+        shared = {s: cached_teacher(s, full.teacher, load_dataset(full.data), log)}
         raw = {"data": {**spec_set["data"], "labels": {"fraction": BUDGET, "seed": seed, "val": True}},
                "teacher": spec_set["teacher"], "student": spec_set["students"][student],
                "distill": {"epochs": spec_set["epochs"], "seed": seed, "method": "hinton"}}

@@ -29,3 +29,11 @@ def test_the_shift_variant_runs_on_signals_only() -> None:
     assert shifted == {"mnist1d"}
     assert {t["variant"] for t in tasks if t["set"] == "digits"} == set(fm_variants.VARIANTS) - {"shift_x2"}
     assert len({t["key"] for t in tasks}) == len(tasks)
+
+
+def test_chosen_variants_on_todays_schedule_get_keys_apart_from_the_batch_64_rows() -> None:
+    from kdhw.train.recipe import FM_BATCH_FACTOR
+
+    tasks = fm_variants.tasks_for(["digits"], [5], {"digits": {"digest": "d"}}, ["default", "long_x2", "ensemble3"])
+    assert [t["variant"] for t in tasks] == ["default", "long_x2", "ensemble3"] * 2  # two digits students
+    assert all(t["key"].endswith(f"/b{FM_BATCH_FACTOR}") for t in tasks) and FM_BATCH_FACTOR != 1
