@@ -629,14 +629,21 @@ def run_md(modes: list[str], repeats: int, log: Any = print) -> tuple[dict[str, 
             rows.append(r)
             log(f"[kdhw run {how} #{rep}] {wall:.0f} s wall (rc {p.returncode}, load {load0:.1f}) stages "
                 + ", ".join(f"{k} {v:.0f}" for k, v in stages.items() if isinstance(v, (int, float))))
+    return run_render(rows, modes, repeats)
+
+
+def run_render(rows: list[dict[str, Any]], modes: list[str], repeats: int) -> tuple[dict[str, Any], str]:
+    """The 'run' section (payload, markdown) from its measured rows; only the paths that ran are described."""
+    what = {"brevitas": "brevitas = the path of commit 5dd8b0b (reference training ops, epochs_factor 30 at batch 64, "
+                        "arms one after another)",
+            "today": f"today = this tree (fused paths, epochs_factor 30 at {FM_BATCH_FACTOR} x the batch, scratch_aug "
+                     "trained in a second process meanwhile)",
+            "capped": f"capped = this tree with function matching capped at {CAPPED[0]:,} optimizer steps of "
+                      f"{CAPPED[1]} x the batch (`FM_STEPS`, `FM_BATCH_FACTOR`; not the default)"}
     lines = ["## `kdhw run` on the embedded default with `data.labels: {fraction: 0.1}`", "",
              f"Each run a fresh process (`kdhw run CONFIG --out DIR`), {repeats} interleaved repeat(s) per path; "
-             f"{os.cpu_count()}-core machine shared with other jobs.  brevitas = the path of commit 5dd8b0b "
-             "(reference training ops, epochs_factor 30 at batch 64, arms one after another); today = this tree "
-             f"(fused paths, epochs_factor 30 at {FM_BATCH_FACTOR} x the batch, scratch_aug trained in a second "
-             "process meanwhile); "
-             f"capped = this tree with function matching capped at {CAPPED[0]:,} optimizer steps of {CAPPED[1]} x the "
-             "batch (`FM_STEPS`, `FM_BATCH_FACTOR`; not the default).", "",
+             f"{os.cpu_count()}-core machine shared with other jobs.  "
+             + "; ".join(what[m] for m in modes if m in what) + ".", "",
              "| path | wall s per run | median | distill stage s | report stage s | load average before | test % (scratch / scratch_aug / kd) | bit-exact |",
              "|---|---|---|---|---|---|---|---|"]
     summary = {}
@@ -668,7 +675,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per arm (default 3; --full 1)")
     ap.add_argument("--modes", default=None, help="comma list of brevitas,fused,today,capped,float (--full "
                     "default: brevitas,today,float)")
-    ap.add_argument("--rerender", action="store_true", help="rewrite the full section's markdown from its JSON")
+    ap.add_argument("--rerender", action="store_true", help="rewrite the full and run sections' markdown from "
+                    "their JSON")
     ap.add_argument("--full", action="store_true", help="whole arms (900 / 720 epochs) and the accuracy check")
     ap.add_argument("--profile", action="store_true", help="write train_profile.md instead")
     ap.add_argument("--run", type=int, default=0, metavar="N",
@@ -695,10 +703,14 @@ def main() -> None:
     if a.rerender:
         out = Path(a.out or RESULTS / "train_speed")
         doc = json.loads(out.with_suffix(".json").read_text())["full"]
-        rows = [{**r, "mode": {"today": "capped"}.get(r["mode"], r["mode"])} for r in doc["runs"]]
-        MODES = tuple({"today": "capped"}.get(m, m) for m in doc["meta"]["modes"])
+        rows = doc["runs"]
+        MODES = tuple(doc["meta"]["modes"])
         wall = float(doc["md"].rsplit("Benchmark wall time ", 1)[1].split(" s.")[0])
         print(_write("full", *compose(rows, doc["meta"]["seeds"], doc["meta"]["repeats"], True, wall), out))
+        run = json.loads(out.with_suffix(".json").read_text()).get("run")
+        if run:
+            modes = list(dict.fromkeys(r["mode"] for r in run["runs"]))
+            print(_write("run", *run_render(run["runs"], modes, max(r["repeat"] for r in run["runs"]) + 1), out))
         return
     if a.run:
         payload, md_run = run_md([m for m in (a.modes or "brevitas,today,capped").split(",") if m], a.run)
