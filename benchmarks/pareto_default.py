@@ -9,6 +9,10 @@ fresh folder, one worker; timed as a whole (teacher, search, verification of eve
 test accuracy is a level, and each side is charged the fewest LUTs of one of its validation-front points that
 reaches it (``benchmarks.pareto_vs_hgq2.compare``).  Writes ``results/pareto_default.{json,md,png}``; ``--render``
 recomputes the comparison from the saved run and today's ``pareto_vs_hgq2.json``.
+
+``--checkpoints K`` runs the same command on the embedded default with only ``pareto.checkpoints: K`` changed (a
+copy of the default YAML), into its own folder and ``results/pareto_default.ckptK.*``: several candidates per
+training along its beta ramp against one, in the same budget.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CACHE, RESULTS
+from benchmarks.common import CACHE, RESULTS, ROOT
 from kdhw.util.atomic import save_figure
 
 WORK = CACHE / "pareto_default"
@@ -64,15 +68,18 @@ def _lut(v: Any) -> str:
 def _md(out: dict[str, Any]) -> str:
     r, c = out["run"], out["compare"]
     s = r["search"]
+    ck = out.get("checkpoints")
     wall = out["wall_s"] / 60
     lines = ["# `kdhw pareto` on the embedded default against HGQ2 (digits)", "",
              f"{out['when']}, {out['host']}; load average {out['load_before']} before the run. Written by "
              "`python -m benchmarks.pareto_default`.", "",
-             (f"One command, `kdhw pareto --out DIR` (embedded default, one worker): **{wall:.1f} min wall** "
+             (f"One command, `kdhw pareto {'' if ck is None else 'CONFIG '}--out DIR` (embedded default"
+              + ("" if ck is None else f" with `pareto.checkpoints: {ck}`") + f", one worker): **{wall:.1f} min wall** "
               f"(goal <= {GOAL_MIN:g}: {'met' if wall <= GOAL_MIN else 'not met'}), teacher "
               f"{100 * r['teacher']['test_acc']:.2f} % test ({r['teacher']['how'].split(',')[0]}); "
               f"{s['candidates']} of {s['candidates_total']} candidates trained in the {s['budget_min']:g}-minute "
-              f"budget ({len(r['points'])} arms), {len(c['kdhw_front'])} on the validation front, all bit-exact: "
+              f"budget ({len(r['points'])} " + (f"points from {s.get('trainings')} trainings" if ck else "arms")
+              + f"), {len(c['kdhw_front'])} on the validation front, all bit-exact: "
               f"{all(p['bit_exact'] for p in c['kdhw_front'])}. HGQ2: {c['hgq2']} "
               "(`results/pareto_vs_hgq2.json`); each level is charged to its strongest HGQ2 front."), "",
              "## The issue's levels", "", "| test accuracy >= | kdhw default LUT | HGQ2 LUT | ratio | goal <= 1.0 |",
@@ -124,39 +131,52 @@ def _plot(out: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _write(out: dict[str, Any]) -> None:
+def _write(out: dict[str, Any], name: str = "pareto_default") -> None:
     out["compare"] = _compare(out["run"])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pareto_default.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
-    (RESULTS / "pareto_default.md").write_text(_md(out))
-    _plot(out, RESULTS / "pareto_default.png")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
+    (RESULTS / f"{name}.md").write_text(_md(out))
+    _plot(out, RESULTS / f"{name}.png")
     print(_md(out))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--render", action="store_true", help="only recompute the comparison and re-render")
+    ap.add_argument("--checkpoints", type=int, default=None,
+                    help="the embedded default with pareto.checkpoints set to K (results pareto_default.ckptK.*)")
     a = ap.parse_args()
+    name = "pareto_default" if a.checkpoints is None else f"pareto_default.ckpt{a.checkpoints}"
     if a.render:
-        _write(json.loads((RESULTS / "pareto_default.json").read_text()))
+        _write(json.loads((RESULTS / f"{name}.json").read_text()), name)
         return
+    import yaml
+
     from kdhw.cli import main as kdhw_main
 
-    shutil.rmtree(WORK, ignore_errors=True)  # a fresh folder: the time is a first run's, nothing resumed
+    work = WORK if a.checkpoints is None else CACHE / name
+    shutil.rmtree(work, ignore_errors=True)  # a fresh folder: the time is a first run's, nothing resumed
+    args = []
+    if a.checkpoints is not None:
+        raw = yaml.safe_load((ROOT / "kdhw" / "defaults" / "digits.yaml").read_text())
+        raw["pareto"] = {**(raw.get("pareto") or {}), "checkpoints": a.checkpoints}
+        cfg = CACHE / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump(raw))
+        args = [str(cfg)]
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     t = time.perf_counter()
-    rc = kdhw_main(["pareto", "--out", str(WORK), "--no-progress"])  # the command a user types, in-process
+    rc = kdhw_main(["pareto", *args, "--out", str(work), "--no-progress"])  # the command a user types, in-process
     wall = time.perf_counter() - t
     if rc != 0:
         raise SystemExit(f"kdhw pareto exited {rc}")
-    res = json.loads((WORK / "pareto.json").read_text())
+    res = json.loads((work / "pareto.json").read_text())
     keep = ("id", "label", "kind", "beta", "seed", "student", "val_acc", "test_acc", "lut", "ff", "ebops", "pareto",
             "bit_exact", "spec")
     run = {"teacher": res["teacher"], "search": res["search"], "grid": res["grid"], "data": res["data"],
            "points": [{k: p.get(k) for k in keep} for p in res["points"]]}
     _write({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "host": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "load_before": load, "wall_s": wall, "run": run})
+            "load_before": load, "wall_s": wall, "run": run, "checkpoints": a.checkpoints}, name)
 
 
 if __name__ == "__main__":

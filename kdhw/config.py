@@ -164,6 +164,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
                                      "training per level (0 = none); [] = the distill section's augmentation"),
         "lr": (_Num, None, "learning rate; unset: distill.lr"),
         "ramp": (_Num, 0.3, "beta ramps up over this fraction of the epochs; checkpoints are chosen after it"),
+        "checkpoints": (int, 0, "candidates kept per training along its beta ramp (the ramp then spans 90 % of the "
+                                "epochs; up to this many epochs of the run's own validation accuracy x EBOPs "
+                                "front after the first 30 %, each folded and synthesized); 0 = one, the best "
+                                "epoch after the ramp"),
         "granularity": (str, "weight", "learned precision per weight or per output channel"),
         "kd": (bool, True, "also a distilled arm per point, paired with its scratch arm (function matching and "
                                 "its scratch_aug control with a transfer set)"),
@@ -460,6 +464,9 @@ def _check_pareto(cfg: Config) -> None:
                          f"inputs' std), got {noise!r}")
     if not 0 <= p["ramp"] < 1:
         raise InputError(f"{src}: pareto.ramp = {p['ramp']} must be in [0, 1)")
+    if not 0 <= p["checkpoints"] <= 64:
+        raise InputError(f"{src}: pareto.checkpoints = {p['checkpoints']} must be in [0, 64] (0 = one candidate per "
+                         "training)")
     for key in ("verify_random_inputs", "sim_rows"):
         if p[key] < 0:
             raise InputError(f"{src}: pareto.{key} must be >= 0")

@@ -109,27 +109,42 @@ def search_order(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [cells[i] for i in order]
 
 
-def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """Train one arm resource-aware, fold, export, RTL, yosys; return the record (+ files as bytes)."""
+# with pareto.checkpoints, a training's beta ramps over CKPT_RAMP of its epochs and the epochs from CKPT_FROM on
+# are its candidates: the early epochs describe a student still far from trained, and a ramp across most of the
+# run sweeps the cost weight through two decades, so one training leaves a trail of sizes as HGQ2's runs do
+CKPT_RAMP = 0.9
+CKPT_FROM = 0.3
+
+
+def ramp_checkpoints(seen: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Up to ``k`` of a training's epochs, each a candidate: those on its own front (no other epoch has at
+    least the validation accuracy at no more EBOPs), spread evenly by rank from the smallest to the most
+    accurate, both ends kept."""
+    on = [e for e in seen if not any(o["ebops"] <= e["ebops"] and o["val_acc"] >= e["val_acc"]
+                                     and (o["ebops"] < e["ebops"] or o["val_acc"] > e["val_acc"]) for o in seen)]
+    by_cost: dict[tuple[float, float], dict[str, Any]] = {}
+    for e in sorted(on, key=lambda e: e["epoch"]):  # equal (EBOPs, accuracy): the earliest epoch
+        by_cost.setdefault((e["ebops"], e["val_acc"]), e)
+    on = sorted(by_cost.values(), key=lambda e: e["ebops"])
+    if len(on) <= k:
+        return on
+    if k == 1:
+        return [on[-1]]
+    return [on[i] for i in sorted({round(j * (len(on) - 1) / (k - 1)) for j in range(k)})]
+
+
+def _hardware_record(model: Any, spec: dict[str, Any], data: Any, task: dict[str, Any]) -> dict[str, Any]:
+    """Fold a trained resource-aware student, export it, generate its RTL and synthesize it: the hardware half
+    of a candidate's record (+ its files as bytes)."""
     from kdhw.boards import load_board
     from kdhw.hw.estimate import estimate
     from kdhw.hw.export import export_qonnx
     from kdhw.hw.rtl import qonnx_to_rtl
     from kdhw.hw.synth import synthesize
-    from kdhw.train.distill import student_input, train_arm
+    from kdhw.train.distill import student_input
     from kdhw.train.resource import fold
     from kdhw.train.student import save_student
 
-    data = shared["data"]
-    spec, dcfg = task["spec"], task["dcfg"]
-    kd = task["kind"] == "kd"
-    c0 = time.process_time()
-    arm = train_arm(task["kind"], spec, dcfg, data, shared["teacher_train"] if kd else None,
-                    dcfg["method"] if kd else "none", False, task["source"],
-                    teacher=shared["teacher"] if kd else None,
-                    teacher_unlab=shared["teacher_unlab"] if kd else None)
-    train_cpu = time.process_time() - c0
-    model = arm.model
     x_val, x_test = student_input(data.x_val, spec), student_input(data.x_test, spec)
     student, fspec = fold(model, check_x=np.concatenate([x_val, x_test]))
     stats = model.stats()
@@ -148,12 +163,7 @@ def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
             syn = synthesize(d / "rtl", board, d / "syn")
         files = {"student_pt": (d / "student.pt").read_bytes(), "onnx": onnx.read_bytes()}
     return {
-        **files, "kind": task["kind"], "student": task["student"], "label": task["label"], "beta": task["beta"],
-        "input_noise": task.get("input_noise"), "augment_noise": float(dcfg.get("augment_noise") or 0),
-        "seed": int(dcfg["seed"]), "method": dcfg["method"] if kd else "none",
-        "val_acc": arm.fit.best_val_acc, "test_acc": arm.test_acc, "best_epoch": arm.fit.best_epoch,
-        "epochs": arm.fit.epochs_run, "train_cpu_s": train_cpu,
-        "ebops": stats["ebops"], "weights": stats["weights"], "live_weights": stats["live_weights"],
+        **files, "ebops": stats["ebops"], "weights": stats["weights"], "live_weights": stats["live_weights"],
         "inputs": stats["inputs"], "inputs_read": stats["inputs_read"], "layers": stats["layers"],
         "spec": fspec, "lut": syn.get("lut") if syn.get("ok") else None, "ff": syn.get("ff") if syn.get("ok") else None,
         "dsp": syn.get("dsp"), "synth_ok": bool(syn.get("ok")), "synth_error": syn.get("error"),
@@ -161,8 +171,54 @@ def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         "ff_estimate": est["ff"], "latency_cycles": None if rmeta is None else rmeta["latency_cycles"],
         "input_bits_total": None if rmeta is None else rmeta["input_bits_total"],
         "output_bits_total": None if rmeta is None else rmeta["output_bits_total"],
-        "info": json.loads(json.dumps(arm.info, default=float)), "history": arm.fit.history,
     }
+
+
+def _point_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm resource-aware, fold, export, RTL, yosys; return the record (+ files as bytes).  With
+    ``task["checkpoints"]`` > 0: the records of up to that many epochs along the arm's beta ramp
+    (``ramp_checkpoints``), under ``"checkpoints"``."""
+    from kdhw.train.distill import student_input, train_arm
+    from kdhw.train.loop import accuracy
+
+    data = shared["data"]
+    spec, dcfg = task["spec"], task["dcfg"]
+    kd = task["kind"] == "kd"
+    k = int(task.get("checkpoints") or 0)
+    start = int(CKPT_FROM * int(dcfg["epochs"]))
+    seen: list[dict[str, Any]] = []
+
+    def keep(model: Any, row: dict[str, Any]) -> None:
+        import torch
+
+        if row["epoch"] >= start:
+            with torch.no_grad():
+                ebops = float(model.ebops())
+            seen.append({"epoch": row["epoch"], "val_acc": row["val_acc"], "ebops": ebops,
+                         "state": copy.deepcopy(model.state_dict())})
+
+    c0 = time.process_time()
+    arm = train_arm(task["kind"], spec, dcfg, data, shared["teacher_train"] if kd else None,
+                    dcfg["method"] if kd else "none", False, task["source"],
+                    teacher=shared["teacher"] if kd else None,
+                    teacher_unlab=shared["teacher_unlab"] if kd else None, after_epoch=keep if k else None)
+    train_cpu = time.process_time() - c0
+    common = {"kind": task["kind"], "student": task["student"], "label": task["label"], "beta": task["beta"],
+              "input_noise": task.get("input_noise"), "augment_noise": float(dcfg.get("augment_noise") or 0),
+              "seed": int(dcfg["seed"]), "method": dcfg["method"] if kd else "none", "epochs": arm.fit.epochs_run,
+              "train_cpu_s": train_cpu, "info": json.loads(json.dumps(arm.info, default=float))}
+    if not k:
+        return {**common, **_hardware_record(arm.model, spec, data, task), "val_acc": arm.fit.best_val_acc,
+                "test_acc": arm.test_acc, "best_epoch": arm.fit.best_epoch, "history": arm.fit.history}
+    x_test = student_input(data.x_test, spec)
+    out = []
+    for e in ramp_checkpoints(seen, k):
+        arm.model.load_state_dict(e["state"])
+        arm.model.eval()
+        out.append({**common, **_hardware_record(arm.model, spec, data, task), "val_acc": e["val_acc"],
+                    "test_acc": accuracy(arm.model, x_test, data.y_test), "best_epoch": e["epoch"],
+                    "checkpoint_epoch": e["epoch"]})
+    return {"checkpoints": out, "history": arm.fit.history, **common}
 
 
 def mark_front(points: list[dict[str, Any]], acc: str = "val_acc") -> list[bool]:
@@ -286,6 +342,7 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
     noises: list[float | None] = [float(n) for n in pc["input_noise"]] or [None]
     dims = tuple(pc["search"])
     betas = [float(b) for b in pc["betas"]]
+    ckpts = int(pc["checkpoints"])
     tasks = []
     # candidates: (student spec, beta, noise level) in a space-filling order, every seed of one before the
     # next seed of any, so a budget that ends the search early has sampled the whole space once
@@ -308,28 +365,36 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
             for kind, base in arms_of.items():
                 dcfg = {**base, "seed": seed, **({} if noise is None else {"augment_noise": noise_of[ni]})}
                 # the beta ramp spans the arm's own epochs (function matching's arms train longer)
-                rspec = {**spec, "resource": {"beta": beta, "epochs": int(base["epochs"]), "ramp": float(pc["ramp"]),
+                rspec = {**spec, "resource": {"beta": beta, "epochs": int(base["epochs"]),
+                                              "ramp": CKPT_RAMP if ckpts else float(pc["ramp"]),
                                               "granularity": pc["granularity"]}}
-                h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"])
+                h = task_digest(rspec, dcfg, fp if kind == "kd" else data.manifest["sha256_16"], pc["synth_board"],
+                                *([f"checkpoints={ckpts}"] if ckpts else []))
                 tag = f"s{si}_b{beta:g}" + ntag.replace(" noise=", "_n") + (f"_seed{seed}" if k else "")
                 tasks.append({"key": f"{kind} s{si} beta={beta:g}{ntag}" + (f" seed={seed}" if k else "")
                               + f" #{h}", "kind": kind, "student": si, "label": _label(spec, dims),
                               "beta": beta, "input_noise": noise, "spec": rspec, "dcfg": dcfg,
-                              "source": cfg.source, "synth_board": synth_board.name,
+                              "source": cfg.source, "synth_board": synth_board.name, "checkpoints": ckpts,
                               "file": f"{tag}_{kind}_{h[:8]}"})
     shared = {"data": data, "teacher_train": None if tl is None else tl["train"],
               "teacher_unlab": None if tl is None else tl.get("unlab"), "teacher": tmodel}
 
-    def save(task: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    def save_one(file: str, res: dict[str, Any]) -> dict[str, Any]:
         res = dict(res)
-        write_bytes(out / POINTS_DIR / f"{task['file']}.pt", res.pop("student_pt"))
-        write_bytes(out / POINTS_DIR / f"{task['file']}.onnx", res.pop("onnx"))
-        res.update(arm=f"{POINTS_DIR}/{task['file']}.pt", onnx=f"{POINTS_DIR}/{task['file']}.onnx",
-                   id=task["file"])
+        write_bytes(out / POINTS_DIR / f"{file}.pt", res.pop("student_pt"))
+        write_bytes(out / POINTS_DIR / f"{file}.onnx", res.pop("onnx"))
+        res.update(arm=f"{POINTS_DIR}/{file}.pt", onnx=f"{POINTS_DIR}/{file}.onnx", id=file)
         lut = f"{res['lut']:,} LUT" if res["lut"] is not None else "no synthesis"
-        log(f"[pareto] {res['label']} beta={res['beta']:g} {res['kind']}: test {100 * res['test_acc']:.2f} %, {lut}, "
-            f"EBOPs {res['ebops']:,.0f}, {res['live_weights']}/{res['weights']} weights live")
+        at = f" epoch {res['checkpoint_epoch']}" if "checkpoint_epoch" in res else ""
+        log(f"[pareto] {res['label']} beta={res['beta']:g} {res['kind']}{at}: test {100 * res['test_acc']:.2f} %, "
+            f"{lut}, EBOPs {res['ebops']:,.0f}, {res['live_weights']}/{res['weights']} weights live")
         return res
+
+    def save(task: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+        if "checkpoints" not in res:
+            return save_one(task["file"], res)
+        return {**res, "checkpoints": [save_one(f"{task['file']}_e{c['checkpoint_epoch']}", c)
+                                       for c in res["checkpoints"]]}
 
     jsonl = out / RUNS_FILE
     budget_s = 60 * float(pc["budget_min"])
@@ -338,20 +403,25 @@ def train_points(cfg: Config, specs: list[dict[str, Any]], data: Any, out: Path,
         results = grid.run(_point_task, tasks, shared, jsonl, desc="pareto points", on_result=save, deadline=deadline)
         stats = grid.stats
     ran = [(p, t) for p, t in zip(results, tasks) if p is not None]
+    trained = len(ran)
+    # a training along a ramp offers several candidates: one point each, under the training's task
+    ran = [(c, t) for p, t in ran for c in (p["checkpoints"] if "checkpoints" in p else [p])]
     points, tasks = [p for p, _ in ran], [t for _, t in ran]
     search = {"dimensions": {**{d: list(v) for d, v in pc["search"].items()}, "beta": betas,
                              "seed": [int(dcfg0["seed"]) + k for k in range(int(pc["seeds"]))],
                              **({"input_noise": noises} if len(noises) > 1 else {})},
-              "students": len(cfg.pareto["students"] or [{}]), "arms": len(tasks),
+              "students": len(cfg.pareto["students"] or [{}]), "arms": trained,
               "candidates": len({(t["student"], t["beta"], t["input_noise"], t["dcfg"]["seed"]) for t in tasks}),
               "candidates_total": len(order) * int(pc["seeds"]), "budget_min": float(pc["budget_min"]),
-              "stopped_by_budget": len(points) < len(results), "arms_per_candidate": list(arms_of),
+              "stopped_by_budget": trained < len(results), "arms_per_candidate": list(arms_of),
+              "checkpoints_per_training": ckpts, "trainings": trained,
               "recipe": None if recipe is None else recipe.describe()}
-    if len(points) < len(results):
+    if trained < len(results):
         log(f"[pareto] budget of {float(pc['budget_min']):g} min spent: {search['candidates']} of "
             f"{search['candidates_total']} candidates trained (rerun with the same --out to go on)")
     for p, t in zip(points, tasks):
-        p["id"], p["_synth_flow"] = t["file"], synth_flow_key(synth_board)
+        p["id"] = p.get("id") or t["file"]
+        p["_synth_flow"] = synth_flow_key(synth_board)
     for p, flag in zip(points, mark_front(points)):
         p["pareto"] = flag
     for p, flag in zip(points, mark_front(points, "test_acc")):
@@ -490,7 +560,7 @@ def _run_locked(cfg: Config, out: Path, specs: list[dict[str, Any]], data: Any, 
         "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
         "front": [p["id"] for p in sorted(front, key=lambda p: p["lut"])],
         "pairs": pairs, "boards": picks,
-        "grid": {"mode": stats.mode, "workers": stats.workers, "tasks": len(points), "executed": stats.executed,
+        "grid": {"mode": stats.mode, "workers": stats.workers, "tasks": search["trainings"], "executed": stats.executed,
                  "resumed": stats.resumed, "wall_s": time.perf_counter() - t_start, "runs_file": RUNS_FILE},
     }
     write_json(out / "pareto.json", result)
@@ -538,11 +608,19 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
                                                   f"FF at {100 * small['test_acc']:.1f} % test"))
     chosen = next(p for p in points if p["id"] == pick["pick"])
     arms, arm_specs = {}, {}
+    cand = ("student", "beta", "input_noise", "seed")
+    # each arm of the chosen candidate; with checkpoints along the ramps, the chosen point for its arm and the
+    # most accurate checkpoint on validation for the others
+    by_kind: dict[str, dict[str, Any]] = {}
     for p in points:
-        if (p["student"], p["beta"], p["seed"]) == (chosen["student"], chosen["beta"], chosen["seed"]):
-            fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
-            arms[p["kind"]] = Arm(p["kind"], load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
-            arm_specs[p["kind"]] = p["spec"]
+        if all(p.get(k) == chosen.get(k) for k in cand):
+            o = by_kind.get(p["kind"])
+            if o is not chosen and (p is chosen or o is None or p["val_acc"] > o["val_acc"]):
+                by_kind[p["kind"]] = p
+    for kind, p in by_kind.items():
+        fit = FitResult(p["val_acc"], p["best_epoch"], p["epochs"], p.get("history") or [])
+        arms[kind] = Arm(kind, load_student(work / p["arm"]), fit, p["test_acc"], p.get("info") or {})
+        arm_specs[kind] = p["spec"]
     form = pick.get("form") or "parallel"
     why = (f"pareto point {chosen['id']}: the most accurate front point (validation) that fits {board.name}"
            + ("" if form == "parallel" else f" as {form} (set rtl.mode: auto with rtl.board: {board.name} to "
@@ -556,11 +634,15 @@ def auto_student(cfg: Config, data: Any, tmodel: Any, tl: dict[str, np.ndarray] 
 
 def _pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Scratch (and function matching's control scratch_aug) vs KD at the same (student, beta, input noise,
-    seed): accuracy and LUTs side by side, and the teacher's own share, KD − scratch_aug."""
-    by = {}
+    seed): accuracy and LUTs side by side, and the teacher's own share, KD − scratch_aug.  With checkpoints
+    along each ramp, each arm is represented by its most accurate checkpoint on validation."""
+    by: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for p in points:
         noise = p.get("input_noise")
-        by.setdefault((p["student"], p["beta"], -1.0 if noise is None else noise, p["seed"]), {})[p["kind"]] = p
+        arms = by.setdefault((p["student"], p["beta"], -1.0 if noise is None else noise, p["seed"]), {})
+        o = arms.get(p["kind"])  # an arm with checkpoints along its ramp: its most accurate one on validation
+        if o is None or (p["val_acc"], -(p["lut"] or 0)) > (o["val_acc"], -(o["lut"] or 0)):
+            arms[p["kind"]] = p
     out = []
     for (si, beta, noise, seed), arms in sorted(by.items()):
         s, k, c = arms.get("scratch"), arms.get("kd"), arms.get("scratch_aug")
@@ -592,14 +674,19 @@ def pareto_markdown(res: dict[str, Any]) -> str:
     s = res.get("search") or {}
     arms = s.get("arms_per_candidate") or (["scratch", "kd"] if res["kd"] else ["scratch"])
     fm = (s.get("recipe") or {}).get("augmented") if "scratch_aug" in arms else None
+    ck = s.get("checkpoints_per_training") or 0
     lines = ["# kdhw pareto: accuracy vs LUT", "",
              f"Data {res['data']['dataset']} ({res['data']['test']} test rows); "
              + (f"teacher {100 * t['test_acc']:.2f} % test; " if t else "")
-             + f"{len(res['points'])} arms ({len(res['betas'])} betas x {len(res['students'])} student(s)"
+             + (f"{len(res['points'])} points from {s.get('trainings')} trainings " if ck else
+                f"{len(res['points'])} arms ")
+             + f"({len(res['betas'])} betas x {len(res['students'])} student(s)"
              + (f" x {res['seeds']} seeds" if res.get("seeds", 1) > 1 else "")
              + (f" x input noise {', '.join(f'{n:g}' for n in res['input_noise'])} of the inputs' std"
                 if res.get("input_noise") else "")
              + (f" x {'/'.join(arms)}" if len(arms) > 1 else "") + f"), {res['epochs']} epochs each"
+             + (f", up to {ck} checkpoints along each training's beta ramp (over {int(100 * CKPT_RAMP)} % of its "
+                f"epochs, kept from {int(100 * CKPT_FROM)} % on)" if ck else "")
              + (f" (function matching: scratch_aug and kd {fm['epochs']} epochs of {fm['batch_size']} rows, the "
                 "teacher on every augmented batch)" if fm else "") + ". LUTs: yosys "
              f"synth_xilinx for {res['synth_part']} ({res['synth_board']}); the front is chosen on validation "

@@ -461,6 +461,7 @@ def train_arm(
     method: str, progress: bool = True, src: str = "config", *, teacher: nn.Module | None = None,
     teacher_fn: TeacherFn | None = None, extra_teachers: list[nn.Module] | None = None,
     teacher_unlab: np.ndarray | None = None, init_state: dict[str, torch.Tensor] | None = None,
+    after_epoch: Callable[[nn.Module, dict[str, Any]], None] | None = None,
 ) -> Arm:
     """Train one student arm with ``method``.
 
@@ -469,7 +470,8 @@ def train_arm(
     teacher under augmentation, or logits not cached); ``teacher_fn`` overrides how the teacher is
     evaluated (born-again passes the previous generation); ``extra_teachers``: the other members of an
     ensemble; ``init_state``: start from these weights instead of a fresh initialisation (QKD's
-    self-study-then-distil schedule passes the trained scratch student).
+    self-study-then-distil schedule passes the trained scratch student); ``after_epoch``: ``fit``'s hook,
+    called after every epoch of the selectable stages.
 
     Methods that read a teacher train on labelled + transfer-set rows (the hard-label term sees only the
     labelled ones); label-only methods train on the labelled rows with the same number of steps per epoch.
@@ -527,7 +529,7 @@ def train_arm(
         score = teacher_agreement(x_tr, t_tr)
     fast.attach(model)  # brevitas students train on the fused forward: the same numbers, far less overhead
     try:
-        results = _fit_stages(model, stages, warm, x_fit, y_fit, xs["val"], data.y_val, common, score)
+        results = _fit_stages(model, stages, warm, x_fit, y_fit, xs["val"], data.y_val, common, score, after_epoch)
     finally:
         fast.detach(model)  # export and everything after training run brevitas' own forward
         batches.close()
@@ -566,7 +568,8 @@ def teacher_agreement(x: np.ndarray, t_logits: torch.Tensor) -> Score:
 
 def _fit_stages(model: StudentNet, stages: list[Stage], warm: FloatWarmup, x_fit: np.ndarray, y_fit: np.ndarray,
                 x_val: np.ndarray, y_val: np.ndarray, common: dict[str, Any],
-                score: Score | None = None) -> list[FitResult]:
+                score: Score | None = None,
+                after_epoch: Callable[[nn.Module, dict[str, Any]], None] | None = None) -> list[FitResult]:
     """Train the stages one after the other; float warm-up counts epochs across them, and only epochs of a
     selectable stage after the warm-up (and after a resource-aware student's own ``select_from``) may become
     the exported checkpoint.  A resource-aware student's ``set_epoch`` hears the epoch of selectable stages."""
@@ -587,7 +590,8 @@ def _fit_stages(model: StudentNet, stages: list[Stage], warm: FloatWarmup, x_fit
                 select_from = st.epochs
             results.append(fit(model, st.loss, x_fit, y_fit, x_val, y_val, epochs=st.epochs, desc=st.desc,
                                on_epoch=on_epoch, select_from=select_from, params=st.params,
-                               score=score if st.select else None, **common))
+                               score=score if st.select else None,
+                               after_epoch=after_epoch if st.select else None, **common))
             offset += st.epochs
     finally:
         warm.finish()

@@ -91,6 +91,7 @@ def fit(
     steps_per_epoch: int | None = None,
     score: Score | None = None,
     prepare: Callable[[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]], None] | None = None,
+    after_epoch: Callable[[nn.Module, dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train in place; the model ends holding its best-validation weights.
 
@@ -113,6 +114,8 @@ def fit(
     ``prepare``: called with each epoch's batches (inputs, labels, row indices) in step order, before its
     first ``loss_fn`` call (without ``patience``: already before the previous epoch's evaluation), so that a loss whose inputs are expensive to make (augmented
     batches and the online teacher's outputs) can make them ahead, on another core.
+    ``after_epoch(model, row)``: called with each epoch's history row once it is evaluated (``kdhw pareto``
+    keeps several checkpoints of one training along its beta ramp this way).
     """
     import time
 
@@ -165,6 +168,8 @@ def fit(
         key = (va, -vl if vl is not None else 0.0) if score is None else score(model)
         hist.append({"epoch": ep, "loss": tot / max(nb, 1), "val_acc": va, **({} if vl is None else {"val_loss": vl}),
                      **({} if score is None else {"score": key[0]})})
+        if after_epoch is not None:
+            after_epoch(model, hist[-1])
         if ep >= select_from and (best_key is None or key > best_key):
             best, best_ep, best_state, best_loss, best_key = va, ep, copy.deepcopy(model.state_dict()), vl, key
             best_score = None if score is None else key[0]

@@ -239,6 +239,48 @@ def test_pareto_with_a_transfer_set_distills_by_function_matching(tmp_path, tiny
     assert all(p["bit_exact"] is True for p in res["points"] if p["pareto"])
 
 
+def test_pareto_keeps_several_checkpoints_along_each_ramp(tmp_path, tiny, capsys) -> None:
+    """pareto.checkpoints: 3: one training per arm leaves up to three candidates along its beta ramp, each
+    with its own epoch, files, synthesis and record; the front is drawn over all of them and verified, and a
+    rerun resumes the trainings instead of repeating them."""
+    from kdhw.flows.pareto import CKPT_FROM
+
+    base = _cfg(tiny)
+    conf = {**base, "pareto": {**base["pareto"], "kd": False, "epochs": 10, "betas": [0.01], "checkpoints": 3}}
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    out = tmp_path / "out"
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    res = json.loads((out / "pareto.json").read_text())
+    pts = res["points"]
+    assert res["search"]["trainings"] == 1 and res["search"]["checkpoints_per_training"] == 3
+    assert 2 <= len(pts) <= 3 and len({p["id"] for p in pts}) == len(pts)
+    epochs = [p["checkpoint_epoch"] for p in pts]
+    assert len(set(epochs)) == len(pts) and min(epochs) >= int(CKPT_FROM * 10)
+    for p in pts:  # each candidate its own student and QONNX file, and its own place on the cost axis
+        assert p["id"].endswith(f"_e{p['checkpoint_epoch']}") and (out / p["arm"]).is_file() and (out / p["onnx"]).is_file()
+    by_cost = sorted(pts, key=lambda p: p["ebops"])
+    assert all(a["val_acc"] < b["val_acc"] for a, b in zip(by_cost, by_cost[1:]))  # the run's own front
+    assert all(p["bit_exact"] is True for p in pts if p["pareto"])
+    assert "up to 3 checkpoints along each training's beta ramp" in (out / "pareto.md").read_text()
+    assert main(["pareto", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res2 = json.loads((out / "pareto.json").read_text())
+    assert res2["grid"]["resumed"] == 1 and res2["grid"]["executed"] == 0
+    assert [p["id"] for p in res2["points"]] == [p["id"] for p in pts]
+
+
+def test_ramp_checkpoints_keep_the_runs_own_front_spread_by_rank() -> None:
+    from kdhw.flows.pareto import ramp_checkpoints
+
+    seen = [{"epoch": e, "val_acc": a, "ebops": c} for e, a, c in
+            [(3, 0.50, 100.0), (4, 0.70, 300.0), (5, 0.60, 400.0), (6, 0.80, 500.0), (7, 0.90, 900.0),
+             (8, 0.90, 900.0), (9, 0.85, 950.0), (10, 0.55, 200.0)]]
+    front = ramp_checkpoints(seen, 10)
+    assert [e["epoch"] for e in front] == [3, 10, 4, 6, 7]  # by EBOPs; 5, 9 dominated; 8 ties 7, the earlier kept
+    assert [e["epoch"] for e in ramp_checkpoints(seen, 3)] == [3, 4, 7]  # both ends and the middle
+    assert [e["epoch"] for e in ramp_checkpoints(seen, 1)] == [7]  # one: the most accurate
+
+
 def test_pareto_refuses_a_search_it_cannot_run(tmp_path, tiny, capsys) -> None:
     """An unknown search dimension, a budget too small for one candidate, a transfer set nothing reads: one
     line each, exit 2, nothing written."""
@@ -280,6 +322,10 @@ def test_pareto_bad_input(tmp_path, capsys) -> None:
     cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "input_noise": [0.1, 0.1]})))
     assert main(["pareto", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "got [0.1, 0.1]" in capsys.readouterr().err
+    cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "checkpoints": -1})))
+    rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pareto.checkpoints = -1 must be in [0, 64]" in err[0]
     cfg.write_text(yaml.safe_dump(_cfg(tmp_path / "unused.npz", pareto={"betas": [1e-3], "granularity": "bit"})))
     rc = main(["pareto", str(cfg), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
