@@ -190,8 +190,10 @@ def decide(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     dec = meta["decision"]
+    ens = meta.get("ensemble_members_test") or {}
     lines = [
-        "# Function matching: the recipe's defaults against one-key variants", "",
+        "# Function matching: the recipe's defaults against one-key variants"
+        + (" (today's schedule)" if all(v in ("default", "long_x2", "ensemble3") for v in meta["variants"]) else ""), "",
         f"Seeds {', '.join(map(str, meta['seeds']))} (held out from kd_pays' seeds 0-4; paired: same labels, "
         f"initial weights and batch order in every variant); 10 % labels, handed-over teacher, full validation; "
         f"CPU: {meta['cpu']}.  Each variant changes one key of the recipe's distilled arm; Δ = variant − default, "
@@ -199,6 +201,9 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Rule fixed before the run: a variant replaces the default only if its mean validation gain over the "
         f"students is at least {ADOPT_GAIN:g} points and no student's validation accuracy falls by more than "
         f"{ADOPT_GAIN:g} points.  **Adopted: {dec['adopt'] or 'none, the defaults stay'}.**", "",
+        *([f"ensemble3's extra members (handed over, trained like the teacher with seeds +1, +2), test %: "
+           + "; ".join(f"{k} {', '.join(f'{100 * a:.2f}' for a in v)}" for k, v in ens.items() if v) + ".", ""]
+          if any(ens.values()) else []),
         "| variant | students | mean Δ val (points) | worst student: Δ val | qualifies |",
         "|---|---|---|---|---|",
     ]
