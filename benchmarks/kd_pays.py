@@ -160,7 +160,9 @@ def run_task(task: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
         assert best is not None
         return record(best[0], semi_teacher_test=t_acc, chosen=best[1])
     if arm == "kd_qkd":
-        dc = {**d0, "method": "hinton", "temperature": 1.0, "alpha": 0.9, "init": "scratch"}
+        # recipe plain: with a transfer set distill() would otherwise train function matching's arms (30 x the
+        # epochs, from the scratch student), not QKD's plain KD that kd_fresh and scratch_2x control for
+        dc = {**d0, "method": "hinton", "temperature": 1.0, "alpha": 0.9, "init": "scratch", "recipe": "plain"}
         arms = distill(cfg.student, dc, data, t_train, False, teacher=teacher, teacher_unlab=t_unlab)
         chosen, _ = choose(arms, "kd")
         return record(arms[chosen], scratch_test=arms["scratch"].test_acc)
