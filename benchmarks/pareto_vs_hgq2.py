@@ -57,8 +57,19 @@ VENV = ROOT / ".hgq2-venv"
 # none 95.6 %).
 _DIGITS_IN = [{"input": {"bits": b, "int_bits": 1, "signed": False}} for b in (2, 3, 4, 5)]
 # Real MNIST-1D's values lie in about [-5.5, 4.6] (unit std): signed with three integer bits holds them with no
-# clipping; 6 bits (step 0.25) and 8 bits (step 1/16).
+# clipping; 5 bits (step 0.5), 6 bits (step 0.25) and 8 bits (step 1/16).
 _MNIST1D_IN = [{"input": {"bits": b, "int_bits": 3, "signed": True}} for b in (6, 8)]
+_C816 = [{"type": "conv1d", "filters": 8, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
+         {"type": "conv1d", "filters": 16, "kernel": 3}, {"type": "relu"}, {"type": "maxpool", "size": 2},
+         {"type": "dense", "units": 10}]
+# Two grids added to the first (the kd_table Conv1D 4-8 at 6 and 8 bits, betas 1e-5..3e-4), all in one folder
+# so every earlier task resumes: that grid's front started at 6,166 LUT (46 % test), far above HGQ2's small
+# checkpoints (793 LUT at 19 %), and stopped at 84.6 % test, below HGQ2's 86.4 %.  "down": larger betas and
+# a 5-bit input; "up": beta 3e-6 and the 8-16 student of kd_pays.  Nothing else was tried.
+_MNIST1D_MORE = [
+    {"students": [{"input": {"bits": b, "int_bits": 3, "signed": True}} for b in (5, 6)], "betas": [1e-3, 3e-3]},
+    {"students": _MNIST1D_IN + [{**i, "layers": _C816} for i in _MNIST1D_IN], "betas": [3e-6, 1e-5]},
+]
 KDHW = {
     "digits": {
         "data": {"dataset": "digits"},
@@ -80,6 +91,7 @@ KDHW = {
                                {"type": "relu"}, {"type": "maxpool", "size": 2}, {"type": "dense", "units": 10}]},
         "pareto": {"betas": [1e-5, 3e-5, 1e-4, 3e-4], "epochs": 150, "students": _MNIST1D_IN, "seeds": 1,
                    "input_noise": [0.1]},
+        "more": _MNIST1D_MORE,
     },
 }
 
@@ -97,16 +109,24 @@ def kdhw_front(name: str, quick: bool, log: Any, workers: int = 1) -> dict[str, 
            # dimensions of kdhw pareto's own default, no budget; seeds as listed, default 1)
            "pareto": {"seeds": 1, **pareto, "kd": False, "verify_random_inputs": 300, "sim_rows": 100, "search": {},
                       "budget_min": 0}}
-    cfg = validate(raw, f"<pareto_vs_hgq2 {name}>")
     t, c = time.perf_counter(), time.process_time()
-    res = run_pareto(cfg, WORK / f"{'quick_' if quick else ''}kdhw_{name}", log=log, workers=workers)
+    points: dict[str, dict[str, Any]] = {}
+    grids = []
+    # the first grid, then each further one (``more``) in the same folder, so tasks they share run once; every
+    # point on the pooled front is on its own grid's front, so each was verified there
+    for extra in [{}] + ([] if quick else s.get("more", [])):
+        cfg = validate({**raw, "pareto": {**raw["pareto"], **extra}}, f"<pareto_vs_hgq2 {name}>")
+        res = run_pareto(cfg, WORK / f"{'quick_' if quick else ''}kdhw_{name}", log=log, workers=workers)
+        for p in res["points"]:
+            points.setdefault(p["id"], p)
+        grids.append({"labels": sorted({p["label"] for p in res["points"]}), "betas": cfg.pareto["betas"]})
     return {"points": [{k: p[k] for k in ("id", "label", "beta", "seed", "val_acc", "test_acc", "lut", "ff", "ebops",
                                           "lut_estimate", "pareto", "pareto_test", "bit_exact", "live_weights",
                                           "weights", "inputs_read", "latency_cycles", "train_cpu_s", "input_noise",
                                           "augment_noise")}
-                       for p in res["points"]],
-            "config": raw, "wall_s": time.perf_counter() - t, "driver_cpu_s": time.process_time() - c,
-            "train_cpu_s": sum(p["train_cpu_s"] for p in res["points"])}
+                       for p in points.values()],
+            "config": {**raw, "more": s.get("more", [])}, "grids": grids, "wall_s": time.perf_counter() - t,
+            "driver_cpu_s": time.process_time() - c, "train_cpu_s": sum(p["train_cpu_s"] for p in points.values())}
 
 
 # ---------------------------------------------------------------- HGQ2 in its own virtualenv
@@ -151,8 +171,9 @@ HGQ2_BETA_MAX = (1e-4, 1e-3)
 # HGQ2's useful range on digits as measured: at the end of training 3e-6 keeps ~8,900 EBOPs (> 5,000 LUT,
 # above the top of both fronts), 1e-5 5,600, 3e-5 3,900, 1e-4 2,500, 3e-4 1,400 (88-91 % test), and 1e-3
 # ~800 EBOPs where accuracy has collapsed (74-81 %), so a larger beta only collapses further.
-# mnist1d keeps the ramps only (not measured with this setting).
-HGQ2_BETA_CONST = {"digits": (3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3), "mnist1d": ()}
+# mnist1d: every other of those betas, a decade apart (three runs, for time: each costs ~2.5 CPU-minutes of
+# training and ~10 of synthesis here); its runs keep the 150 epochs of its ramped runs and of kdhw's side there.
+HGQ2_BETA_CONST = {"digits": (3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3), "mnist1d": (3e-6, 3e-5, 3e-4)}
 
 
 def _runs(name: str, quick: bool) -> list[tuple[str, float]]:
@@ -214,13 +235,17 @@ def hgq2_run(name: str, kind: str, beta: float, quick: bool, log: Any) -> dict[s
     return pts
 
 
-def hgq2_front(name: str, quick: bool, log: Any, only_cached: bool = False) -> dict[str, Any] | None:
-    """Every HGQ2 run of ``name`` (``_runs``), their checkpoints pooled; None when ``only_cached`` and a run
-    has no cache yet."""
+def hgq2_front(name: str, quick: bool, log: Any, only_cached: bool = False, jobs: int = 1) -> dict[str, Any] | None:
+    """Every HGQ2 run of ``name`` (``_runs``), ``jobs`` at a time, their checkpoints pooled; None when
+    ``only_cached`` and a run has no cache yet."""
     specs = _runs(name, quick)
     if only_cached and not all((WORK / f"{_tag(name, k, b, quick)}.json").is_file() for k, b in specs):
         return None
-    runs = [hgq2_run(name, k, b, quick, log) for k, b in specs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # each run is a subprocess (one thread) and then yosys per checkpoint: ``jobs`` runs at once fill the cores
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        runs = list(pool.map(lambda kb: hgq2_run(name, kb[0], kb[1], quick, log), specs))
     return {"epochs": runs[0]["epochs"], "beta_max": [b for k, b in specs if k == "ramped"],
             "beta_const": [b for k, b in specs if k == "constant"],
             "worker_cpu_s": [r.get("worker_cpu_s") for r in runs if r.get("kind", "ramped") == "ramped"],
@@ -312,8 +337,11 @@ def markdown(res: dict[str, Any]) -> str:
         k = r.get("kdhw") or {}
         if k:
             cfg = k["config"]
-            lines += [f"kdhw grid: {len(k['points'])} points = students {', '.join(sorted({p['label'] for p in k['points']}))} "
-                      f"x betas {', '.join(f'{b:g}' for b in cfg['pareto']['betas'])}"
+            grids = k.get("grids") or [{"labels": sorted({p["label"] for p in k["points"]}),
+                                        "betas": cfg["pareto"]["betas"]}]
+            lines += [f"kdhw grid: {len(k['points'])} points = " + "; ".join(
+                          f"students {', '.join(g['labels'])} x betas {', '.join(f'{b:g}' for b in g['betas'])}"
+                          for g in grids)
                       + (f" x seeds {', '.join(map(str, sorted({p['seed'] for p in k['points']})))}"
                          if cfg["pareto"].get("seeds", 1) > 1 else "") + f", {cfg['pareto']['epochs']} epochs "
                       f"each (scratch arms" + _noise_note(cfg["pareto"]) + f"); {k['train_cpu_s'] / 3600:.2f} CPU-hours of training.", ""]
@@ -441,7 +469,8 @@ def main() -> None:
     ap.add_argument("--sides", default="kdhw,hgq2",
                     help="sides to run now; a side left out is read from its cache of an earlier run")
     ap.add_argument("--datasets", default="digits,mnist1d")
-    ap.add_argument("--workers", type=int, default=1, help="kdhw grid tasks at once (local Ray when > 1)")
+    ap.add_argument("--workers", type=int, default=1, help="kdhw grid tasks at once (local Ray when > 1), and HGQ2 "
+                    "runs at once")
     a = ap.parse_args()
     from kdhw.util.runtime import set_torch_threads
 
@@ -465,7 +494,7 @@ def main() -> None:
         else:
             r["kdhw"] = committed(name, "kdhw", a.quick)
         try:
-            r["hgq2"] = hgq2_front(name, a.quick, log, only_cached="hgq2" not in sides) \
+            r["hgq2"] = hgq2_front(name, a.quick, log, only_cached="hgq2" not in sides, jobs=a.workers) \
                 or committed(name, "hgq2", a.quick)
         except (RuntimeError, subprocess.CalledProcessError) as e:
             r["hgq2_error"] = str(e)
